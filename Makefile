@@ -1,0 +1,38 @@
+# gridtools: nothing to build; these targets test, lint, benchmark and install.
+PYTHON  ?= python3
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+PYTEST_ARGS ?= -q
+
+COMMANDS := gridd gridmap gridsub gridcat gridmcast
+MAN1 := $(wildcard man/*.1)
+MAN7 := $(wildcard man/*.7)
+MAN8 := $(wildcard man/*.8)
+
+.PHONY: test test-deps lint bench install install-man
+
+test: test-deps
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The tests need pytest and hypothesis; install them when they are missing.
+test-deps:
+	@$(PYTHON) -c 'import pytest, hypothesis' 2>/dev/null || \
+	  $(PYTHON) -m pip install -q pytest hypothesis
+
+lint:
+	@command -v mandoc >/dev/null || { apt-get update -qq && apt-get install -y -qq mandoc >/dev/null; }
+	@for f in man/*.[1-8]; do mandoc -T lint -W warning $$f || exit 1; done
+	@echo "man pages: lint clean"
+
+bench:
+	$(PYTHON) bench/run.py
+
+install: install-man
+	$(PYTHON) -m pip install --prefix "$(DESTDIR)$(PREFIX)" --no-deps .
+
+install-man:
+	@for f in $(MAN1); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man1/$$(basename $$f); done
+	@for f in $(MAN7); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man7/$$(basename $$f); done
+	@for f in $(MAN8); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man8/$$(basename $$f); done

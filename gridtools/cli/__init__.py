@@ -1,0 +1,1 @@
+"""Command-line front ends: one module per command, each a thin main(argv) -> int."""
