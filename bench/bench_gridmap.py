@@ -28,7 +28,8 @@ import sys
 import benchlib
 from benchlib import REPO, fmt_num, fmt_ratio, median, ratio, table, verdict
 
-GRIDMAP = "bin/gridmap"          # commands run with the repository as cwd
+GRIDMAP = "bin/gridmap"          # commands run with the repository as cwd;
+                                 # --gridmap CMD measures another build
 PARALLEL = "parallel --will-cite"
 MiB = 1 << 20
 GB = 1e9
@@ -258,8 +259,7 @@ def bench_pipe(size, runs, have_parallel):
 
 
 def versions(have_parallel):
-    gm = benchlib.first_line([os.path.join(benchlib.BIN, "gridmap"),
-                              "--version"])
+    gm = benchlib.first_line(f"cd {shlex.quote(REPO)} && {GRIDMAP} --version")
     head = benchlib.first_line(["git", "-C", REPO, "log", "-1",
                                 "--format=%h %cd", "--date=iso"])
     print("versions:")
@@ -277,13 +277,17 @@ def versions(have_parallel):
 
 
 def main(argv=None):
+    global GRIDMAP
     p = benchlib.parser(__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, metavar="N",
                    help="repetitions of each command"
                         " (default: 5 for jobs, 3 for pipe; 1 with --quick)")
     p.add_argument("--only", choices=["jobs", "pipe"],
                    help="run one of the two measurements")
+    p.add_argument("--gridmap", metavar="CMD", default=GRIDMAP,
+                   help=f"the gridmap to measure (default: {GRIDMAP})")
     opts = p.parse_args(argv)
+    GRIDMAP = opts.gridmap
     njobs = 500 if opts.quick else 5000
     size = 64 * MiB if opts.quick else 1024 * MiB
     jobs_runs = opts.runs or (1 if opts.quick else 5)

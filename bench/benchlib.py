@@ -19,7 +19,7 @@ The API, all of it:
     fmt_ratio(r), fmt_num(x, digits)   short text for tables ("-" for None)
     table(rows, headers) -> str  aligned text; numbers right, text left
     ensure_apt(pkg, binary, what=None) -> bool
-    first_line(argv) -> str      first line a version command prints, or ""
+    first_line(cmd) -> str       first line a version command prints, or ""
     python_version() -> str      "Python 3.11.7 (/usr/bin/python3)"
     REPO, BIN, OUT               repository root, its bin/, bench/out/ (gitignored)
     CommandFailed                exception with .cmd, .returncode, .stderr
@@ -227,10 +227,11 @@ def ensure_apt(pkg, binary, what=None):
     return True
 
 
-def first_line(argv):
-    """The first line a version command prints, or "" if it cannot run."""
+def first_line(cmd):
+    """The first line a version command (argv list or shell line) prints,
+    or "" if it cannot run or exits non-zero."""
     try:
-        p = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL,
+        p = subprocess.run(cmd, shell=isinstance(cmd, str), capture_output=True, stdin=subprocess.DEVNULL,
                            timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return ""
