@@ -271,7 +271,8 @@ def versions(have_parallel):
             ("xargs", benchlib.first_line(["xargs", "--version"])),
             ("wc", benchlib.first_line(["wc", "--version"])),
             ("machine", f"{os.cpu_count()} cores, "
-                        f"{benchlib.first_line(['uname', '-sr'])}")]:
+                        f"{benchlib.first_line(['uname', '-sr'])}, load average"
+                        f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}")]:
         print(f"  {what:9s} {text}")
     sys.stdout.flush()
 
