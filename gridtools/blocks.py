@@ -1,0 +1,130 @@
+"""--pipe: find where to cut a stream into blocks without splitting a record.
+Pure functions over buffers; the caller does the reading.
+
+A record boundary is a place where the record end string (default "\\n")
+is immediately followed by the record start string (default ""): the block
+ends after the record end.  A block holds whole records: it ends at the last
+boundary within the block size, or, when one record is larger than a block,
+at the first boundary after it.
+"""
+
+import re
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text):
+    """A size like 1M, 10k, 512: GNU parallel's units, powers of 1024."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([bkmgtBKMGT]?)\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (expected e.g. 1M, 512k, 4096)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n < 1:
+        raise ValueError(f"size must be at least 1 byte: {text!r}")
+    return n
+
+
+class Boundary:
+    """Finds record boundaries for one (recend, recstart) pair."""
+
+    def __init__(self, recend=b"\n", recstart=b""):
+        if not recend and not recstart:
+            raise ValueError("--recend and --recstart cannot both be empty")
+        self.recend = recend
+        self.sep = recend + recstart
+
+    def last_before(self, buf, limit, start=0):
+        """The last cut position in (start, limit], or -1."""
+        end = min(limit, len(buf) - len(self.sep) + len(self.recend))
+        # idx + len(recend) <= end  <=>  idx + len(sep) <= end + len(recstart)
+        idx = buf.rfind(self.sep, start, end - len(self.recend) + len(self.sep))
+        while idx >= 0:
+            pos = idx + len(self.recend)
+            if pos > start:
+                return pos
+            idx = buf.rfind(self.sep, start, idx + len(self.sep) - 1)
+        return -1
+
+    def first_after(self, buf, start):
+        """The first cut position > start, or -1."""
+        idx = buf.find(self.sep, max(0, start - len(self.recend) + 1))
+        while idx >= 0:
+            pos = idx + len(self.recend)
+            if pos > start:
+                return pos
+            idx = buf.find(self.sep, idx + 1)
+        return -1
+
+    def nth(self, buf, n, start=0):
+        """The cut position after n records from start, or -1."""
+        pos = start
+        for _ in range(n):
+            pos = self.first_after(buf, pos)
+            if pos < 0:
+                return -1
+        return pos
+
+    def cut(self, buf, size, records=None, eof=False):
+        """Where the next block ends in buf, or -1 when more data is needed.
+
+        size: the block size; records: cut after exactly this many records
+        instead (-N); eof: no more data will come, so the rest is a block.
+        """
+        if not buf:
+            return -1
+        if records is not None:
+            pos = self.nth(buf, records)
+        elif len(buf) > size:
+            pos = self.last_before(buf, size)
+            if pos < 0:
+                pos = self.first_after(buf, size)
+        elif eof:
+            pos = len(buf)
+        else:
+            return -1
+        if pos < 0:
+            return len(buf) if eof else -1
+        return pos
+
+
+def plan_ranges(pread, start, end, size, boundary, window=1 << 16):
+    """Block ranges (offset, length) of a seekable file region [start, end).
+
+    Only the few bytes around each cut are read (pread(n, offset) -> bytes),
+    so a large file is split without reading it: the blocks themselves can
+    then go to the jobs with sendfile.
+    """
+    pos = start
+    while pos < end:
+        target = pos + size
+        if target >= end:
+            yield pos, end - pos
+            return
+        # Look back a window for the last boundary at or before target.
+        lo = max(pos, target - window)
+        buf = pread(min(window + len(boundary.sep), end - lo), lo)
+        cut = boundary.last_before(buf, target - lo)
+        if cut > 0 and lo + cut > pos:
+            cut += lo
+        else:
+            cut = _scan_forward(pread, target, end, boundary, window)
+        yield pos, cut - pos
+        pos = cut
+
+
+def _scan_forward(pread, target, end, boundary, window):
+    """First boundary after target (a record longer than the window)."""
+    off = target
+    keep = len(boundary.sep)
+    while off < end:
+        lo = max(target, off - keep)
+        buf = pread(min(window, end - lo), lo)
+        if not buf:
+            break
+        cut = boundary.first_after(buf, target - lo)
+        if cut > 0:
+            return lo + cut
+        off = lo + len(buf)
+        if off >= end:
+            break
+    return end

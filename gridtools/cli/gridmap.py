@@ -1,0 +1,341 @@
+"""gridmap: map a command over input lines or blocks of stdin, in parallel.
+
+    gridmap [options] COMMAND [ARGS...] [::: ARGS... | :::: FILES...]
+
+With no --hub this runs on an embedded local pool, one slot per core.
+"""
+
+import os
+import re
+import resource
+import sys
+
+from gridtools import blocks, errors, inputs, jobs, output, pool, template
+from gridtools.cli import common
+
+SEPARATORS = (":::", ":::+", "::::", "::::+")
+
+EPILOG = """\
+replacement strings: {} {.} {/} {//} {/.} {#} {%} {N} {-N} {N.} {N/} {N//} {N/.}
+exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than
+100 failed; with --halt, the status of the job that triggered it; 64 usage,
+65 bad input, 66 input file missing, 130/143 interrupted.  See gridmap(1).
+"""
+
+
+def build_parser():
+    p = common.ArgumentParser(
+        prog="gridmap", epilog=EPILOG,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        usage="gridmap [options] [COMMAND [ARGS...]] [::: ARGS... | :::: FILES...]",
+        description="Run COMMAND once per input, in parallel, and print each "
+                    "job's output as a group.")
+    common.add_version(p)
+    a = p.add_argument
+    a("-j", "--jobs", metavar="N", default="100%",
+      help="jobs at once: N, N%% of the cores, +N or -N cores (default 100%%)")
+    a("-k", "--keep-order", action="store_true", help="print output in input order")
+    a("--line-buffer", "--lb", action="store_true",
+      help="print output a whole line at a time as it arrives")
+    a("--group", action="store_true", help="print each job's output as a group (default)")
+    a("--tag", action="store_true", help="prefix each output line with the job's input and a tab")
+    a("--tagstring", metavar="STR", help="prefix each output line with STR (expanded) and a tab")
+    a("--dry-run", action="store_true", help="print the commands, run nothing")
+    a("-a", "--arg-file", metavar="FILE", action="append", default=[],
+      help="read inputs from FILE (repeatable; - is stdin)")
+    a("-0", "--null", action="store_true", help="inputs end with NUL, not newline")
+    a("-d", "--delimiter", metavar="DELIM", help="inputs end with DELIM (\\n, \\t, \\0 allowed)")
+    a("-C", "--colsep", metavar="REGEX", help="split each input into columns {1} {2} ...")
+    a("--trim", choices=sorted(inputs.TRIMS), help="trim whitespace around inputs: l, r, lr, n")
+    a("-n", "--max-args", metavar="N", type=int, help="up to N inputs per job")
+    a("-N", "--max-replace-args", metavar="N", type=int,
+      help="N inputs per job (with --pipe: N records per block)")
+    a("-X", dest="xargs", action="store_true",
+      help="as many inputs as fit per job, repeating the word around {}")
+    a("-m", dest="many", action="store_true", help="as many inputs as fit per job")
+    a("--retries", metavar="N", type=int, default=0,
+      help="run a failed job up to N more times")
+    a("--timeout", metavar="SECS", type=float,
+      help="kill a job's process group after SECS seconds")
+    a("--halt", metavar="WHEN,KIND=N",
+      help="stop early: now|soon,fail=N|fail=P%%|success=N|success=P%%|done=N")
+    a("--joblog", metavar="FILE", help="log each finished job to FILE (- is stdout)")
+    a("--json", action="store_true", help="print one JSON record per job instead of its output")
+    a("--pipe", action="store_true", help="split stdin into blocks, one per job's stdin")
+    a("--block", metavar="SIZE", default="1M", help="--pipe block size (default 1M)")
+    a("--recend", metavar="STR", help="--pipe record end (default \\n)")
+    a("--recstart", metavar="STR", help="--pipe record start (default empty)")
+    a("--round-robin", action="store_true",
+      help="--pipe: start -j jobs and deal the blocks among them")
+    a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
+    a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
+    return p
+
+
+def split_sources(argv):
+    """Split argv at the first ::: separator: (options+command, sources)."""
+    for i, word in enumerate(argv):
+        if word in SEPARATORS:
+            return argv[:i], argv[i:]
+        if word == "--":
+            # After --, separators still separate (GNU parallel does too).
+            continue
+    return argv, []
+
+
+def parse_options(argv):
+    head, tail = split_sources(argv)
+    parser = build_parser()
+    # Options stop at the command: everything from the first non-option word
+    # belongs to the command (`gridmap sh -c 'echo {}'`).
+    opts, rest = _parse_head(parser, head)
+    opts.sources = _parse_sources(parser, tail)
+    return opts
+
+
+def _parse_head(parser, head):
+    i = 0
+    opt_words = []
+    takes_value = _value_options(parser)
+    while i < len(head):
+        w = head[i]
+        if w == "--":
+            i += 1
+            break
+        if not w.startswith("-") or w == "-":
+            break
+        opt_words.append(w)
+        if w in takes_value:
+            if i + 1 < len(head):
+                opt_words.append(head[i + 1])
+            i += 2
+            continue
+        i += 1
+    opts = parser.parse_args(opt_words)
+    opts.command = head[i:]
+    return opts, None
+
+
+def _value_options(parser):
+    out = set()
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:
+            out.update(action.option_strings)
+    return out
+
+
+def _parse_sources(parser, tail):
+    sources = []
+    i = 0
+    while i < len(tail):
+        sep = tail[i]
+        j = i + 1
+        while j < len(tail) and tail[j] not in SEPARATORS:
+            j += 1
+        words = tail[i + 1:j]
+        if sep.startswith("::::"):
+            if not words:
+                parser.error(f"{sep} needs at least one file")
+            for k, path in enumerate(words):
+                sources.append(("file", path, sep.endswith("+") and k == 0))
+        else:
+            sources.append(("args", words, sep.endswith("+")))
+        i = j
+    return sources
+
+
+def parse_jobs(text, cores=None):
+    cores = cores or os.cpu_count() or 1
+    m = re.fullmatch(r"([+-]?)([0-9]+(?:\.[0-9]+)?)(%?)", text.strip())
+    if not m:
+        raise errors.UsageError(f"-j: not a number of jobs: {text!r}")
+    sign, num, pct = m.groups()
+    n = float(num)
+    if pct:
+        n = cores * n / 100
+    elif sign == "+":
+        n = cores + n
+    elif sign == "-":
+        n = cores - n
+    n = int(n)
+    if n == 0 and not pct and not sign and float(num) == 0:
+        n = 1 << 20              # -j 0: as many as the system allows
+    return max(1, n)
+
+
+def fd_budget():
+    """How many jobs we can run at once: each needs about four descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return max(1, (soft - 32) // 5)
+
+
+def parse_halt(text):
+    if text is None:
+        return pool.Halt()
+    t = text.strip()
+    short = {"0": "never", "1": "soon,fail=1", "2": "now,fail=1"}
+    t = short.get(t, t)
+    if t == "never":
+        return pool.Halt()
+    when, _, cond = t.partition(",")
+    if not cond and "=" in when:
+        when, cond = "now", when
+    m = re.fullmatch(r"(fail|success|done)=([0-9]+)(%?)", cond)
+    if when not in ("now", "soon") or not m:
+        raise errors.UsageError(
+            f"--halt: expected now|soon,fail=N|fail=P%|success=N|done=N, got {text!r}")
+    n = int(m.group(2))
+    if n < 1 or (m.group(3) and n > 100):
+        raise errors.UsageError(f"--halt: count must be 1 or more (percent 1-100): {text!r}")
+    return pool.Halt(when, m.group(1), n, bool(m.group(3)))
+
+
+def _unescape(text):
+    return inputs.parse_delimiter(text) if text else b""
+
+
+def open_input(path):
+    if path == "-":
+        return 0
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read {path}: {e.strerror}")
+
+
+def read_all(path, delim):
+    fd = open_input(path)
+    try:
+        return list(inputs.split_items(inputs.read_chunks(fd), delim))
+    finally:
+        if fd != 0:
+            os.close(fd)
+
+
+def make_source(opts, slots):
+    """The job source the options describe."""
+    if opts.pipe:
+        size = _size(opts.block)
+        recend = _unescape(opts.recend) if opts.recend is not None else (
+            b"" if opts.recstart is not None else b"\n")
+        recstart = _unescape(opts.recstart) if opts.recstart is not None else b""
+        try:
+            boundary = blocks.Boundary(recend, recstart)
+        except ValueError as e:
+            raise errors.UsageError(str(e))
+        return jobs.PipeSource(0, size, boundary, opts.max_replace_args)
+
+    delim = b"\0" if opts.null else b"\n"
+    if opts.delimiter is not None:
+        delim = inputs.parse_delimiter(opts.delimiter)
+        if not delim:
+            raise errors.UsageError("-d: the delimiter cannot be empty")
+    if opts.colsep is not None:
+        try:
+            re.compile(opts.colsep)
+        except re.error as e:
+            raise errors.UsageError(f"--colsep: bad regular expression {opts.colsep!r}: {e}")
+    to_record = inputs.make_record(opts.trim, opts.colsep)
+
+    sources = [("file", path, False) for path in opts.arg_file] + opts.sources
+    if not sources:
+        sources = [("file", "-", False)]
+    if len(sources) == 1 and sources[0][0] == "file":
+        feed = jobs.StreamFeed(open_input(sources[0][1]), delim, to_record)
+    else:
+        lists = []
+        for kind, value, linked in sources:
+            items = value if kind == "args" else read_all(value, delim)
+            lists.append(([to_record(x) for x in items], linked))
+        feed = jobs.IterFeed(inputs.combine(lists))
+
+    per_job = 1
+    if opts.max_replace_args is not None:
+        per_job = opts.max_replace_args
+    elif opts.max_args is not None:
+        per_job = opts.max_args
+    if per_job < 0 or (per_job == 0 and opts.max_replace_args is None):
+        raise errors.UsageError("-n/-N: need a positive number of inputs per job")
+    return jobs.RecordSource(feed, per_job, opts.xargs or opts.many, slots)
+
+
+def _size(text):
+    try:
+        return blocks.parse_size(text)
+    except ValueError as e:
+        raise errors.UsageError(f"--block: {e}")
+
+
+def dry_run(source, opts, slots, out_fd=1):
+    runner_pool = pool.Pool(source, None, opts, executor=_NoExecutor(slots))
+    n = 0
+    while True:
+        job = source.next()
+        if job is jobs.WAIT:
+            source.on_readable()
+            continue
+        if job is None:
+            return 0
+        job.slot = n % slots + 1
+        n += 1
+        runner_pool.prepare(job)
+        output.write_all(out_fd, os.fsencode(job.command) + b"\n")
+
+
+class _NoExecutor:
+    def __init__(self, capacity):
+        self.capacity = capacity
+
+
+def _main(argv):
+    opts = parse_options(sys.argv[1:] if argv is None else argv)
+    slots = parse_jobs(opts.jobs)
+    budget = fd_budget()
+    if slots > budget:
+        slots = budget
+    if opts.pipe and not opts.command:
+        raise errors.UsageError("--pipe needs a command to feed")
+    if opts.round_robin and not opts.pipe:
+        raise errors.UsageError("--round-robin goes with --pipe")
+    if opts.retries < 0:
+        raise errors.UsageError("--retries: need 0 or more")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise errors.UsageError("--timeout: need a positive number of seconds")
+    halt = parse_halt(opts.halt)
+
+    tmpl = None
+    if opts.command:
+        tmpl = template.Template(" ".join(opts.command), context=opts.xargs)
+    source = make_source(opts, slots)
+    popts = pool.Options(template=tmpl, retries=opts.retries, timeout=opts.timeout,
+                         halt=halt, line_buffer=opts.line_buffer and not opts.json,
+                         tag=opts.tag, tagstring=opts.tagstring,
+                         round_robin=opts.round_robin, bar=opts.bar, slots=slots)
+    if opts.dry_run:
+        return dry_run(source, popts, slots)
+
+    joblog = None
+    if opts.joblog == "-":
+        joblog = sys.stdout
+    elif opts.joblog:
+        try:
+            joblog = open(opts.joblog, "w", encoding="utf-8", errors="surrogateescape")
+        except OSError as e:
+            raise errors.GridError(f"cannot write joblog {opts.joblog}: {e.strerror}",
+                                   errors.CANTCREAT)
+    sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog)
+    try:
+        return pool.Pool(source, sink, popts).run()
+    finally:
+        if joblog is not None and joblog is not sys.stdout:
+            joblog.close()
+
+
+def main(argv=None):
+    return common.run("gridmap", _main, argv)

@@ -1,0 +1,253 @@
+"""Job sources: where the pool gets its next job.
+
+A source's next() returns a Job, WAIT (no job until more input arrives on
+source.fd, which the pool watches) or None (no more jobs).  Sources read
+only when asked, so input is consumed as slots free up, and stdin that is a
+pipe or a terminal is read without blocking the event loop.
+"""
+
+import collections
+import math
+import os
+import stat
+
+from gridtools import blocks, inputs
+
+WAIT = object()
+
+# A command line longer than this is split across jobs with -X and -m
+# (Linux allows more, but other systems and shells do not).
+MAX_LINE = 128 * 1024
+
+
+class Job:
+    """One unit of work, from its inputs to its finished result."""
+
+    __slots__ = ("seq", "args", "block", "command", "argv", "slot", "tries",
+                 "start", "stdout", "stderr", "sent", "deadline", "timed_out",
+                 "cancelled", "handle", "partial", "tag")
+
+    def __init__(self, seq, args=(), block=None):
+        self.seq = seq
+        self.args = args
+        self.block = block          # --pipe: bytes-like or FileRange
+        self.command = None
+        self.argv = None
+        self.slot = 0
+        self.tries = 0
+        self.start = 0.0
+        self.stdout = []
+        self.stderr = []
+        self.sent = 0
+        self.deadline = None
+        self.timed_out = False
+        self.cancelled = False
+        self.handle = None          # the executor's own state
+        self.partial = [b"", b""]   # --line-buffer: unfinished lines
+        self.tag = b""
+
+
+class FileRange:
+    """A block that is a byte range of a regular file (sent with sendfile)."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd, offset, length):
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def read(self):
+        return os.pread(self.fd, self.length, self.offset)
+
+
+def is_regular(fd):
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+class StreamFeed:
+    """Records read from a file descriptor, split on a delimiter."""
+
+    def __init__(self, fd, delim, to_record):
+        self.fd = fd
+        self.splitter = inputs.Splitter(delim)
+        self.to_record = to_record
+        self.records = collections.deque()
+        self.eof = False
+        # Regular files never block (and epoll refuses them): read them
+        # directly; pipes, sockets and terminals go through the selector.
+        self.pollable = not is_regular(fd)
+        if self.pollable:
+            os.set_blocking(fd, False)
+
+    def fill(self, n):
+        """Buffer up to n records if that needs no waiting."""
+        while len(self.records) < n and not self.eof and not self.pollable:
+            self.read()
+
+    def read(self):
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        items = self.splitter.feed(chunk) if chunk else self.splitter.finish()
+        if not chunk:
+            self.eof = True
+        self.records.extend(map(self.to_record, items))
+
+
+class IterFeed:
+    """Records from a finite iterator (::: lists, files, products)."""
+
+    fd = None
+    pollable = False
+
+    def __init__(self, records):
+        self.it = iter(records)
+        self.records = collections.deque()
+        self.eof = False
+
+    def fill(self, n):
+        while len(self.records) < n and not self.eof:
+            try:
+                self.records.append(next(self.it))
+            except StopIteration:
+                self.eof = True
+
+    def read(self):
+        self.fill(1)
+
+
+class RecordSource:
+    """Jobs made of input records: one each, -n N each, or -X/-m as many as
+    fit on a command line."""
+
+    def __init__(self, feed, per_job=1, fill_line=False, slots=1):
+        self.feed = feed
+        self.per_job = per_job      # records per job (0: one record, no args)
+        self.fill_line = fill_line  # -X / -m
+        self.slots = slots
+        self.share = None           # -X at end of input: records per job
+        self.seq = 0
+
+    @property
+    def fd(self):
+        return self.feed.fd if self.feed.pollable and not self.feed.eof else None
+
+    def on_readable(self):
+        self.feed.read()
+
+    def next(self):
+        feed = self.feed
+        want = self.per_job or 1
+        if self.fill_line:
+            want = self.share or MAX_LINE // 3
+        feed.fill(want)
+        recs = feed.records
+        if not recs:
+            return None if feed.eof else WAIT
+        if self.fill_line:
+            take = self._line_share(recs)
+            if take is None:
+                return WAIT
+        elif len(recs) < want and not feed.eof:
+            return WAIT
+        else:
+            take = min(want, len(recs))
+        records = [recs.popleft() for _ in range(take)]
+        self.seq += 1
+        args = [] if self.per_job == 0 else inputs.fields(records)
+        return Job(self.seq, args)
+
+    def _line_share(self, recs):
+        """How many records the next -X job takes, or None to wait.
+
+        Like GNU parallel: fill a command line; once all input is known,
+        spread what is left evenly over the job slots.
+        """
+        size = 0
+        for i, r in enumerate(recs):
+            size += inputs.line_length([r])
+            if size > MAX_LINE:
+                return max(i, 1)
+        if not self.feed.eof:
+            return None
+        if self.share is None:
+            self.share = max(1, math.ceil(len(recs) / self.slots))
+        return min(self.share, len(recs))
+
+
+class PipeSource:
+    """--pipe: jobs fed blocks of stdin, cut at record boundaries."""
+
+    def __init__(self, fd, size, boundary, records=None):
+        self.size = size
+        self.boundary = boundary
+        self.records = records
+        self.seq = 0
+        self.eof = False
+        self.fd_in = fd
+        self.buf = bytearray()
+        self.ranges = None
+        if is_regular(fd) and records is None:
+            # Split a file by offsets, reading only around each cut; the
+            # blocks go to the jobs with sendfile, never through Python.
+            start = os.lseek(fd, 0, os.SEEK_CUR)
+            end = os.fstat(fd).st_size
+            self.ranges = blocks.plan_ranges(
+                lambda n, off: os.pread(fd, n, off), start, end, size, boundary)
+            self.pollable = False
+        else:
+            self.pollable = not is_regular(fd)
+            if self.pollable:
+                os.set_blocking(fd, False)
+
+    @property
+    def fd(self):
+        return self.fd_in if self.pollable and not self.eof else None
+
+    def on_readable(self):
+        self._read()
+
+    def _read(self):
+        want = max(self.size + (1 << 16) - len(self.buf), 1 << 16)
+        try:
+            chunk = os.read(self.fd_in, min(want, 16 << 20))
+        except BlockingIOError:
+            return
+        if chunk:
+            self.buf += chunk
+        else:
+            self.eof = True
+
+    def next_block(self):
+        """The next block, WAIT, or None at the end."""
+        if self.ranges is not None:
+            for offset, length in self.ranges:
+                return FileRange(self.fd_in, offset, length)
+            return None
+        while True:
+            cut = self.boundary.cut(self.buf, self.size, self.records, self.eof)
+            if cut > 0:
+                block = self.buf
+                self.buf = bytearray(block[cut:])
+                del block[cut:]
+                return block
+            if self.eof:
+                return None
+            if self.pollable:
+                return WAIT
+            self._read()
+
+    def next(self):
+        block = self.next_block()
+        if block is None or block is WAIT:
+            return block
+        self.seq += 1
+        return Job(self.seq, (), block)

@@ -1,0 +1,555 @@
+"""The pool: one selectors loop that keeps every slot busy, relays output,
+enforces timeouts, retries and --halt, and hands each finished job to the
+sink exactly once.
+
+Who runs a job is the executor's business.  LocalExecutor (here) spawns
+children with runner; a hub client runs the same jobs on a grid.  An
+executor has this interface, all on the pool's selector:
+
+    capacity                     -> how many jobs may run at once
+    start(job)                   begin job (job.command, job.argv, job.slot
+                                 are set; job.block is None or its stdin);
+                                 raises OSError if it cannot start
+    feed(job, block)             --round-robin: queue another stdin block
+    end_input(job)               no more stdin for job after what is queued
+    pending_input(job) -> int    bytes queued for job's stdin, not yet sent
+    kill(job, sig)               signal the job's process group
+    close()
+
+and it reports back with pool.job_output(job, fd, data) (fd 1 or 2) and
+pool.job_done(job, exitcode, signal).
+"""
+
+import collections
+import fcntl
+import heapq
+import os
+import selectors
+import signal
+import sys
+import time
+
+from gridtools import output, runner
+from gridtools.jobs import WAIT, FileRange
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
+
+
+class Halt:
+    """--halt when,kind=N[%]: when to stop early."""
+
+    def __init__(self, when="never", kind=None, count=0, percent=False):
+        self.when = when          # "never", "soon" or "now"
+        self.kind = kind          # "fail", "success" or "done"
+        self.count = count
+        self.percent = percent
+
+    def triggered(self, failed, succeeded, done):
+        if self.when == "never":
+            return False
+        n = {"fail": failed, "success": succeeded, "done": done}[self.kind]
+        if self.percent:
+            # Judge a percentage only once a few jobs have finished, so the
+            # first failure does not count as 100 %.
+            return n * 100 >= self.count * max(done, 3)
+        return n >= self.count
+
+
+class Options:
+    """What the pool needs to know from the command line."""
+
+    def __init__(self, template=None, retries=0, timeout=None, halt=None,
+                 line_buffer=False, tag=False, tagstring=None, round_robin=False,
+                 bar=False, slots=1):
+        self.template = template
+        self.retries = retries
+        self.timeout = timeout
+        self.halt = halt or Halt()
+        self.line_buffer = line_buffer
+        self.tag = tag
+        self.tagstring = tagstring
+        self.round_robin = round_robin
+        self.bar = bar
+        self.slots = slots
+
+
+class LocalExecutor:
+    """Runs jobs as local child processes."""
+
+    def __init__(self, capacity, selector, pool):
+        self.capacity = capacity
+        self.sel = selector
+        self.pool = pool
+
+    def start(self, job):
+        fed = job.block is not None or self.pool.opts.round_robin
+        argv = job.argv or runner.shell_argv(job.command)
+        child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
+        h = job.handle = _Running(child)
+        self.sel.register(child.stdout, selectors.EVENT_READ, (self._readable, job, 1))
+        self.sel.register(child.stderr, selectors.EVENT_READ, (self._readable, job, 2))
+        self.sel.register(child.pidfd, selectors.EVENT_READ, (self._exited, job, 0))
+        if fed:
+            try:
+                fcntl.fcntl(child.stdin, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass
+            if job.block is not None:
+                h.inq.append(job.block)
+                h.input_done = not self.pool.opts.round_robin
+            self._want_write(job)
+
+    def feed(self, job, block):
+        job.handle.inq.append(block)
+        self._want_write(job)
+
+    def end_input(self, job):
+        job.handle.input_done = True
+        self._want_write(job)
+
+    def pending_input(self, job):
+        h = job.handle
+        return sum(len(b) for b in h.inq) - h.inpos if h.inq else 0
+
+    def kill(self, job, sig):
+        if job.handle is not None:
+            job.handle.child.kill(sig)
+
+    def close(self):
+        pass
+
+    # -- events ----------------------------------------------------------
+
+    def _want_write(self, job):
+        h = job.handle
+        child = h.child
+        if child.stdin is None:
+            return
+        if not h.inq:
+            if h.input_done:
+                self._close_stdin(job)
+            return
+        if not h.writing:
+            self.sel.register(child.stdin, selectors.EVENT_WRITE, (self._writable, job, 0))
+            h.writing = True
+
+    def _writable(self, job, _):
+        h = job.handle
+        fd = h.child.stdin
+        try:
+            while h.inq:
+                block = h.inq[0]
+                if isinstance(block, FileRange):
+                    n = os.sendfile(fd, block.fd, block.offset + h.inpos,
+                                    block.length - h.inpos)
+                else:
+                    n = os.write(fd, memoryview(block)[h.inpos:])
+                h.inpos += n
+                job.sent += n
+                if h.inpos >= len(block):
+                    h.inq.popleft()
+                    h.inpos = 0
+                elif n == 0:
+                    break
+        except BlockingIOError:
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            # The job stopped reading; what it did not take is not ours to
+            # force on it.  Its exit status tells the story.
+            h.inq.clear()
+            h.input_done = True
+        if not h.inq:
+            self.sel.unregister(fd)
+            h.writing = False
+            if h.input_done:
+                self._close_stdin(job)
+
+    def _close_stdin(self, job):
+        h = job.handle
+        if h.writing:
+            self.sel.unregister(h.child.stdin)
+            h.writing = False
+        h.child.close_stdin()
+
+    def _readable(self, job, fd_no):
+        h = job.handle
+        fd = h.child.stdout if fd_no == 1 else h.child.stderr
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if data:
+            self.pool.job_output(job, fd_no, data)
+            return
+        self._close_out(job, fd_no)
+        self._maybe_done(job)
+
+    def _close_out(self, job, fd_no):
+        h = job.handle
+        fd = h.child.stdout if fd_no == 1 else h.child.stderr
+        if fd is None:
+            return
+        self.sel.unregister(fd)
+        os.close(fd)
+        if fd_no == 1:
+            h.child.stdout = None
+        else:
+            h.child.stderr = None
+
+    def _exited(self, job, _):
+        h = job.handle
+        self.sel.unregister(h.child.pidfd)
+        h.status = h.child.reap()
+        # Whatever the job wrote before exiting is in the pipes now; a
+        # background grandchild holding them open must not hold us up.
+        for fd_no in (1, 2):
+            fd = h.child.stdout if fd_no == 1 else h.child.stderr
+            while fd is not None:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                self.pool.job_output(job, fd_no, data)
+            self._close_out(job, fd_no)
+        self._maybe_done(job)
+
+    def _maybe_done(self, job):
+        h = job.handle
+        if h.status is None or h.child.stdout is not None or h.child.stderr is not None:
+            return
+        self._close_stdin(job)
+        job.handle = None
+        self.pool.job_done(job, *h.status)
+
+
+class _Running:
+    __slots__ = ("child", "status", "inq", "inpos", "input_done", "writing")
+
+    def __init__(self, child):
+        self.child = child
+        self.status = None
+        self.inq = collections.deque()
+        self.inpos = 0
+        self.input_done = False
+        self.writing = False
+
+
+class Pool:
+    """Runs every job from a source through an executor into a sink."""
+
+    def __init__(self, source, sink, opts, selector=None, executor=None):
+        self.source = source
+        self.sink = sink
+        self.opts = opts
+        self.sel = selector or selectors.DefaultSelector()
+        self.executor = executor or LocalExecutor(opts.slots, self.sel, self)
+        self.free = list(range(1, self.executor.capacity + 1))
+        self.running = {}          # seq -> job
+        self.retry = []            # jobs waiting for another try
+        self.deadlines = []        # heap of (time, seq, job)
+        self.exhausted = False
+        self.watching_input = None     # the input fd we watch
+        self.halting = None        # None, "soon" or "now"
+        self.halt_status = None
+        self.stop_signal = None
+        self.failed = self.succeeded = self.done = 0
+        self.started = 0
+        self.bar = Progress() if opts.bar and sys.stderr.isatty() else None
+        self.rr_jobs = []          # --round-robin: the long-running jobs
+
+    # -- the loop --------------------------------------------------------
+
+    def run(self):
+        """Run everything; return gridmap's exit status."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old = self._install_signals(wake_w)
+        self.sel.register(wake_r, selectors.EVENT_READ, (self._on_signal, wake_r, 0))
+        try:
+            if self.opts.round_robin:
+                self._start_round_robin()
+            while True:
+                self._fill()
+                if not self.running and (self.exhausted or self.halting or self.stop_signal):
+                    break
+                self._watch_input()
+                timeout = self._next_timeout()
+                for key, _ in self.sel.select(timeout):
+                    fn, obj, arg = key.data
+                    fn(obj, arg)
+                self._check_deadlines()
+                if self.bar:
+                    self.bar.show(self.done, self.started, self.exhausted)
+        finally:
+            self._restore_signals(old)
+            self.sel.unregister(wake_r)
+            os.close(wake_r)
+            os.close(wake_w)
+            if self.bar:
+                self.bar.clear()
+            self.executor.close()
+            self.sink.close()
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
+        if self.halt_status is not None:
+            return self.halt_status
+        return min(self.failed, 101)
+
+    def _fill(self):
+        if self.opts.round_robin:
+            self._feed_round_robin()
+            return
+        while self.free and not self.halting and not self.stop_signal:
+            if self.retry:
+                job = self.retry.pop(0)
+            elif self.exhausted:
+                return
+            else:
+                job = self.source.next()
+                if job is WAIT:
+                    return
+                if job is None:
+                    self.exhausted = True
+                    return
+            self._start(job)
+
+    def _start(self, job):
+        job.slot = heapq.heappop(self.free)
+        self.prepare(job)
+        job.tries += 1
+        job.start = time.time()
+        job.stdout, job.stderr = [], []
+        job.partial = [b"", b""]
+        job.timed_out = False
+        self.running[job.seq] = job
+        if job.tries == 1:
+            self.started += 1
+        try:
+            self.executor.start(job)
+        except OSError as e:
+            self.job_output(job, 2, f"gridmap: cannot run {job.command!r}: {e.strerror}\n".encode())
+            self.job_done(job, 127, None)
+            return
+        if self.opts.timeout:
+            job.deadline = job.start + self.opts.timeout
+            heapq.heappush(self.deadlines, (job.deadline, job.seq, job))
+
+    def prepare(self, job):
+        """Expand the template for this job (its slot is known now)."""
+        t = self.opts.template
+        if t is None:
+            job.command = " ".join(job.args)
+            job.argv = runner.split_plain(job.command)
+        else:
+            job.command = t.shell(job.args, job.seq, job.slot)
+            job.argv = t.argv(job.args, job.seq, job.slot)
+        if self.opts.tagstring is not None:
+            from gridtools import template
+            job.tag = os.fsencode(template.expand_plain(
+                self.opts.tagstring, job.args, job.seq, job.slot)) + b"\t"
+        elif self.opts.tag:
+            job.tag = os.fsencode(" ".join(job.args)) + b"\t"
+
+    def _watch_input(self):
+        fd = self.source.fd if not self.exhausted else None
+        want = fd is not None and (bool(self.free) or self.opts.round_robin) \
+            and not self.halting and not self.stop_signal
+        if want and self.watching_input is None:
+            self.sel.register(fd, selectors.EVENT_READ, (self._on_input, fd, 0))
+            self.watching_input = fd
+        elif not want and self.watching_input is not None:
+            self.sel.unregister(self.watching_input)
+            self.watching_input = None
+
+    def _on_input(self, fd, _):
+        self.source.on_readable()
+
+    # -- round robin -----------------------------------------------------
+
+    def _start_round_robin(self):
+        from gridtools.jobs import Job
+        for i in range(self.executor.capacity):
+            job = Job(i + 1, ())
+            self.rr_jobs.append(job)
+            self._start(job)
+        self.source.seq = self.executor.capacity
+
+    def _feed_round_robin(self):
+        if self.exhausted or self.halting or self.stop_signal:
+            return
+        for job in self.rr_jobs:
+            if job.seq not in self.running or self.executor.pending_input(job):
+                continue
+            block = self.source.next_block()
+            if block is WAIT:
+                return
+            if block is None:
+                self.exhausted = True
+                for j in self.rr_jobs:
+                    if j.seq in self.running:
+                        self.executor.end_input(j)
+                return
+            self.executor.feed(job, block)
+
+    # -- reports from the executor ---------------------------------------
+
+    def job_output(self, job, fd_no, data):
+        if self.opts.line_buffer:
+            self._lines(job, fd_no, data)
+        elif fd_no == 1:
+            job.stdout.append(data)
+        else:
+            job.stderr.append(data)
+
+    def _lines(self, job, fd_no, data):
+        i = fd_no - 1
+        data = job.partial[i] + data
+        cut = data.rfind(b"\n") + 1
+        job.partial[i] = data[cut:]
+        if cut:
+            self._write_now(fd_no, output.tag_lines(job.tag, data[:cut]))
+
+    def _write_now(self, fd_no, data):
+        output.write_all(self.sink.out_fd if fd_no == 1 else self.sink.err_fd, data)
+
+    def job_done(self, job, exitcode, sig):
+        now = time.time()
+        self.running.pop(job.seq, None)
+        heapq.heappush(self.free, job.slot)
+        if job.timed_out:
+            outcome = output.TIMEOUT
+        elif job.cancelled:
+            outcome = output.CANCELLED
+        elif sig is not None:
+            outcome = output.SIGNALED
+        elif exitcode != 0:
+            outcome = output.FAILED
+        else:
+            outcome = output.OK
+        if outcome != output.OK and job.tries <= self.opts.retries \
+                and not self.halting and not self.stop_signal and not job.cancelled:
+            self.retry.append(job)
+            return
+        if self.opts.line_buffer:
+            for fd_no in (1, 2):
+                if job.partial[fd_no - 1]:
+                    self._write_now(fd_no, output.tag_lines(job.tag, job.partial[fd_no - 1]))
+            stdout = stderr = b""
+        else:
+            stdout, stderr = b"".join(job.stdout), b"".join(job.stderr)
+        job.stdout = job.stderr = None
+        result = output.Result(job.seq, job.args, job.command, exitcode, sig,
+                               outcome, job.start, now - job.start, stdout,
+                               stderr, job.tries, job.slot, sent=job.sent,
+                               tag=job.tag)
+        self.sink.add(result)
+        self.done += 1
+        if outcome == output.OK:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        self._check_halt(result)
+
+    def _check_halt(self, r):
+        h = self.opts.halt
+        if self.halting or self.stop_signal or not h.triggered(self.failed, self.succeeded, self.done):
+            return
+        self.halting = h.when
+        word = "failed" if r.failed else "succeeded"
+        sys.stderr.write(f"gridmap: halting ({h.when}): job {r.seq} {word}: {r.command}\n")
+        if h.kind == "success":
+            self.halt_status = 0
+        elif h.kind == "fail":
+            self.halt_status = runner.status_code(r.exitcode if r.exitcode is not None else 1,
+                                                  r.signal)
+        if h.when == "now":
+            self._kill_running(cancel=True)
+
+    # -- timeouts and signals --------------------------------------------
+
+    def _next_timeout(self):
+        if not self.deadlines:
+            return None
+        return max(0.0, self.deadlines[0][0] - time.time())
+
+    def _check_deadlines(self):
+        now = time.time()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, seq, job = heapq.heappop(self.deadlines)
+            if self.running.get(seq) is not job or job.deadline is None:
+                continue
+            if not job.timed_out and not job.cancelled:
+                job.timed_out = True
+                self.executor.kill(job, signal.SIGTERM)
+            else:
+                self.executor.kill(job, signal.SIGKILL)
+                continue
+            job.deadline = now + KILL_GRACE
+            heapq.heappush(self.deadlines, (job.deadline, seq, job))
+
+    def _kill_running(self, cancel):
+        now = time.time()
+        for job in list(self.running.values()):
+            job.cancelled = cancel or job.cancelled
+            self.executor.kill(job, signal.SIGTERM)
+            job.deadline = now + KILL_GRACE
+            heapq.heappush(self.deadlines, (job.deadline, job.seq, job))
+
+    def _install_signals(self, wake_w):
+        old = {}
+        try:
+            old["wakeup"] = signal.set_wakeup_fd(wake_w)
+        except ValueError:          # not the main thread
+            return old
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, lambda *a: None)
+        return old
+
+    def _restore_signals(self, old):
+        for s, h in old.items():
+            if s == "wakeup":
+                signal.set_wakeup_fd(h)
+            else:
+                signal.signal(s, h)
+
+    def _on_signal(self, fd, _):
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        for s in data:
+            if s in (signal.SIGINT, signal.SIGTERM) and self.stop_signal is None:
+                self.stop_signal = s
+                for job in self.running.values():
+                    job.cancelled = True
+                self._kill_running(cancel=True)
+
+
+class Progress:
+    """--bar: one redrawn line on a terminal's stderr."""
+
+    def __init__(self):
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def show(self, done, started, total_known):
+        now = time.time()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        rate = done / (now - self.t0) if now > self.t0 else 0
+        if total_known and started:
+            pct = 100 * done // started
+            eta = (started - done) / rate if rate else 0
+            text = f"{pct}% {done}/{started} ETA {eta:.0f}s"
+        else:
+            text = f"{done} done, {started} started, {rate:.1f}/s"
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
+
+    def clear(self):
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
