@@ -7,6 +7,7 @@ pipe or a terminal is read without blocking the event loop.
 """
 
 import collections
+import fcntl
 import math
 import os
 import stat
@@ -69,6 +70,14 @@ def is_regular(fd):
         return stat.S_ISREG(os.fstat(fd).st_mode)
     except OSError:
         return False
+
+
+def grow_pipe(fd, size=1 << 20):
+    """Ask for a larger pipe buffer: fewer, larger reads and writes."""
+    try:
+        fcntl.fcntl(fd, 1031, size)      # F_SETPIPE_SZ; not a pipe: no harm
+    except OSError:
+        pass
 
 
 class StreamFeed:
@@ -207,6 +216,7 @@ class PipeSource:
             self.pollable = not is_regular(fd)
             if self.pollable:
                 os.set_blocking(fd, False)
+                grow_pipe(fd)
 
     @property
     def fd(self):

@@ -21,7 +21,6 @@ pool.job_done(job, exitcode, signal).
 """
 
 import collections
-import fcntl
 import heapq
 import os
 import selectors
@@ -30,10 +29,9 @@ import sys
 import time
 
 from gridtools import output, runner
-from gridtools.jobs import WAIT, FileRange
+from gridtools.jobs import WAIT, FileRange, grow_pipe
 
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20
+SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
 
 
@@ -92,10 +90,7 @@ class LocalExecutor:
         self.sel.register(child.stderr, selectors.EVENT_READ, (self._readable, job, 2))
         self.sel.register(child.pidfd, selectors.EVENT_READ, (self._exited, job, 0))
         if fed:
-            try:
-                fcntl.fcntl(child.stdin, F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass
+            grow_pipe(child.stdin)
             if job.block is not None:
                 h.inq.append(job.block)
                 h.input_done = not self.pool.opts.round_robin
@@ -137,13 +132,18 @@ class LocalExecutor:
 
     def _writable(self, job, _):
         h = job.handle
+        if h is None or not h.writing:
+            return
         fd = h.child.stdin
         try:
             while h.inq:
                 block = h.inq[0]
                 if isinstance(block, FileRange):
-                    n = os.sendfile(fd, block.fd, block.offset + h.inpos,
-                                    block.length - h.inpos)
+                    # splice moves page-cache pages into the pipe without
+                    # copying them (sendfile to a pipe goes through a copy).
+                    n = os.splice(block.fd, fd, block.length - h.inpos,
+                                  offset_src=block.offset + h.inpos,
+                                  flags=SPLICE_F_NONBLOCK)
                 else:
                     n = os.write(fd, memoryview(block)[h.inpos:])
                 h.inpos += n
@@ -174,8 +174,12 @@ class LocalExecutor:
         h.child.close_stdin()
 
     def _readable(self, job, fd_no):
+        # An event from the same select() batch may arrive after the job
+        # was finished by its exit event: its pipes are closed already.
         h = job.handle
-        fd = h.child.stdout if fd_no == 1 else h.child.stderr
+        fd = None if h is None else h.child.stdout if fd_no == 1 else h.child.stderr
+        if fd is None:
+            return
         try:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
@@ -200,6 +204,8 @@ class LocalExecutor:
 
     def _exited(self, job, _):
         h = job.handle
+        if h is None:
+            return
         self.sel.unregister(h.child.pidfd)
         h.status = h.child.reap()
         # Whatever the job wrote before exiting is in the pipes now; a
@@ -260,6 +266,7 @@ class Pool:
         self.started = 0
         self.bar = Progress() if opts.bar and sys.stderr.isatty() else None
         self.rr_jobs = []          # --round-robin: the long-running jobs
+        self.rr_next = 0           # ... and which one to feed next
 
     # -- the loop --------------------------------------------------------
 
@@ -380,7 +387,10 @@ class Pool:
     def _feed_round_robin(self):
         if self.exhausted or self.halting or self.stop_signal:
             return
-        for job in self.rr_jobs:
+        n = len(self.rr_jobs)
+        for i in range(n):
+            # Deal in turn, starting after the job fed last.
+            job = self.rr_jobs[(self.rr_next + i) % n]
             if job.seq not in self.running or self.executor.pending_input(job):
                 continue
             block = self.source.next_block()
@@ -393,6 +403,7 @@ class Pool:
                         self.executor.end_input(j)
                 return
             self.executor.feed(job, block)
+            self.rr_next = (self.rr_jobs.index(job) + 1) % n
 
     # -- reports from the executor ---------------------------------------
 
