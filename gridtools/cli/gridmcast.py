@@ -1,0 +1,191 @@
+"""gridmcast: put a verified copy of a file or stream on many hosts at once.
+
+`gridmcast send [FILE|-]` gathers receivers on a TCP control address and
+sends; `gridmcast recv HOST:PORT` joins and writes the stream out.
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+from types import SimpleNamespace
+
+from gridtools import errors
+from gridtools.cli import common
+
+PROG = "gridmcast"
+MAX_KEY = 4096
+
+
+def _size(text):
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)(i?[bB]?)", text.strip())
+    if not m:
+        raise ValueError(text)
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def _rate(text):
+    """Bits per second, with k/M/G meaning powers of ten as network rates do."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)(?:bit|bps|b)?(?:/s)?", text.strip())
+    if not m:
+        raise ValueError(text)
+    mult = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    return float(m.group(1)) * mult
+
+
+def _typed(conv, what):
+    def parse(text):
+        try:
+            return conv(text)
+        except ValueError:
+            raise common.argparse.ArgumentTypeError(f"bad {what}: {text!r}") from None
+    parse.__name__ = what
+    return parse
+
+
+def build_parser():
+    p = common.ArgumentParser(prog=PROG, description="Reliable one-to-many delivery "
+                              "of a file or stream: IP multicast with NACK repair, or a TCP relay chain.")
+    common.add_version(p)
+    sub = p.add_subparsers(dest="command", metavar="send|recv")
+    sub.required = True
+
+    s = sub.add_parser("send", help="offer a file or stdin to receivers")
+    s.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    s.add_argument("--control", default="0.0.0.0:0", metavar="HOST:PORT",
+                   help="TCP address receivers join (default 0.0.0.0:0, printed on stderr)")
+    s.add_argument("--group", metavar="ADDR:PORT",
+                   help="multicast group (default 239.255.x.y on the control port)")
+    s.add_argument("--ttl", type=_typed(int, "ttl"), default=1, help="multicast TTL (default 1)")
+    s.add_argument("--interface", metavar="ADDR",
+                   help="send multicast out of this IPv4 address (default: the control address)")
+    s.add_argument("--tcp", action="store_true", help="use a TCP relay chain, no multicast")
+    s.add_argument("--fec", type=_typed(int, "parity group size"), default=0, metavar="K",
+                   help="send one XOR parity datagram per K data datagrams")
+    s.add_argument("--rate", type=_typed(_rate, "rate"), metavar="BITS",
+                   help="fixed multicast rate in bits/s (e.g. 800M); default automatic")
+    s.add_argument("--datagram-size", type=_typed(_size, "size"), default=8192, metavar="BYTES",
+                   help="payload bytes per datagram (default 8192)")
+    s.add_argument("--min-receivers", type=_typed(int, "count"), default=1, metavar="N",
+                   help="start once N receivers have joined (default 1)")
+    s.add_argument("--wait", type=_typed(float, "seconds"), metavar="SECS",
+                   help="start after SECS with whoever joined, even if fewer than N")
+    s.add_argument("--key-file", metavar="FILE", help="group key: HMAC every block")
+    s.add_argument("--no-evict", dest="evict", action="store_false",
+                   help="hold every receiver to the slowest one's pace")
+    s.add_argument("--buffer", type=_typed(_size, "size"), default=64 << 20, metavar="BYTES",
+                   help="bytes of a stream kept for repairs and catching up (default 64M)")
+    s.add_argument("--timeout", type=_typed(float, "seconds"), default=30.0, metavar="SECS",
+                   help="give up on a receiver that makes no progress for SECS (default 30)")
+    s.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    s.add_argument("-q", "--quiet", action="store_true", help="print no per-receiver lines")
+
+    r = sub.add_parser("recv", help="join a sender and write what it sends")
+    r.add_argument("control", metavar="HOST:PORT")
+    r.add_argument("-o", "--output", default="-", metavar="FILE",
+                   help="write here (default stdout); a file appears only once verified")
+    r.add_argument("--key-file", metavar="FILE", help="group key shared with the sender")
+    r.add_argument("--interface", metavar="ADDR",
+                   help="join the group on this IPv4 address (default: the one facing the sender)")
+    r.add_argument("--simulate-loss", type=_typed(float, "fraction"), default=0.0, metavar="P",
+                   help="drop this fraction of incoming datagrams (tests, demonstrations)")
+    r.add_argument("--timeout", type=_typed(float, "seconds"), default=30.0, metavar="SECS",
+                   help="give up after SECS without data once started (default 30)")
+    return p
+
+
+def parse_options(argv):
+    from gridtools import mcastwire as wire
+    p = build_parser()
+    o = p.parse_args(argv)
+    try:
+        if o.command == "send":
+            o.control = wire.parse_hostport(o.control, "--control")
+            if o.group:
+                o.group = wire.parse_hostport(o.group, "--group")
+                from gridtools import mcastnet
+                if not mcastnet.is_multicast(o.group[0]):
+                    raise errors.UsageError(f"--group {o.group[0]} is not an IPv4 multicast address")
+            if not 0 <= o.ttl <= 255:
+                raise errors.UsageError(f"--ttl {o.ttl} is outside 0..255")
+            if not 0 <= o.fec <= wire.MAX_FEC:
+                raise errors.UsageError(f"--fec {o.fec} is outside 0..{wire.MAX_FEC}")
+            if not 512 <= o.datagram_size <= 65000:
+                raise errors.UsageError(f"--datagram-size {o.datagram_size} is outside 512..65000")
+            if o.min_receivers < 1:
+                raise errors.UsageError("--min-receivers must be at least 1")
+            if o.rate is not None and o.rate <= 0:
+                raise errors.UsageError("--rate must be positive")
+        else:
+            o.control = wire.parse_hostport(o.control, "sender address")
+            if not 0.0 <= o.simulate_loss < 1.0:
+                raise errors.UsageError(f"--simulate-loss {o.simulate_loss} is outside 0..1")
+    except errors.UsageError as e:
+        p.error(str(e))
+    return o
+
+
+def read_key(path):
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            key = f.read(MAX_KEY + 1)
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read key file {path}: {e.strerror}") from None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY:
+        raise errors.UsageError(f"key file {path} is empty or longer than {MAX_KEY} bytes")
+    return key
+
+
+def _log(msg, always=False):
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+def _send(o):
+    from gridtools import mcastsend, mcastsource
+    key = read_key(o.key_file)
+    source = mcastsource.open_source(o.file, o.datagram_size, o.buffer)
+    opts = SimpleNamespace(control=o.control, group=o.group, ttl=o.ttl, interface=o.interface,
+                           tcp=o.tcp, fec=o.fec, rate=o.rate, payload=o.datagram_size,
+                           tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
+                           key=key, evict=o.evict, timeout=o.timeout)
+    result = mcastsend.Sender(opts, source, _log).run()
+    rows = result["receivers"]
+    if o.json:
+        print(json.dumps(result, sort_keys=True))
+    elif not o.quiet:
+        for r in rows:
+            extra = f"  {r['reason']}" if r["reason"] else ""
+            print(f"{r['receiver']:<22} {r['status']:<9} {r['bytes']:>12} "
+                  f"{r['seconds']:>9.3f}s  {r['via']}{extra}")
+    bad = [r for r in rows if r["status"] != "verified"]
+    if bad or not rows:
+        return errors.UNAVAILABLE
+    return errors.OK
+
+
+def _terminated(signum, frame):
+    raise errors.GridError("terminated by a signal", errors.TERMINATED)
+
+
+def _recv(o):
+    from gridtools import mcastrecv
+    # A receiver told to stop removes its partial file on the way out.
+    signal.signal(signal.SIGTERM, _terminated)
+    key = read_key(o.key_file)
+    mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
+                      interface=o.interface, timeout=o.timeout, log=_log)
+    return errors.OK
+
+
+def _main(argv):
+    o = parse_options(argv)
+    return _send(o) if o.command == "send" else _recv(o)
+
+
+def main(argv=None) -> int:
+    return common.run(PROG, _main, argv)

@@ -1,0 +1,510 @@
+"""The gridmcast receiver: join a sender's session over TCP, take blocks from
+the multicast group (repairing losses by NACK and parity) or from a TCP relay
+chain (forwarding each block before keeping it), check every block's tag as
+it arrives, and finish only with the whole-stream digest confirmed."""
+
+import os
+import random
+import secrets
+import socket
+import sys
+import time
+
+from gridtools import errors
+from gridtools import mcastnet as net
+from gridtools import mcastwire as wire
+from gridtools.mcastsink import Sink
+
+ACK_EVERY = 64            # blocks between progress reports
+NACK_TICK = 0.005         # how often gaps are looked at
+NACK_RETRY = 0.06         # a gap NACKed this long ago without repair is asked again
+RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
+RELAY_HIGH = 8 << 20      # downstream bytes queued before we stop reading upstream
+
+
+class Receiver:
+    def __init__(self, control, output=None, key=None, loss=0.0, interface=None,
+                 timeout=30.0, log=None):
+        self.control_addr = control
+        self.key = key
+        self.tagger = wire.make_tagger(key)
+        self.loss = loss
+        self.interface = interface
+        self.timeout = timeout
+        self.log = log or (lambda msg: None)
+        self.sink = Sink(output)
+        self.loop = net.Loop()
+        self.udp = None
+        self.listener = None
+        self.upstreams = []
+        self.downstream = None
+        self.session = None
+        self.fec = 0
+        self.started = False
+        self.mode = None
+        self.next = 0               # next block to write
+        self.top = -1               # highest block seen
+        self.pending = {}           # seq -> (payload, tag), waiting for a gap to fill
+        self.recent = {}            # written payloads still needed by parity groups
+        self.parity = {}            # group -> (members, xor)
+        self.nacked = {}            # seq -> time last asked
+        self.total = None           # block count, known at END
+        self.end_digest = None
+        self.end_bytes = None
+        self.done = False
+        self.last_ack = -1
+        self.ubuf = bytearray(65536)    # the largest UDP datagram
+        self.umv = memoryview(self.ubuf)
+        self.heard = False
+        self.last_data = net.now()
+        self.stats = {"datagrams": 0, "dropped": 0, "rejected": 0, "duplicates": 0,
+                      "nacks": 0, "recovered": 0, "frames": 0}
+
+    # --- joining -----------------------------------------------------------
+
+    def join(self):
+        host, port = self.control_addr
+        sock = net.connect(host, port, self.timeout)
+        sock.settimeout(self.timeout)
+        f = sock.makefile("rb", buffering=0)
+        verb, args, kv = self._read(f, "GRIDMCAST")
+        theirs = kv.get("nonce", "")
+        auth = kv.get("auth", "none")
+        if auth == "hmac" and not self.key:
+            raise errors.AuthError("the sender wants a group key: give --key-file")
+        if auth != "hmac" and self.key:
+            raise errors.AuthError("the sender has no group key but --key-file was given")
+        local_ip = sock.getsockname()[0]
+        self.listener = net.listen_tcp(local_ip, 0)
+        relay = net.fmt_addr(self.listener.getsockname())
+        mine = secrets.token_hex(16)
+        probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rcvbuf = net.set_buffer(probe_sock, socket.SO_RCVBUF,
+                                getattr(socket, "SO_RCVBUFFORCE", 33), net.BIG_BUFFER)
+        probe_sock.close()
+        proof = wire.mac(self.key, "client", mine, theirs) if self.key else None
+        sock.sendall(wire.format_line("HELLO", wire.VERSION, nonce=mine, relay=relay,
+                                      rcvbuf=rcvbuf, mac=proof))
+        verb, args, kv = self._read(f, "WELCOME")
+        if self.key:
+            want = wire.mac(self.key, "server", theirs, mine)
+            if not wire.tag_matches(want.encode(), kv.get("mac", "").encode()):
+                raise errors.AuthError("the sender did not prove it holds the group key")
+        try:
+            self.session = int(kv["session"])
+            self.fec = int(kv.get("fec", "0"))
+        except (KeyError, ValueError):
+            raise errors.ProtocolError(f"bad WELCOME from the sender: {kv}") from None
+        group = kv.get("group", "-")
+        if group != "-" and self._can_multicast(local_ip):
+            ghost, gport = wire.parse_hostport(group, "group")
+            iface = self.interface or local_ip
+            try:
+                self.udp, _ = net.udp_receiver((ghost, gport), iface)
+            except OSError as e:
+                self.log(f"cannot join {group}: {e.strerror}; asking for TCP")
+                self.udp = None
+        f.close()
+        self.ctl = net.Conn(sock, "sender")
+        self.loop.watch(self.ctl.sock, self._on_control)
+        if self.udp:
+            self.loop.watch(self.udp, self._on_udp)
+
+    @staticmethod
+    def _can_multicast(local_ip):
+        return ":" not in local_ip
+
+    def _read(self, f, want):
+        try:
+            line = f.readline(wire.MAX_LINE + 1)
+        except OSError as e:
+            raise errors.UnavailableError(f"sender went away during the handshake: {e}") from None
+        if not line:
+            raise errors.UnavailableError("sender closed the connection during the handshake")
+        verb, args, kv = wire.parse_line(line)
+        if verb == "REFUSED":
+            code = int(kv.get("code", errors.UNAVAILABLE))
+            raise errors.GridError("the sender refused: " + " ".join(args), code)
+        if verb != want:
+            raise errors.ProtocolError(f"expected {want} but got {line[:80]!r}")
+        return verb, args, kv
+
+    # --- the loop ----------------------------------------------------------
+
+    def run(self):
+        self.join()
+        deadline_idle = self.timeout
+        last_tick = net.now()
+        try:
+            while not self.done:
+                self.loop.once(NACK_TICK if self.udp and self.started else 0.5)
+                t = net.now()
+                if self.ctl.eof and not self.done:
+                    raise errors.UnavailableError(
+                        f"the sender went away after {self.sink.bytes} bytes")
+                if self.udp and self.started and t - last_tick >= NACK_TICK:
+                    last_tick = t
+                    self._nack(t)
+                if self.started and t - self.last_data > deadline_idle and not self.done:
+                    raise errors.UnavailableError(
+                        f"no data for {deadline_idle:.0f} s after {self.sink.bytes} bytes")
+                self._maybe_finish()
+        except BaseException:
+            self.sink.discard()
+            raise
+        finally:
+            if self.stats["rejected"]:
+                self.log(f"rejected {self.stats['rejected']} datagrams or frames "
+                         "that failed their checks")
+        self._drain_downstream()
+        return self._result()
+
+    def _result(self):
+        return dict(bytes=self.sink.bytes, digest=self.end_digest, mode=self.mode, **self.stats)
+
+    # --- control ------------------------------------------------------------
+
+    def _on_control(self):
+        self.ctl.recv()
+        for line in self.ctl.lines():
+            verb, args, kv = wire.parse_line(line)
+            handler = self.CONTROL.get(verb)
+            if handler is None:
+                raise errors.ProtocolError(f"unexpected control line from the sender: {line[:80]!r}")
+            handler(self, args, kv)
+
+    def _c_start(self, args, kv):
+        self.mode = kv.get("mode", "mcast")
+        self.payload = int(kv.get("payload", "0"))
+        self.started = True
+        self.last_data = net.now()
+        if self.mode != "mcast":
+            self._drop_udp()
+        fwd = kv.get("forward")
+        if fwd:
+            self._forward_to(fwd)
+        self.loop.watch(self.listener, self._on_accept)
+
+    def _c_evict(self, args, kv):
+        self.log("evicted from the multicast group; continuing over TCP")
+        self.mode = "evicted"
+        self._drop_udp()
+
+    def _c_forward(self, args, kv):
+        self._forward_to(kv.get("to") or (args[0] if args else ""))
+
+    def _c_end(self, args, kv):
+        try:
+            self.total = int(kv["count"])
+            self.end_bytes = int(kv["bytes"])
+            self.end_digest = kv["digest"]
+        except (KeyError, ValueError):
+            raise errors.ProtocolError(f"bad END from the sender: {kv}") from None
+        self.last_data = net.now()
+
+    def _c_fail(self, args, kv):
+        raise errors.UnavailableError("the sender gave up on us: " + " ".join(args))
+
+    def _c_ping(self, args, kv):
+        self.last_data = net.now()
+
+    CONTROL = {"START": _c_start, "EVICT": _c_evict, "FORWARD": _c_forward,
+               "END": _c_end, "FAIL": _c_fail, "PING": _c_ping}
+
+    def _send(self, line):
+        self.ctl.send(line)
+
+    def _drop_udp(self):
+        if self.udp:
+            self.loop.forget(self.udp)
+            self.udp.close()
+            self.udp = None
+
+    # --- multicast ------------------------------------------------------------
+
+    def _on_udp(self):
+        buf = self.ubuf
+        mv = self.umv
+        recv_into = self.udp.recv_into
+        loss = self.loss
+        rand = random.random
+        for _ in range(RECV_BATCH):
+            try:
+                n = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if loss and rand() < loss:
+                self.stats["dropped"] += 1
+                continue
+            self.stats["datagrams"] += 1
+            self._datagram(mv[:n])
+            if self.udp is None:
+                break
+
+    def _datagram(self, dgram):
+        try:
+            kind, sess, seq, body = wire.parse_datagram(self.tagger, dgram, self.session)
+        except errors.ProtocolError:
+            self.stats["rejected"] += 1
+            return
+        if kind == wire.DATA:
+            if not self.started:
+                return
+            self.last_data = net.now()
+            self._block(seq, bytes(body), wire.datagram_tag(dgram))
+        elif kind == wire.PARITY:
+            if self.started:
+                self._parity(seq, body)
+        elif kind == wire.PROBE:
+            if not self.started and not self.heard:
+                self.heard = True
+                self._send(wire.format_line("HEARD"))
+
+    def _block(self, seq, payload, tag):
+        if seq < self.next or seq in self.pending:
+            self.stats["duplicates"] += 1
+            return
+        if seq > self.top:
+            self.top = seq
+        if self.total is not None and seq >= self.total:
+            self.stats["rejected"] += 1
+            return
+        if seq != self.next:
+            self.pending[seq] = (payload, tag)
+            if self.fec:
+                self._try_recover(seq // self.fec)
+            return
+        self._write(seq, payload, tag)
+        pending = self.pending
+        while self.next in pending:
+            p, t = pending.pop(self.next)
+            self._write(self.next, p, t)
+        if self.next - self.last_ack >= ACK_EVERY:
+            self._ack()
+
+    def _write(self, seq, payload, tag):
+        self.sink.put(payload, tag)
+        self.next = seq + 1
+        if self.fec:
+            self.recent[seq] = payload
+            self.recent.pop(seq - 2 * self.fec, None)
+            g = seq // self.fec
+            if (seq + 1) % self.fec == 0:
+                self.parity.pop(g, None)
+        self.nacked.pop(seq, None)
+
+    def _ack(self):
+        self.last_ack = self.next
+        self._send(wire.format_line("ACK", self.next))
+
+    def _parity(self, g, body):
+        if (g + 1) * self.fec <= self.next:
+            return
+        try:
+            members, xor = wire.parse_parity(body)
+        except errors.ProtocolError:
+            self.stats["rejected"] += 1
+            return
+        self.parity[g] = (members, bytes(xor))
+        if len(self.parity) > 4096:
+            self.parity.pop(next(iter(self.parity)))
+        self._try_recover(g)
+
+    def _have(self, seq):
+        if seq < self.next:
+            return self.recent.get(seq)
+        got = self.pending.get(seq)
+        return got[0] if got else None
+
+    def _try_recover(self, g):
+        entry = self.parity.get(g)
+        if entry is None:
+            return
+        members, xor = entry
+        base = g * self.fec
+        missing = []
+        others = []
+        for i in range(len(members)):
+            p = self._have(base + i)
+            if p is None:
+                if base + i < self.next:
+                    return      # written and forgotten: nothing to do
+                missing.append(i)
+            else:
+                others.append(p)
+        if len(missing) != 1:
+            return
+        i = missing[0]
+        length, tag = members[i]
+        try:
+            payload = wire.recover(xor, others, length)
+        except errors.ProtocolError:
+            self.stats["rejected"] += 1
+            return
+        seq = base + i
+        head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.DATA, self.session, seq)
+        if not wire.tag_matches(self.tagger(head + payload), tag):
+            self.stats["rejected"] += 1
+            return
+        self.stats["recovered"] += 1
+        del self.parity[g]
+        self._block(seq, payload, tag)
+
+    def _nack(self, t):
+        """Ask for the gaps: each at most once per NACK_RETRY."""
+        end = self.top + 1
+        if self.total is not None:
+            end = self.total
+        elif t - self.last_data < 0.05 and self.fec:
+            # Leave the newest parity group a chance to repair itself.
+            end = min(end, (self.top // self.fec) * self.fec)
+        if end <= self.next:
+            return
+        want = []
+        nacked = self.nacked
+        pending = self.pending
+        for seq in range(self.next, min(end, self.next + 8192)):
+            if seq in pending:
+                continue
+            last = nacked.get(seq)
+            if last is None or t - last >= NACK_RETRY:
+                want.append(seq)
+                nacked[seq] = t
+                if len(want) >= 512:
+                    break
+        if want:
+            self.stats["nacks"] += len(want)
+            self._send(wire.format_line("NACK", wire.format_ranges(want)))
+        if self.next != self.last_ack and t - self.last_data > 0.02:
+            self._ack()
+
+    # --- TCP relay ---------------------------------------------------------------
+
+    def _on_accept(self):
+        try:
+            sock, addr = self.listener.accept()
+        except OSError:
+            return
+        conn = net.Conn(sock, net.fmt_addr(addr))
+        self.upstreams.append(conn)
+        self.loop.watch(conn.sock, lambda c=conn: self._on_upstream(c))
+
+    def _forward_to(self, where):
+        host, port = wire.parse_hostport(where, "forward address")
+        if self.downstream:
+            self.loop.forget(self.downstream.sock)
+            self.downstream.close()
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except OSError as e:
+            self.log(f"cannot reach the next receiver {where}: {e.strerror}")
+            self.downstream = None
+            return
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self.downstream = net.Conn(sock, where)
+
+    def _on_upstream(self, conn):
+        conn.recv(4 << 20)
+        try:
+            frames, used = wire.split_frames(conn.inbuf)
+        except errors.ProtocolError as e:
+            self.log(f"dropping upstream {conn.name}: {e}")
+            frames, used = [], len(conn.inbuf)
+            conn.eof = True
+        down = self.downstream
+        if frames:
+            self.last_data = net.now()
+        if down is not None and used:
+            # Forward first: the next receiver should not wait for our disk.
+            down.out += conn.inbuf[:used]
+            if not down.flush():
+                self.log(f"the next receiver {down.name} went away")
+                self.downstream = None
+                down.close()
+            elif len(down.out) > RELAY_HIGH:
+                self._throttle(True)
+        self.stats["frames"] += len(frames)
+        for i in range(len(frames)):
+            self._frame(frames[i])
+            frames[i].release()
+        del frames
+        del conn.inbuf[:used]
+        if conn.eof:
+            self.loop.forget(conn.sock)
+            conn.close()
+            self.upstreams.remove(conn)
+
+    def _throttle(self, on):
+        down = self.downstream
+        for c in self.upstreams:
+            self.loop.watch(c.sock, None if on else (lambda c=c: self._on_upstream(c)))
+        if on and down:
+            self.loop.watch(down.sock, None, self._on_downstream_writable)
+
+    def _on_downstream_writable(self):
+        down = self.downstream
+        if down is None:
+            return
+        if not down.flush():
+            self.downstream = None
+            down.close()
+        if self.downstream is None or len(down.out) < RELAY_HIGH // 2:
+            if self.downstream:
+                self.loop.forget(down.sock)
+            self._throttle(False)
+
+    def _frame(self, fr):
+        try:
+            kind, sess, seq, body = wire.parse_datagram(self.tagger, fr, self.session)
+        except errors.ProtocolError:
+            self.stats["rejected"] += 1
+            return
+        if kind == wire.DATA:
+            self._block(seq, bytes(body), wire.datagram_tag(fr))
+
+    def _drain_downstream(self):
+        down = self.downstream
+        if down is None:
+            return
+        down.sock.setblocking(True)
+        down.sock.settimeout(self.timeout)
+        try:
+            if down.out:
+                down.sock.sendall(down.out)
+            down.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        down.close()
+
+    # --- the end -------------------------------------------------------------------
+
+    def _maybe_finish(self):
+        if self.total is None or self.next < self.total or self.done:
+            return
+        self.sink.flush()
+        got = self.sink.digest.hexdigest()
+        if got != self.end_digest or self.sink.bytes != self.end_bytes:
+            self._send(wire.format_line("FAILED", reason="digest"))
+            self.ctl.flush()
+            raise errors.DataError(
+                f"stream digest {got} ({self.sink.bytes} bytes) does not match "
+                f"the sender's {self.end_digest} ({self.end_bytes} bytes)")
+        self.sink.commit()
+        self.done = True
+        self._send(wire.format_line("DONE", bytes=self.sink.bytes, digest=got))
+        self.ctl.sock.setblocking(True)
+        self.ctl.sock.settimeout(5)
+        try:
+            self.ctl.flush()
+            while self.ctl.out:
+                time.sleep(0.01)
+                self.ctl.flush()
+        except OSError:
+            pass
+
+
+def receive(control, **kw):
+    r = Receiver(control, **kw)
+    return r.run()

@@ -1,0 +1,247 @@
+"""gridmcast wire formats: data and parity datagrams, TCP frames and the
+control lines, as pure functions with no I/O.
+
+The grammar is written out in man/gridtools.7 (MULTICAST WIRE FORMAT); this
+module is its only implementation, so sender, receiver and tests agree.
+"""
+
+import hashlib
+import hmac
+import re
+import struct
+
+from gridtools import errors
+
+VERSION = 1
+MAGIC = b"GM"
+
+# Datagram kinds.
+DATA = 1      # one block of the stream: payload of up to `payload` bytes
+PARITY = 2    # XOR of K consecutive data blocks, with their lengths and tags
+PROBE = 3     # sent before the start, so receivers can say they hear the group
+
+HEADER = struct.Struct("!2sBBIQ")   # magic, version, kind, session, seq
+HLEN = HEADER.size                  # 16
+TAGLEN = 32                          # SHA-256 or HMAC-SHA256 trailer
+OVERHEAD = HLEN + TAGLEN
+FRAMELEN = struct.Struct("!I")       # a TCP frame is a length, then a datagram
+PARITY_MEMBER = struct.Struct("!I32s")
+
+MAX_PAYLOAD = 1 << 20                # the largest block a receiver accepts
+MAX_LINE = 4096                      # the longest control line accepted
+MAX_FEC = 64
+
+
+def make_tagger(key):
+    """Return tag(buffer) -> 32 bytes: SHA-256, or HMAC-SHA256 with a key.
+
+    The tag covers the header and the payload, so a block cannot be moved
+    to another sequence number or session without the tag failing.
+    """
+    if key:
+        key = bytes(key)
+
+        def tag(buf):
+            return hmac.digest(key, buf, "sha256")
+    else:
+        def tag(buf):
+            return hashlib.sha256(buf).digest()
+    return tag
+
+
+def tag_matches(expected, got):
+    # A constant-time compare costs nothing next to the hash itself.
+    return hmac.compare_digest(expected, got)
+
+
+def pack_datagram(tagger, kind, session, seq, body):
+    """Build one datagram: header, body, tag."""
+    head = HEADER.pack(MAGIC, VERSION, kind, session, seq) + body
+    return head + tagger(head)
+
+
+def parse_datagram(tagger, buf, session=None):
+    """Check a datagram and return (kind, session, seq, body view).
+
+    Raises ProtocolError naming what was wrong; the tag is checked last so
+    a stranger's datagram costs one hash at most.
+    """
+    n = len(buf)
+    if n < OVERHEAD:
+        raise errors.ProtocolError(f"datagram of {n} bytes is shorter than a header")
+    magic, version, kind, sess, seq = HEADER.unpack_from(buf)
+    if magic != MAGIC or version != VERSION:
+        raise errors.ProtocolError(
+            f"datagram with magic {bytes(magic)!r} version {version} is not gridmcast/{VERSION}")
+    if session is not None and sess != session:
+        raise errors.ProtocolError(f"datagram for session {sess}, expected {session}")
+    mv = memoryview(buf)
+    if not tag_matches(tagger(mv[:n - TAGLEN]), mv[n - TAGLEN:n]):
+        raise errors.ProtocolError(f"datagram kind {kind} seq {seq} failed its tag check")
+    return kind, sess, seq, mv[HLEN:n - TAGLEN]
+
+
+def datagram_tag(buf):
+    """The tag trailer of a datagram already checked."""
+    return bytes(buf[len(buf) - TAGLEN:])
+
+
+def frame(datagram):
+    """A datagram as a TCP frame: 4-byte length, then the bytes."""
+    return FRAMELEN.pack(len(datagram)) + datagram
+
+
+def split_frames(buf, limit=MAX_PAYLOAD + 4096):
+    """Return (list of frame memoryviews, bytes consumed) from a buffer.
+
+    A partial frame at the end is left for the next read; a length over
+    `limit` is a protocol error, never an allocation.
+    """
+    out = []
+    pos = 0
+    n = len(buf)
+    mv = memoryview(buf)
+    while n - pos >= 4:
+        (size,) = FRAMELEN.unpack_from(buf, pos)
+        if size > limit or size < OVERHEAD:
+            raise errors.ProtocolError(f"frame of {size} bytes is outside 48..{limit}")
+        if n - pos - 4 < size:
+            break
+        out.append(mv[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return out, pos
+
+
+# Parity: body = K members (length, tag), then the XOR of their payloads
+# zero-padded to the longest.  Little-endian ints make the padding free.
+
+def xor_into(acc, payload):
+    return acc ^ int.from_bytes(payload, "little")
+
+
+def parity_body(members, acc):
+    """members: list of (length, tag); acc: XOR accumulator as an int."""
+    width = max((m[0] for m in members), default=0)
+    head = struct.pack("!H", len(members)) + b"".join(
+        PARITY_MEMBER.pack(length, tag) for length, tag in members)
+    return head + acc.to_bytes(width, "little")
+
+
+def parse_parity(body):
+    """Return (list of (length, tag), xor bytes) from a parity body."""
+    if len(body) < 2:
+        raise errors.ProtocolError("parity datagram without a member count")
+    (k,) = struct.unpack_from("!H", body)
+    if not 1 <= k <= MAX_FEC:
+        raise errors.ProtocolError(f"parity datagram for {k} members")
+    end = 2 + k * PARITY_MEMBER.size
+    if len(body) < end:
+        raise errors.ProtocolError("parity datagram shorter than its member list")
+    members = [PARITY_MEMBER.unpack_from(body, 2 + i * PARITY_MEMBER.size) for i in range(k)]
+    xor = body[end:]
+    if any(length > len(xor) for length, _ in members):
+        raise errors.ProtocolError("parity datagram shorter than a member")
+    return members, xor
+
+
+def recover(xor, others, length):
+    """The missing payload of a parity group, given the other payloads."""
+    acc = int.from_bytes(xor, "little")
+    for p in others:
+        acc ^= int.from_bytes(p, "little")
+    try:
+        return acc.to_bytes(length, "little")
+    except OverflowError:
+        raise errors.ProtocolError("parity does not match its group") from None
+
+
+# Control lines: `VERB arg ... key=value ...`, ASCII, at most MAX_LINE bytes.
+
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def format_line(verb, *args, **kv):
+    parts = [verb] + [str(a) for a in args]
+    parts += [f"{k}={v}" for k, v in kv.items() if v is not None]
+    for p in parts:
+        if not _TOKEN.match(p):
+            raise ValueError(f"control token {p!r} is empty or not printable ASCII")
+    line = (" ".join(parts) + "\n").encode("ascii")
+    if len(line) > MAX_LINE:
+        raise ValueError(f"control line of {len(line)} bytes")
+    return line
+
+
+def parse_line(line):
+    """Return (verb, [args], {key: value}) from one control line."""
+    if len(line) > MAX_LINE:
+        raise errors.ProtocolError(f"control line of {len(line)} bytes is over {MAX_LINE}")
+    try:
+        text = bytes(line).decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise errors.ProtocolError(f"control line is not ASCII: {bytes(line[:60])!r}") from None
+    words = text.split()
+    if not words:
+        raise errors.ProtocolError("empty control line")
+    args, kv = [], {}
+    for w in words[1:]:
+        k, eq, v = w.partition("=")
+        if eq:
+            kv[k] = v
+        else:
+            args.append(w)
+    return words[0], args, kv
+
+
+def format_ranges(seqs):
+    """Sorted ints -> 'a-b,c,d-e' (compact NACK lists)."""
+    out = []
+    start = prev = None
+    for s in seqs:
+        if start is None:
+            start = prev = s
+        elif s == prev + 1:
+            prev = s
+        else:
+            out.append(f"{start}-{prev}" if prev != start else str(start))
+            start = prev = s
+    if start is not None:
+        out.append(f"{start}-{prev}" if prev != start else str(start))
+    return ",".join(out)
+
+
+def parse_ranges(text, limit=1 << 16):
+    """'a-b,c' -> list of ints, refusing more than `limit` of them."""
+    out = []
+    for part in text.split(","):
+        a, dash, b = part.partition("-")
+        try:
+            lo = int(a)
+            hi = int(b) if dash else lo
+        except ValueError:
+            raise errors.ProtocolError(f"bad range {part!r} in NACK") from None
+        if lo < 0 or hi < lo or hi - lo + len(out) >= limit:
+            raise errors.ProtocolError(f"range {part!r} in NACK is out of bounds")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def parse_hostport(text, what="address"):
+    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise errors.UsageError(f"{what} {text!r} is not HOST:PORT")
+    host = host.strip("[]")
+    try:
+        p = int(port)
+    except ValueError:
+        raise errors.UsageError(f"{what} {text!r} has a bad port") from None
+    if not 0 <= p <= 65535:
+        raise errors.UsageError(f"{what} {text!r} has a port out of range")
+    return host, p
+
+
+def mac(key, role, mine, theirs):
+    """Handshake proof: HMAC over the role and both nonces (blocks reflection)."""
+    msg = f"gridmcast-v{VERSION}|{role}|{mine}|{theirs}".encode()
+    return hmac.new(key, msg, "sha256").hexdigest()
