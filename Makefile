@@ -6,7 +6,6 @@ MANDIR  ?= $(PREFIX)/share/man
 DESTDIR ?=
 PYTEST_ARGS ?= -q
 
-COMMANDS := gridd gridmap gridsub gridcat gridmcast
 MAN1 := $(wildcard man/*.1)
 MAN7 := $(wildcard man/*.7)
 MAN8 := $(wildcard man/*.8)

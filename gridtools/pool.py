@@ -290,6 +290,12 @@ class Pool:
                 self._check_deadlines()
                 if self.bar:
                     self.bar.show(self.done, self.started, self.exhausted)
+        except BaseException:
+            # Our reader went away (`| head`) or something broke: no job
+            # may outlive us unseen.
+            for job in self.running.values():
+                self.executor.kill(job, signal.SIGKILL)
+            raise
         finally:
             self._restore_signals(old)
             self.sel.unregister(wake_r)
