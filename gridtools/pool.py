@@ -413,8 +413,21 @@ class Pool:
 
     # -- reports from the executor ---------------------------------------
 
+    def _live(self, job):
+        """--line-buffer prints a job's lines as they come; with -k, only
+        the lines of the job whose turn it is."""
+        return self.opts.line_buffer and (
+            not self.sink.keep_order or job.seq == self.sink.next_seq)
+
+    def _go_live(self, job):
+        for fd_no, chunks in ((1, job.stdout), (2, job.stderr)):
+            data = b"".join(chunks)
+            chunks.clear()
+            if data:
+                self._lines(job, fd_no, data)
+
     def job_output(self, job, fd_no, data):
-        if self.opts.line_buffer:
+        if self._live(job):
             self._lines(job, fd_no, data)
         elif fd_no == 1:
             job.stdout.append(data)
@@ -450,7 +463,7 @@ class Pool:
                 and not self.halting and not self.stop_signal and not job.cancelled:
             self.retry.append(job)
             return
-        if self.opts.line_buffer:
+        if self._live(job):
             for fd_no in (1, 2):
                 if job.partial[fd_no - 1]:
                     self._write_now(fd_no, output.tag_lines(job.tag, job.partial[fd_no - 1]))
@@ -463,6 +476,10 @@ class Pool:
                                stderr, job.tries, job.slot, sent=job.sent,
                                tag=job.tag)
         self.sink.add(result)
+        if self.opts.line_buffer and self.sink.keep_order:
+            head = self.running.get(self.sink.next_seq)
+            if head is not None:
+                self._go_live(head)
         self.done += 1
         if outcome == output.OK:
             self.succeeded += 1
