@@ -7,11 +7,9 @@ file, and only their offsets are kept.
 """
 
 import array
-import json
 import os
 import select
 import struct
-import tempfile
 
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
 
@@ -73,6 +71,7 @@ def joblog_line(r):
 
 def json_record(r):
     """One --json line: everything known about a finished job."""
+    import json     # only --json and -k spills pay for the import
     return json.dumps({
         "seq": r.seq,
         "input": list(r.args),
@@ -173,7 +172,9 @@ class Sink:
         self.held_bytes += size
 
     def _spill(self, r):
+        import json
         if self.spill is None:
+            import tempfile
             self.spill = tempfile.TemporaryFile(prefix="gridmap-spill-")
             self.spill_base = self.next_seq
         index = r.seq - self.spill_base
@@ -197,6 +198,7 @@ class Sink:
         index = seq - self.spill_base
         if not 0 <= index < len(self.spill_at) or self.spill_at[index] < 0:
             return False
+        import json
         offset = self.spill_at[index]
         self.spill_at[index] = -1
         self.spill.seek(offset)
