@@ -449,6 +449,12 @@ class Pool:
         now = time.time()
         self.running.pop(job.seq, None)
         heapq.heappush(self.free, job.slot)
+        job.deadline = None
+        if len(self.deadlines) > 2 * len(self.running) + 64:
+            # Finished jobs leave their deadlines behind; drop them before
+            # a long run with a long --timeout piles them up.
+            self.deadlines = [d for d in self.deadlines if d[2].deadline is not None]
+            heapq.heapify(self.deadlines)
         if job.timed_out:
             outcome = output.TIMEOUT
         elif job.cancelled:
