@@ -22,6 +22,7 @@ pool.job_done(job, exitcode, signal).
 
 import collections
 import heapq
+import itertools
 import os
 import selectors
 import signal
@@ -256,7 +257,8 @@ class Pool:
         self.free = list(range(1, self.executor.capacity + 1))
         self.running = {}          # seq -> job
         self.retry = []            # jobs waiting for another try
-        self.deadlines = []        # heap of (time, seq, job)
+        self.deadlines = []        # heap of (time, tiebreak, job)
+        self.tick = itertools.count()
         self.exhausted = False
         self.watching_input = None     # the input fd we watch
         self.halting = None        # None, "soon" or "now"
@@ -348,7 +350,7 @@ class Pool:
             return
         if self.opts.timeout:
             job.deadline = job.start + self.opts.timeout
-            heapq.heappush(self.deadlines, (job.deadline, job.seq, job))
+            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
 
     def prepare(self, job):
         """Expand the template for this job (its slot is known now)."""
@@ -518,8 +520,8 @@ class Pool:
     def _check_deadlines(self):
         now = time.time()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, seq, job = heapq.heappop(self.deadlines)
-            if self.running.get(seq) is not job or job.deadline is None:
+            _, _, job = heapq.heappop(self.deadlines)
+            if self.running.get(job.seq) is not job or job.deadline is None:
                 continue
             if not job.timed_out and not job.cancelled:
                 job.timed_out = True
@@ -528,7 +530,7 @@ class Pool:
                 self.executor.kill(job, signal.SIGKILL)
                 continue
             job.deadline = now + KILL_GRACE
-            heapq.heappush(self.deadlines, (job.deadline, seq, job))
+            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
 
     def _kill_running(self, cancel):
         now = time.time()
@@ -536,7 +538,7 @@ class Pool:
             job.cancelled = cancel or job.cancelled
             self.executor.kill(job, signal.SIGTERM)
             job.deadline = now + KILL_GRACE
-            heapq.heappush(self.deadlines, (job.deadline, job.seq, job))
+            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
 
     def _install_signals(self, wake_w):
         old = {}
