@@ -520,9 +520,9 @@ class Pool:
     def _check_deadlines(self):
         now = time.time()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, _, job = heapq.heappop(self.deadlines)
-            if self.running.get(job.seq) is not job or job.deadline is None:
-                continue
+            when, _, job = heapq.heappop(self.deadlines)
+            if self.running.get(job.seq) is not job or job.deadline != when:
+                continue        # finished, or its deadline moved
             if not job.timed_out and not job.cancelled:
                 job.timed_out = True
                 self.executor.kill(job, signal.SIGTERM)
