@@ -308,4 +308,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    benchlib.run_main(main)

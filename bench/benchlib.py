@@ -21,6 +21,7 @@ The API, all of it:
     ensure_apt(pkg, binary, what=None) -> bool
     first_line(cmd) -> str       first line a version command prints, or ""
     python_version() -> str      "Python 3.11.7 (/usr/bin/python3)"
+    run_main(main)               sys.exit(main()); `| head` exits 141 quietly
     REPO, BIN, OUT               repository root, its bin/, bench/out/ (gitignored)
     CommandFailed                exception with .cmd, .returncode, .stderr
 """
@@ -239,6 +240,18 @@ def first_line(cmd):
         return ""
     text = (p.stdout or p.stderr).decode(errors="replace").strip()
     return text.splitlines()[0] if text else ""
+
+
+def run_main(main):
+    """sys.exit(main()), but a reader that went away (`| head`) exits 141
+    quietly instead of printing a traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)
 
 
 def python_version():
