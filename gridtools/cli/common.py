@@ -24,8 +24,10 @@ def add_version(parser):
 def run(prog, work, argv):
     """Call work(argv) and map whatever escapes it to an exit code.
 
-    GridError prints `prog: error: message`; tracebacks only when GRID_DEBUG
-    is set.  A reader that went away (`| head`) exits 141 without noise.
+    GridError prints `prog: error: message` and exits with its code; any
+    other exception is a bug and exits 70.  GRID_DEBUG adds the traceback
+    but keeps the exit code.  A reader that went away (`| head`) exits 141
+    without noise.
     """
     debug = bool(os.environ.get("GRID_DEBUG"))
     try:
@@ -33,15 +35,32 @@ def run(prog, work, argv):
         sys.stdout.flush()
         return code
     except errors.GridError as e:
-        if debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        _report(prog, f"error: {e}", debug)
         return e.code
     except BrokenPipeError:
         quiet_stdout()
         return errors.BROKEN_PIPE
     except KeyboardInterrupt:
         return errors.INTERRUPTED
+    except OSError as e:
+        # Trouble with our own stdout/stderr or files (a full disk, a bad
+        # descriptor): say which, with the I/O exit code.
+        where = f" {e.filename}" if e.filename else ""
+        _report(prog, f"error: I/O error{where}: {e.strerror or e}", debug)
+        return errors.IOERR
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        _report(prog, f"internal error: {type(e).__name__}: {e}", debug)
+        return errors.SOFTWARE
+
+
+def _report(prog, message, debug):
+    if debug:
+        import traceback
+        traceback.print_exc()
+    try:
+        print(f"{prog}: {message}", file=sys.stderr)
+    except OSError:
+        pass
 
 
 def quiet_stdout():
