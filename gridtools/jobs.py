@@ -12,7 +12,7 @@ import math
 import os
 import stat
 
-from gridtools import blocks, inputs
+from gridtools import blocks, errors, inputs
 
 WAIT = object()
 
@@ -72,6 +72,27 @@ def is_regular(fd):
         return False
 
 
+def is_pollable(fd):
+    """True for pipes, sockets and terminals: reads may block, so the event
+    loop watches them.  Anything else (files, /dev/null) never blocks, and
+    epoll refuses it."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def read_input(fd, size):
+    """os.read that names the problem: a directory or a dead device."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        raise
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read input: {e.strerror}")
+
+
 def grow_pipe(fd, size=1 << 20):
     """Ask for a larger pipe buffer: fewer, larger reads and writes."""
     try:
@@ -89,9 +110,7 @@ class StreamFeed:
         self.to_record = to_record
         self.records = collections.deque()
         self.eof = False
-        # Regular files never block (and epoll refuses them): read them
-        # directly; pipes, sockets and terminals go through the selector.
-        self.pollable = not is_regular(fd)
+        self.pollable = is_pollable(fd)
         if self.pollable:
             os.set_blocking(fd, False)
 
@@ -102,7 +121,7 @@ class StreamFeed:
 
     def read(self):
         try:
-            chunk = os.read(self.fd, 1 << 16)
+            chunk = read_input(self.fd, 1 << 16)
         except BlockingIOError:
             return
         items = self.splitter.feed(chunk) if chunk else self.splitter.finish()
@@ -213,7 +232,7 @@ class PipeSource:
                 lambda n, off: os.pread(fd, n, off), start, end, size, boundary)
             self.pollable = False
         else:
-            self.pollable = not is_regular(fd)
+            self.pollable = is_pollable(fd)
             if self.pollable:
                 os.set_blocking(fd, False)
                 grow_pipe(fd)
@@ -228,7 +247,7 @@ class PipeSource:
     def _read(self):
         want = max(self.size + (1 << 16) - len(self.buf), 1 << 16)
         try:
-            chunk = os.read(self.fd_in, min(want, 16 << 20))
+            chunk = read_input(self.fd_in, min(want, 16 << 20))
         except BlockingIOError:
             return
         if chunk:

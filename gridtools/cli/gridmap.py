@@ -104,12 +104,12 @@ def _parse_head(parser, head):
             break
         if not w.startswith("-") or w == "-":
             break
-        opt_words.append(w)
-        if w in takes_value:
-            if i + 1 < len(head):
-                opt_words.append(head[i + 1])
+        if w in takes_value and i + 1 < len(head):
+            # Glue the value on, so that `-j -1` is a value, not an option.
+            opt_words.append(f"{takes_value[w]}={head[i + 1]}")
             i += 2
             continue
+        opt_words.append(w)
         i += 1
     opts = parser.parse_args(opt_words)
     opts.command = head[i:]
@@ -117,10 +117,12 @@ def _parse_head(parser, head):
 
 
 def _value_options(parser):
-    out = set()
+    """Options that take a value, each mapped to its long spelling."""
+    out = {}
     for action in parser._actions:
         if action.option_strings and action.nargs != 0:
-            out.update(action.option_strings)
+            long = [o for o in action.option_strings if o.startswith("--")][0]
+            out.update(dict.fromkeys(action.option_strings, long))
     return out
 
 
@@ -213,6 +215,8 @@ def read_all(path, delim):
     fd = open_input(path)
     try:
         return list(inputs.split_items(inputs.read_chunks(fd), delim))
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read {path}: {e.strerror}")
     finally:
         if fd != 0:
             os.close(fd)
