@@ -70,9 +70,14 @@ def joblog_line(r):
 
 
 def json_record(r):
-    """One --json line: everything known about a finished job."""
+    """One --json line: everything known about a finished job.
+
+    The line is ASCII: inputs that are not UTF-8 appear as \\udcXX escapes,
+    and output that is not UTF-8 goes in stdout_base64/stderr_base64 instead
+    of stdout/stderr, so no byte is lost and every line is valid JSON.
+    """
     import json     # only --json and -k spills pay for the import
-    return json.dumps({
+    rec = {
         "seq": r.seq,
         "input": list(r.args),
         "command": r.command,
@@ -84,9 +89,14 @@ def json_record(r):
         "tries": r.tries,
         "start": round(r.start, 6),
         "runtime": round(r.runtime, 6),
-        "stdout": os.fsdecode(r.stdout),
-        "stderr": os.fsdecode(r.stderr),
-    }, ensure_ascii=False) + "\n"
+    }
+    for name, data in (("stdout", r.stdout), ("stderr", r.stderr)):
+        try:
+            rec[name] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+            rec[name + "_base64"] = base64.b64encode(data).decode("ascii")
+    return json.dumps(rec) + "\n"
 
 
 def tag_lines(prefix, data):
@@ -215,7 +225,7 @@ class Sink:
 
     def _emit(self, r):
         if self.as_json:
-            write_all(self.out_fd, json_record(r).encode("utf-8", "surrogateescape"))
+            write_all(self.out_fd, json_record(r).encode("ascii"))
         else:
             if r.stdout:
                 write_all(self.out_fd, tag_lines(r.tag, r.stdout))

@@ -34,6 +34,9 @@ from gridtools.jobs import WAIT, FileRange, grow_pipe
 
 SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
+# Signals that stop the run: every job's process group is killed first (the
+# jobs have groups of their own, so the terminal's signal never reaches them).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class Halt:
@@ -546,7 +549,7 @@ class Pool:
             old["wakeup"] = signal.set_wakeup_fd(wake_w)
         except ValueError:          # not the main thread
             return old
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in STOP_SIGNALS:
             old[s] = signal.signal(s, lambda *a: None)
         return old
 
@@ -563,7 +566,7 @@ class Pool:
         except BlockingIOError:
             return
         for s in data:
-            if s in (signal.SIGINT, signal.SIGTERM) and self.stop_signal is None:
+            if s in STOP_SIGNALS and self.stop_signal is None:
                 self.stop_signal = s
                 for job in self.running.values():
                     job.cancelled = True
