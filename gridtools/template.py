@@ -53,31 +53,38 @@ MODIFIERS = {
 class Template:
     """A parsed command template.
 
-    words: the template split on whitespace, each word a list of pieces:
-    str for literal text, or a (position, modifier, kind) token where kind is
-    "arg" (position None means all inputs), "seq" or "slot".
+    The text is kept as a list of words, each a list of pieces: str for
+    literal text, or a token (kind, position, modifier, quoting) where kind is
+    "arg" (position None: all inputs), "seq" or "slot", and quoting is the
+    shell quoting the token stands in (None, "'" or '"').  Words are split at
+    unquoted whitespace; seps holds the whitespace before each word, so the
+    shell line keeps the user's spacing (a newline still ends a command).
     """
 
     def __init__(self, text, context=False):
         self.text = text
         self.context = context          # -X: repeat a word per input
-        self.words = [_parse_word(w) for w in text.split()]
+        self.seps, self.words = _parse(text)
         self.has_token = any(not isinstance(p, str) for w in self.words for p in w)
         if not self.has_token:
             # No replacement string: the inputs are appended.
-            self.words.append([("arg", None, None)])
+            self.seps.append(" ")
+            self.words.append([("arg", None, None, None)])
         self.direct = not runner.needs_shell(
             ["".join(p if isinstance(p, str) else "x" for p in w) for w in self.words])
 
     def shell(self, args, seq, slot):
-        """The command as a shell line, inputs quoted."""
+        """The command as a shell line, inputs quoted for where they stand."""
         out = []
-        for word in self.words:
+        for sep, word in zip(self.seps, self.words):
             if self.context and _multi(word):
-                out.extend(_shell_word(word, [a], seq, slot) for a in args)
+                text = " ".join(_shell_word(word, [a], seq, slot) for a in args)
             else:
-                out.append(_shell_word(word, args, seq, slot))
-        return " ".join(w for w in out if w)
+                text = _shell_word(word, args, seq, slot)
+            if text:
+                out.append(sep if out else "")
+                out.append(text)
+        return "".join(out)
 
     def argv(self, args, seq, slot):
         """The argv to execute directly, or None when a shell is needed."""
@@ -95,24 +102,61 @@ class Template:
         return out or None
 
 
-def _parse_word(word):
-    pieces = []
-    pos = 0
-    for m in TOKEN.finditer(word):
-        if m.start() > pos:
-            pieces.append(word[pos:m.start()])
-        tok = m.group(0)
-        if tok == "{#}":
-            pieces.append(("seq", None, None))
-        elif tok == "{%}":
-            pieces.append(("slot", None, None))
-        else:
-            position = int(m.group(1)) if m.group(1) else None
-            pieces.append(("arg", position, m.group(2)))
-        pos = m.end()
-    if pos < len(word):
-        pieces.append(word[pos:])
-    return pieces
+def _parse(text):
+    """Split text into (seps, words) at unquoted whitespace, finding tokens
+    and the quoting each one stands in."""
+    seps, words = [], []
+    sep, word, lit = "", [], []
+    quote = None
+    i, n = 0, len(text)
+
+    def flush_lit():
+        if lit:
+            word.append("".join(lit))
+            lit.clear()
+
+    while i < n:
+        ch = text[i]
+        if quote is None and ch.isspace():
+            flush_lit()
+            if word:
+                seps.append(sep)
+                words.append(word)
+                word, sep = [], ""
+            sep += ch
+            i += 1
+            continue
+        m = TOKEN.match(text, i) if ch == "{" else None
+        if m:
+            flush_lit()
+            word.append(_token(m, quote))
+            i = m.end()
+            continue
+        lit.append(ch)
+        if ch == "\\" and quote != "'" and i + 1 < n:
+            lit.append(text[i + 1])
+            i += 2
+            continue
+        if quote is None and ch in "'\"":
+            quote = ch
+        elif ch == quote:
+            quote = None
+        i += 1
+    flush_lit()
+    if word:
+        seps.append(sep)
+        words.append(word)
+    return seps, words
+
+
+def _token(m, quote):
+    tok = m.group(0)
+    if tok == "{#}":
+        return ("seq", None, None, quote)
+    if tok == "{%}":
+        return ("slot", None, None, quote)
+    position = int(m.group(1)) if m.group(1) else None
+    return ("arg", position, m.group(2), quote)
 
 
 def _multi(word):
@@ -121,7 +165,7 @@ def _multi(word):
 
 def _values(piece, args, seq, slot):
     """The list of values a token stands for."""
-    kind, position, modifier = piece
+    kind, position, modifier = piece[:3]
     if kind == "seq":
         return [str(seq)]
     if kind == "slot":
@@ -135,6 +179,16 @@ def _values(piece, args, seq, slot):
     return [""]
 
 
+def _quote(value, quote):
+    """Quote value so the shell reads it back unchanged where it stands:
+    bare, inside '...', or inside "..."."""
+    if quote is None:
+        return shlex.quote(value)
+    if quote == "'":
+        return value.replace("'", "'\\''")
+    return re.sub(r'([\\"$`])', r"\\\1", value)
+
+
 def _shell_word(word, args, seq, slot):
     text = []
     for piece in word:
@@ -142,7 +196,9 @@ def _shell_word(word, args, seq, slot):
             text.append(piece)
         else:
             vals = _values(piece, args, seq, slot)
-            text.append(" ".join(v if piece[0] != "arg" else shlex.quote(v) for v in vals))
+            if piece[0] == "arg":
+                vals = [_quote(v, piece[3]) for v in vals]
+            text.append(" ".join(vals))
     return "".join(text)
 
 
@@ -176,7 +232,7 @@ def expand_plain(text, args, seq, slot):
         if tok == "{%}":
             return str(slot)
         position = int(m.group(1)) if m.group(1) else None
-        return " ".join(_values(("arg", position, m.group(2)), args, seq, slot))
+        return " ".join(_values(("arg", position, m.group(2), None), args, seq, slot))
     return TOKEN.sub(sub, text)
 
 
