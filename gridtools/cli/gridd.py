@@ -1,0 +1,220 @@
+"""gridd: the grid daemon.
+
+    gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE] ...
+    gridd worker (--connect HUB | --stdio) [--slots N] [--tag K=V]... [--name NAME]
+    gridd ctl [--hub HUB] [--json] status|workers|jobs|cancel ID|drain WORKER|shutdown
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+from gridtools import errors
+from gridtools.cli import common
+
+DEFAULT_HUB = "127.0.0.1:7711"
+
+EPILOG = """\
+exit status: 0 ok (a hub drained after SIGTERM); 64 usage; 69 hub unreachable or
+cannot listen; 75 state dir in use; 76 protocol error; 77 authentication refused;
+78 bad key or certificate file.  See gridd(8).
+"""
+
+
+def build_parser():
+    p = common.ArgumentParser(prog="gridd", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="The grid daemon: a hub, a worker, or control of a hub.")
+    common.add_version(p)
+    sub = p.add_subparsers(dest="mode", metavar="hub|worker|ctl")
+    sub.required = True
+
+    h = sub.add_parser("hub", help="coordinate: accept clients and workers",
+                       description="Run a hub in the foreground; logs go to stderr.")
+    h.add_argument("--listen", metavar="ADDR", action="append", default=[],
+                   help=f"host:port, :port or unix:/path (repeatable; default {DEFAULT_HUB})")
+    h.add_argument("--state", metavar="DIR",
+                   help="journal directory (default $XDG_STATE_HOME/gridd)")
+    h.add_argument("--client-key", metavar="FILE",
+                   help="shared key clients must prove (else $GRID_CLIENT_KEY[_FILE])")
+    h.add_argument("--worker-key", metavar="FILE",
+                   help="shared key workers must prove (else $GRID_WORKER_KEY[_FILE])")
+    h.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM)")
+    h.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM)")
+    h.add_argument("--tls-ca", metavar="FILE",
+                   help="require client certificates signed by this CA")
+    h.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback address without keys or TLS")
+    h.add_argument("--heartbeat", metavar="SECS", type=float, default=10.0,
+                   help="ping a busy worker silent this long; dead after 3x (default 10)")
+    h.add_argument("--keep", metavar="SECS", type=float, default=7 * 86400.0,
+                   help="forget uncollected durable results after SECS (default 7 days)")
+
+    w = sub.add_parser("worker", help="run jobs for a hub",
+                       description="Run jobs a hub sends; logs go to stderr.")
+    how = w.add_mutually_exclusive_group(required=True)
+    how.add_argument("--connect", metavar="HUB", help="connect to the hub at HUB (and reconnect)")
+    how.add_argument("--stdio", action="store_true",
+                     help="speak the protocol on stdin/stdout (inetd, ssh); exit on EOF")
+    w.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
+                   help="jobs at once (default: the number of cores)")
+    w.add_argument("--tag", metavar="K=V", action="append", default=[],
+                   help="advertise a tag that jobs may --require (repeatable)")
+    w.add_argument("--name", metavar="NAME", help="name shown by the hub (default HOST-PID)")
+    w.add_argument("--workdir", metavar="DIR", help="run jobs in DIR")
+    w.add_argument("--key-file", metavar="FILE",
+                   help="worker key (else $GRID_KEY or $GRID_KEY_FILE)")
+    w.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
+    w.add_argument("--tls-cert", metavar="FILE", help="TLS client certificate (PEM)")
+    w.add_argument("--tls-key", metavar="FILE", help="TLS client key (PEM)")
+
+    c = sub.add_parser("ctl", help="inspect and steer a hub",
+                       description="Ask a hub about its state, or tell it what to do.")
+    c.add_argument("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {DEFAULT_HUB})")
+    c.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
+    c.add_argument("command", choices=["status", "workers", "jobs", "cancel", "drain", "shutdown"])
+    c.add_argument("arg", nargs="?", metavar="ID|WORKER")
+    return p
+
+
+def parse_options(argv):
+    opts = build_parser().parse_args(argv)
+    if opts.mode == "worker":
+        opts.tags = parse_tags(opts.tag, "--tag")
+        if opts.slots < 1:
+            raise errors.UsageError(f"--slots: need 1 or more, got {opts.slots}")
+        if opts.name is None:
+            opts.name = f"{socket.gethostname()}-{os.getpid()}"
+    if opts.mode == "ctl":
+        if opts.command in ("cancel", "drain") and not opts.arg:
+            raise errors.UsageError(f"ctl {opts.command} needs "
+                                    f"{'a job id' if opts.command == 'cancel' else 'a worker name'}")
+        if opts.command not in ("cancel", "drain") and opts.arg:
+            raise errors.UsageError(f"ctl {opts.command} takes no argument, got {opts.arg!r}")
+    return opts
+
+
+def parse_tags(items, option):
+    tags = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v or " " in item:
+            raise errors.UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
+        tags[k.lower()] = v
+    return tags
+
+
+def _main(argv):
+    opts = parse_options(sys.argv[1:] if argv is None else argv)
+    env = dict(os.environ)
+    return {"hub": run_hub, "worker": run_worker, "ctl": run_ctl}[opts.mode](opts, env)
+
+
+# -- hub -----------------------------------------------------------------------
+
+def run_hub(opts, env):
+    from gridtools import hub, net
+    # Handlers first: a SIGHUP during start-up must not kill us (the
+    # wakeup fd installed by the loop does the real work).
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, lambda *a: None)
+    listen = [net.parse_address(a) for a in (opts.listen or [DEFAULT_HUB])]
+    client_key = net.read_key(opts.client_key) if opts.client_key \
+        else net.key_from_env(env, "GRID_CLIENT_KEY")
+    worker_key = net.read_key(opts.worker_key) if opts.worker_key \
+        else net.key_from_env(env, "GRID_WORKER_KEY")
+    tls = None
+    if opts.tls_cert or opts.tls_key or opts.tls_ca:
+        if not (opts.tls_cert and opts.tls_key):
+            raise errors.UsageError("TLS needs both --tls-cert and --tls-key")
+        tls = net.server_tls(opts.tls_cert, opts.tls_key, opts.tls_ca)
+    for a in listen:
+        if not a.is_loopback and not opts.insecure and tls is None \
+                and not (client_key and worker_key):
+            raise errors.UsageError(
+                f"refusing to listen on {a} without keys or TLS "
+                f"(give --client-key and --worker-key, --tls-cert, or --insecure)")
+    if opts.heartbeat <= 0:
+        raise errors.UsageError("--heartbeat: need a positive number of seconds")
+    state = opts.state or hub.default_state_dir(env)
+    h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
+                            worker_key=worker_key, client_key_file=opts.client_key,
+                            worker_key_file=opts.worker_key, tls=tls,
+                            heartbeat=opts.heartbeat, keep=opts.keep))
+    try:
+        h.open()
+    except OSError as e:
+        raise errors.GridError(f"state dir {state}: {e.strerror}", errors.CANTCREAT)
+    return h.serve()
+
+
+# -- worker --------------------------------------------------------------------
+
+def run_worker(opts, env):
+    from gridtools import net, worker
+    key = net.read_key(opts.key_file) if opts.key_file else net.key_from_env(env, "GRID_KEY")
+    opts.tls = None
+    if opts.tls_ca:
+        opts.tls = net.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key)
+    if opts.connect:
+        net.parse_address(opts.connect)         # a usage error now, not a retry loop
+    return worker.main_worker(opts, key)
+
+
+# -- ctl -----------------------------------------------------------------------
+
+def run_ctl(opts, env):
+    import json
+    from gridtools import hubclient
+    hub = opts.hub or env.get("GRID_HUB") or DEFAULT_HUB
+    client = hubclient.Client(hub, env)
+    try:
+        verb = opts.command.upper()
+        reply = client.request(verb, *([opts.arg] if opts.arg else []))
+    finally:
+        client.close()
+    if reply.verb == "INFO":
+        data = json.loads(reply.body.decode())
+        if opts.json:
+            print(json.dumps(data, indent=None, sort_keys=True))
+        else:
+            print(format_info(opts.command, data))
+    elif opts.json:
+        print(json.dumps({"ok": True, "command": opts.command, "arg": opts.arg}))
+    return 0
+
+
+def format_info(what, data):
+    if what == "status":
+        width = max(len(k) for k in data)
+        lines = []
+        for k in sorted(data):
+            v = data[k]
+            v = ", ".join(v) if isinstance(v, list) else ("-" if v is None else v)
+            lines.append(f"{k + ':':<{width + 1}} {v}")
+        return "\n".join(lines)
+    if what == "workers":
+        rows = [[w["name"], w["slots"], w["running"], w["state"],
+                 ",".join(f"{k}={v}" for k, v in sorted(w["tags"].items())) or "-", w["peer"]]
+                for w in data]
+        return table(rows, ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "PEER"])
+    rows = [[j["id"], j["kind"], j["state"], j["worker"] or "-", j["tries"], j["command"]]
+            for j in data]
+    return table(rows, ["ID", "KIND", "STATE", "WORKER", "TRIES", "COMMAND"])
+
+
+def table(rows, headers):
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    nums = [all(r[i].isdigit() for r in cells[1:]) and rows for i in range(len(headers))]
+    out = []
+    for r in cells:
+        out.append("  ".join(c.rjust(w) if n else c.ljust(w)
+                             for c, w, n in zip(r, widths, nums)).rstrip())
+    return "\n".join(out)
+
+
+def main(argv=None):
+    return common.run("gridd", _main, argv)

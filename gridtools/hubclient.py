@@ -1,0 +1,224 @@
+"""The client side of a hub: request/reply for gridsub and gridd ctl, and
+HubExecutor, which runs gridmap's jobs on a grid from the pool's own
+selectors loop (the pool cannot tell it from the local executor).
+"""
+
+import os
+import selectors
+
+from gridtools import errors, net, wire
+
+CHUNK = 1 << 20             # stdin blocks travel in pieces of at most this
+
+
+class Client:
+    """A blocking connection to a hub, authenticated as a client."""
+
+    def __init__(self, hub, env, timeout=net.CONNECT_TIMEOUT):
+        self.hub = hub
+        self.chan, self.welcome = net.dial(hub, "client", env, timeout)
+
+    def send(self, data):
+        self.chan.send(data)
+
+    def recv(self, timeout=None):
+        msg = self.chan.recv(timeout)
+        if msg.verb == "ERR":
+            raise net.raise_err(msg, f"hub {self.hub}")
+        return msg
+
+    def request(self, verb, *args, body=None, **kv):
+        self.send(wire.format(verb, *args, body=body, **kv))
+        return self.recv(60.0)
+
+    def close(self):
+        try:
+            self.chan.send(b"QUIT\n")
+        except errors.GridError:
+            pass
+        self.chan.close()
+
+
+def job_request(command, argv, require=None, **kv):
+    """(body, kv) for RUN or SUBMIT of a finished command."""
+    if argv is not None:
+        body = wire.encode_argv(argv)
+        kv["argv"] = 1
+    else:
+        body = os.fsencode(command)
+    for k, v in (require or {}).items():
+        kv["req." + k] = v
+    return body, kv
+
+
+class HubExecutor:
+    """Runs the pool's jobs through one hub connection (see pool.py for the
+    executor interface).  Job ids on the wire are the jobs' sequence numbers."""
+
+    def __init__(self, hub, env, require=None):
+        self.client = Client(hub, env)
+        self.hub_slots = int(self.client.welcome.get("slots", "0") or 0)
+        self.require = require or {}
+        self.capacity = max(1, self.hub_slots)
+        self.sel = selectors.DefaultSelector()
+        self.sock = self.client.chan.sock
+        self.sock.setblocking(False)
+        self.reader = self.client.chan.reader
+        self.out = bytearray()
+        self.jobs = {}                  # cid -> job
+        self.unacked = {}               # cid -> stdin bytes the job has not taken
+        self.pool = None
+        self.writing = False
+        self.sel.register(self.sock, selectors.EVENT_READ, (self._event, None, 0))
+        self.handlers = {"OUT": self._on_out, "DONE": self._on_done, "ACK": self._on_ack,
+                         "ERR": self._on_err, "PING": self._on_ping, "PONG": _ignore,
+                         "BYE": self._on_bye}
+
+    def attach(self, pool):
+        self.pool = pool
+
+    # -- the executor interface ---------------------------------------------
+
+    def start(self, job):
+        fed = job.block is not None or self.pool.opts.round_robin
+        cid = str(job.seq)
+        body, kv = job_request(job.command, job.argv, self.require, stdin=fed or None)
+        self.jobs[cid] = job
+        self._send(wire.format("RUN", cid, body=body, **kv))
+        if job.block is not None:
+            self._send_in(cid, job.block)
+            if not self.pool.opts.round_robin:
+                self._send(wire.format("IN", cid, eof=1, body=b""))
+
+    def feed(self, job, block):
+        self._send_in(str(job.seq), block)
+
+    def end_input(self, job):
+        self._send(wire.format("IN", str(job.seq), eof=1, body=b""))
+
+    def pending_input(self, job):
+        return self.unacked.get(str(job.seq), 0)
+
+    def kill(self, job, sig):
+        cid = str(job.seq)
+        if cid in self.jobs:
+            self._send(wire.format("KILL", cid, sig=int(sig)))
+
+    def close(self):
+        try:
+            self.sock.setblocking(True)
+            if self.out:
+                self.sock.sendall(self.out)
+            self.sock.sendall(b"QUIT\n")
+        except OSError:
+            pass
+        self.sel.unregister(self.sock)
+        self.sock.close()
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _send_in(self, cid, block):
+        length = len(block)
+        offset = 0
+        while offset < length:
+            n = min(CHUNK, length - offset)
+            if hasattr(block, "fd"):
+                data = os.pread(block.fd, n, block.offset + offset)
+                if not data:
+                    break
+                n = len(data)
+            else:
+                data = bytes(memoryview(block)[offset:offset + n])
+            self._send(wire.format("IN", cid, body=data))
+            offset += n
+        self.unacked[cid] = self.unacked.get(cid, 0) + offset
+
+    def _send(self, data):
+        self.out += data
+        if not self.writing:
+            # Flushed when the loop next selects: every job started in one
+            # pass of the pool goes out in one write.
+            self.writing = True
+            self.sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                            (self._event, None, 0))
+
+    def _flush(self):
+        try:
+            while self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
+        if self.writing:
+            self.writing = False
+            self.sel.modify(self.sock, selectors.EVENT_READ, (self._event, None, 0))
+
+    def _event(self, _obj, _arg):
+        if self.out:
+            self._flush()
+        try:
+            data = self.sock.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
+        if not data:
+            raise errors.UnavailableError(f"hub {self.client.hub} closed the connection")
+        self.reader.feed(data)
+        while True:
+            try:
+                msg = next(self.reader)
+            except StopIteration:
+                break
+            except wire.WireError as e:
+                raise errors.ProtocolError(f"hub {self.client.hub}: {e}")
+            handler = self.handlers.get(msg.verb)
+            if handler is None:
+                raise errors.ProtocolError(f"hub {self.client.hub}: unexpected {msg.verb}")
+            handler(msg)
+
+    def _on_out(self, msg):
+        job = self.jobs.get(msg.arg(0))
+        if job is not None:
+            self.pool.job_output(job, msg.int("fd", 1, 1, 2), msg.body or b"")
+
+    def _on_done(self, msg):
+        cid = msg.arg(0)
+        job = self.jobs.pop(cid, None)
+        if job is None:
+            return
+        self.unacked.pop(cid, None)
+        outcome = msg.get("outcome")
+        self.pool.job_done(job, msg.int("exit"), msg.int("sig", None, 1, 64),
+                           outcome if outcome == "lost" else None)
+
+    def _on_ack(self, msg):
+        cid = msg.arg(0)
+        if cid in self.unacked:
+            self.unacked[cid] = max(0, self.unacked[cid] - msg.int("n", 0))
+
+    def _on_err(self, msg):
+        raise net.raise_err(msg, f"hub {self.client.hub}")
+
+    def _on_ping(self, msg):
+        self._send(b"PONG\n")
+
+    def _on_bye(self, msg):
+        raise errors.UnavailableError(f"hub {self.client.hub} said goodbye")
+
+
+def _ignore(msg):
+    pass
+
+
+def parse_require(items):
+    """["site=lab2", ...] from --require -> {"site": "lab2"} (UsageError)."""
+    reqs = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v or " " in item:
+            raise errors.UsageError(f"--require: expected KEY=VALUE, got {item!r}")
+        reqs[k.lower()] = v
+    return reqs

@@ -1,0 +1,294 @@
+"""Addresses, listening and connecting, TLS contexts, keys, and the client
+side of the HELLO handshake.
+
+An address is `host:port`, `:port` (loopback), `[v6addr]:port` or
+`unix:/path`.  Keys come from files or the environment, never from argv.
+"""
+
+import os
+import socket
+import stat
+
+from gridtools import errors, wire
+
+DEFAULT_PORT = 7711
+DEFAULT_HUB = f"127.0.0.1:{DEFAULT_PORT}"
+CONNECT_TIMEOUT = 10.0
+
+
+class Address:
+    __slots__ = ("family", "host", "port", "path")
+
+    def __init__(self, family, host=None, port=None, path=None):
+        self.family = family
+        self.host = host
+        self.port = port
+        self.path = path
+
+    def __str__(self):
+        if self.family == socket.AF_UNIX:
+            return f"unix:{self.path}"
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self):
+        if self.family == socket.AF_UNIX:
+            return True
+        import ipaddress
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(text, default_host="127.0.0.1"):
+    """host:port, :port, [v6]:port or unix:/path -> Address (UsageError)."""
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise errors.UsageError(f"address {text!r}: unix: needs a path")
+        if len(os.fsencode(path)) >= 108:
+            raise errors.UsageError(f"address {text!r}: socket path longer than 107 bytes")
+        return Address(socket.AF_UNIX, path=path)
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise errors.UsageError(f"address {text!r}: expected [v6addr]:port")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise errors.UsageError(f"address {text!r}: expected host:port, :port or unix:/path")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise errors.UsageError(f"address {text!r}: bad port {port!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return Address(family, host or default_host, int(port))
+
+
+def listen(addr, backlog=1024):
+    """A listening, non-blocking socket for addr."""
+    if addr.family == socket.AF_UNIX:
+        _remove_stale(addr.path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)       # the socket is born 0600: no chmod race
+        try:
+            s.bind(addr.path)
+        finally:
+            os.umask(old)
+    else:
+        infos = socket.getaddrinfo(addr.host, addr.port, addr.family if addr.host != "localhost"
+                                   else socket.AF_UNSPEC, socket.SOCK_STREAM)
+        fam, _, _, _, sa = infos[0]
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(sa)
+    s.listen(backlog)
+    s.setblocking(False)
+    return s
+
+
+def _remove_stale(path):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise errors.UsageError(f"unix:{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)          # nobody listens: a leftover of a dead hub
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise errors.UnavailableError(f"unix:{path}: another process is listening there")
+
+
+def bound_address(sock, addr):
+    """The address a listening socket really has (port 0 resolved)."""
+    if addr.family == socket.AF_UNIX:
+        return addr
+    host, port = sock.getsockname()[:2]
+    return Address(addr.family, host, port)
+
+
+def tune(sock):
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Idle connections are watched by the kernel: a vanished peer is
+        # noticed in about 60 + 3 * 10 s without a byte from us.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, val in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, opt):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+
+
+def connect(addr, tls=None, timeout=CONNECT_TIMEOUT):
+    """A connected, blocking socket (TLS-wrapped if a client context is given)."""
+    try:
+        if addr.family == socket.AF_UNIX:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(addr.path)
+        else:
+            s = socket.create_connection((addr.host, addr.port), timeout=timeout)
+            tune(s)
+        if tls is not None:
+            s = tls.wrap_socket(s, server_hostname=addr.host if addr.host else None)
+    except OSError as e:
+        raise errors.UnavailableError(f"cannot connect to {addr}: {e.strerror or e}")
+    return s
+
+
+# -- keys and TLS -------------------------------------------------------------
+
+def read_key(path):
+    """A shared key from a file (whitespace around it ignored)."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4097).strip()
+    except OSError as e:
+        raise errors.GridError(f"cannot read key file {path}: {e.strerror}", errors.CONFIG)
+    if not key or len(key) > 4096:
+        raise errors.GridError(f"key file {path}: expected 1 to 4096 bytes of key",
+                               errors.CONFIG)
+    return key
+
+
+def key_from_env(env, name):
+    """A key from $NAME (the key itself) or $NAME_FILE (a path), or None."""
+    if env.get(name):
+        return env[name].encode("utf-8", "surrogateescape").strip()
+    if env.get(name + "_FILE"):
+        return read_key(env[name + "_FILE"])
+    return None
+
+
+def server_tls(cert, key, ca=None):
+    import ssl
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise errors.GridError(f"TLS: cannot load {cert}/{key}: {e}", errors.CONFIG)
+    if ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED     # client certificates
+    return ctx
+
+
+def client_tls(ca=None, cert=None, key=None):
+    import ssl
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise errors.GridError(f"TLS: cannot load certificates: {e}", errors.CONFIG)
+    return ctx
+
+
+def client_tls_from_env(env):
+    """GRID_TLS_CA [GRID_TLS_CERT GRID_TLS_KEY] -> a client context, or None."""
+    if not env.get("GRID_TLS_CA"):
+        return None
+    return client_tls(env["GRID_TLS_CA"], env.get("GRID_TLS_CERT"), env.get("GRID_TLS_KEY"))
+
+
+# -- the client side of the handshake ----------------------------------------
+
+class Channel:
+    """A blocking message channel over a socket (clients and ctl)."""
+
+    def __init__(self, sock, addr):
+        self.sock = sock
+        self.addr = addr
+        self.reader = wire.Reader()
+        self.queue = []
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise errors.UnavailableError(f"hub {self.addr}: {e.strerror or e}")
+
+    def recv(self, timeout=None):
+        """The next message; UnavailableError when the hub hangs up."""
+        while True:
+            try:
+                return next(self.reader)
+            except StopIteration:
+                pass
+            except wire.WireError as e:
+                raise errors.ProtocolError(f"hub {self.addr}: {e}")
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(1 << 18)
+            except TimeoutError:
+                raise errors.UnavailableError(f"hub {self.addr}: no answer")
+            except OSError as e:
+                raise errors.UnavailableError(f"hub {self.addr}: {e.strerror or e}")
+            if not data:
+                raise errors.UnavailableError(f"hub {self.addr} closed the connection")
+            self.reader.feed(data)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def raise_err(msg, where):
+    """Turn an ERR message into the matching GridError."""
+    code = int(msg.args[0]) if msg.args and msg.args[0].isdigit() else errors.PROTOCOL
+    text = msg.args[1] if len(msg.args) > 1 else "error"
+    cls = {errors.NOPERM: errors.AuthError, errors.UNAVAILABLE: errors.UnavailableError,
+           errors.PROTOCOL: errors.ProtocolError, errors.USAGE: errors.UsageError,
+           errors.DATAERR: errors.DataError}.get(code, errors.GridError)
+    return cls(f"{where}: {text}", code)
+
+
+def handshake(chan, role, key, timeout=CONNECT_TIMEOUT, **extra):
+    """Answer the hub's HELLO as `role`; return the hub's WELCOME message."""
+    where = f"hub {chan.addr}"
+    msg = chan.recv(timeout)
+    if msg.verb == "ERR":
+        raise raise_err(msg, where)
+    try:
+        hub_role, hub_nonce = wire.check_hello(msg, roles=("hub",))
+    except wire.WireError as e:
+        raise errors.ProtocolError(f"{where}: {e}")
+    wants_auth = msg.get("auth", "none") != "none"
+    if wants_auth and key is None:
+        raise errors.AuthError(f"{where} requires a {role} key "
+                               f"(set GRID_KEY_FILE or GRID_KEY)")
+    nonce = wire.new_nonce()
+    mac = wire.mac(key, role, hub_nonce, nonce) if key is not None else None
+    chan.send(wire.hello(role, nonce, mac=mac, **extra))
+    msg = chan.recv(timeout)
+    if msg.verb == "ERR":
+        raise raise_err(msg, where)
+    if msg.verb != "WELCOME":
+        raise errors.ProtocolError(f"{where}: expected WELCOME, got {msg.verb}")
+    if key is not None and not wire.check_mac(key, hub_role, nonce, hub_nonce, msg.get("mac")):
+        raise errors.AuthError(f"{where}: the hub did not prove it knows the key")
+    return msg
+
+
+def dial(text, role, env, timeout=CONNECT_TIMEOUT):
+    """Connect to the hub at address text and authenticate: (Channel, WELCOME)."""
+    addr = parse_address(text)
+    sock = connect(addr, client_tls_from_env(env), timeout)
+    chan = Channel(sock, addr)
+    try:
+        welcome = handshake(chan, role, key_from_env(env, "GRID_KEY"), timeout)
+    except BaseException:
+        chan.close()
+        raise
+    return chan, welcome

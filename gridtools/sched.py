@@ -1,0 +1,149 @@
+"""The hub's scheduler state: jobs, FIFO queues per requirement set, and the
+workers' free slots (credits).  No I/O: the hub calls in and sends what the
+returned assignments say.
+
+Dispatch is O(1) for jobs without requirements (the first free worker takes
+them) and O(free workers) otherwise; a worker with a fresh credit looks at
+the head of each queue whose requirements it meets and takes the oldest.
+"""
+
+import collections
+import itertools
+
+QUEUED, RUNNING, DONE, GONE = "queued", "running", "done", "gone"
+
+
+class Job:
+    """A job at the hub: a session job (client, cid) or a durable one (did)."""
+
+    __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
+                 "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
+                 "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
+                 "started")
+
+    def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
+                 retries=0, timeout=None):
+        self.hid = hid
+        self.did = None
+        self.client = None
+        self.cid = None
+        self.command = command
+        self.argv = argv
+        self.stdin = stdin
+        self.reqs = reqs
+        self.retries = retries
+        self.timeout = timeout
+        self.tries = 0
+        self.worker = None
+        self.state = QUEUED
+        self.inq = []               # stdin held until the job has a worker
+        self.in_eof = False
+        self.held = 0
+        self.seq = 0
+        self.acks = 0               # output bytes relayed, not yet acknowledged
+        self.outfds = None          # durable: open output files
+        self.waiters = []           # durable: connections waiting for the result
+        self.cancelled = False
+        self.submitted = 0.0
+        self.started = 0.0
+
+    @property
+    def name(self):
+        return str(self.did) if self.did is not None else f"s{self.hid}"
+
+
+class Slots:
+    """What a worker offers: its credits, tags, and the jobs it runs."""
+
+    __slots__ = ("name", "slots", "credits", "tags", "tagset", "jobs", "draining")
+
+    def __init__(self, name, slots, tags):
+        self.name = name
+        self.slots = slots
+        self.credits = slots
+        self.tags = tags
+        self.tagset = frozenset(tags.items())
+        self.jobs = {}              # hid -> Job
+        self.draining = False
+
+
+class Scheduler:
+    def __init__(self):
+        self.queues = {}            # reqs -> deque of Job
+        self.free = {}              # worker key -> Slots, insertion ordered
+        self.seq = itertools.count(1)
+
+    def submit(self, job):
+        """A new or requeued job: returns the worker key it goes to, or None."""
+        job.state = QUEUED
+        job.worker = None
+        job.seq = next(self.seq)
+        for key, w in self.free.items():
+            if job.reqs <= w.tagset:
+                self._take(key, w, job)
+                return key
+        q = self.queues.get(job.reqs)
+        if q is None:
+            q = self.queues[job.reqs] = collections.deque()
+        q.append(job)
+        return None
+
+    def _take(self, key, w, job):
+        w.credits -= 1
+        w.jobs[job.hid] = job
+        job.worker = key
+        job.state = RUNNING
+        job.tries += 1
+        self.free.pop(key, None)
+        if w.credits > 0 and not w.draining:
+            self.free[key] = w      # to the back: spread the work around
+
+    def credit(self, key, w):
+        """Worker w has credits: the jobs it takes now, in order."""
+        taken = []
+        while w.credits > 0 and not w.draining:
+            best = None
+            for reqs, q in self.queues.items():
+                while q and q[0].state != QUEUED:
+                    q.popleft()     # cancelled while queued
+                if q and reqs <= w.tagset and (best is None or q[0].seq < best[0].seq):
+                    best = q
+            if best is None:
+                break
+            job = best.popleft()
+            self._take(key, w, job)
+            taken.append(job)
+        for reqs in [r for r, q in self.queues.items() if not q]:
+            del self.queues[reqs]
+        if w.credits > 0 and not w.draining:
+            self.free.setdefault(key, w)
+        else:
+            self.free.pop(key, None)
+        return taken
+
+    def release(self, key, w, job):
+        """job left worker w (done, lost): its credit comes back."""
+        w.jobs.pop(job.hid, None)
+        w.credits += 1
+        job.worker = None
+
+    def remove_worker(self, key, w):
+        """Worker gone: returns the jobs it was running."""
+        self.free.pop(key, None)
+        jobs = list(w.jobs.values())
+        w.jobs.clear()
+        for job in jobs:
+            job.worker = None
+        return jobs
+
+    def drain(self, key, w):
+        w.draining = True
+        self.free.pop(key, None)
+
+    def dequeue(self, job):
+        """Cancel a queued job (removed lazily from its queue)."""
+        if job.state == QUEUED:
+            job.state = GONE
+
+    def waiting(self):
+        return sum(1 for q in self.queues.values() for j in q if j.state == QUEUED)

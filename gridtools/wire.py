@@ -1,0 +1,341 @@
+"""The gridtools wire protocol: parse and format messages, and the HMAC
+handshake arithmetic.  Pure functions and one small buffer class; no I/O.
+
+Shipped to remote workers as source, so it imports only the standard library.
+The grammar is specified in man/gridtools.7 (section PROTOCOL):
+
+    header  = VERB *( SP token ) LF          at most MAX_HEADER bytes
+    token   = arg | key "=" value            %XX escapes in args and values
+    body    = exactly N raw bytes when the header carries bytes=N
+
+ERR is the one verb whose tail is free text: `ERR code [key=value...] text`.
+"""
+
+import hashlib
+import hmac
+import re
+import secrets
+
+VERSION = "1"
+MAX_HEADER = 4096               # bytes, newline included
+MAX_BODY = 16 << 20             # bytes in one message body
+MAX_ARGS = 64                   # tokens in one header
+
+# Stable error codes: the sysexits numbers the commands exit with.
+E_USAGE, E_DATA, E_UNAVAILABLE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = 64, 65, 69, 75, 76, 77
+
+_VERB = re.compile(rb"[A-Za-z]{1,16}\Z")
+_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+# Bytes that travel unescaped in args and values: printable ASCII but % and =.
+_SAFE = frozenset(range(0x21, 0x7F)) - {ord("%"), ord("=")}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class WireError(Exception):
+    """A message that breaks the grammar.
+
+    code is the protocol error code to reply with; fatal means the stream
+    cannot be resynchronised (the connection must close after the reply).
+    """
+
+    def __init__(self, text, code=E_PROTOCOL, fatal=False):
+        super().__init__(text)
+        self.code = code
+        self.fatal = fatal
+
+
+class Message:
+    """One message: VERB, positional args, key=value pairs, optional body."""
+
+    __slots__ = ("verb", "args", "kv", "body")
+
+    def __init__(self, verb, args=(), kv=None, body=None):
+        self.verb = verb
+        self.args = list(args)
+        self.kv = dict(kv or {})
+        self.body = body
+
+    def __eq__(self, other):
+        return (isinstance(other, Message) and self.verb == other.verb
+                and self.args == other.args and self.kv == other.kv
+                and self.body == other.body)
+
+    def __repr__(self):
+        return f"Message({self.verb!r}, {self.args!r}, {self.kv!r}, {self.body!r})"
+
+    def get(self, key, default=None):
+        return self.kv.get(key, default)
+
+    def int(self, key, default=None, lo=0, hi=1 << 62):
+        """kv[key] as an int in [lo, hi]; default when absent."""
+        v = self.kv.get(key)
+        if v is None:
+            return default
+        if not v.isdigit() or not lo <= int(v) <= hi:
+            raise WireError(f"{self.verb}: {key}= needs a number from {lo} to {hi}, got {v!r}",
+                            E_USAGE)
+        return int(v)
+
+    def arg(self, i):
+        if i >= len(self.args):
+            raise WireError(f"{self.verb}: missing argument {i + 1}", E_USAGE)
+        return self.args[i]
+
+
+def escape(text):
+    """An arg or value as a token: %XX for anything but printable ASCII."""
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    if raw and all(b in _SAFE for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if b in _SAFE else b"%%%02X" % b for b in raw)
+
+
+def unescape(token):
+    """Undo escape(); a malformed %XX is a WireError."""
+    if b"%" not in token:
+        return token.decode("ascii")
+    out = bytearray()
+    i = 0
+    n = len(token)
+    while i < n:
+        c = token[i]
+        if c == 0x25:
+            h = token[i + 1:i + 3]
+            if len(h) != 2 or not _HEX.issuperset(h):
+                raise WireError(f"bad %-escape in {token[:64]!r}")
+            out.append(int(h, 16))
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def format(verb, *args, body=None, **kv):
+    """One message as bytes.  kv keys use _ for . (tag_site -> tag.site is
+    not done: pass a dict via **{"tag.site": v} for dotted keys).  Values
+    that are None are left out; True is 1."""
+    parts = [verb.encode("ascii")]
+    parts.extend(escape(str(a)) for a in args)
+    for k, v in kv.items():
+        if v is None or v is False:
+            continue
+        if v is True:
+            v = 1
+        parts.append(k.encode("ascii") + b"=" + escape(str(v)))
+    if body is not None:
+        parts.append(b"bytes=%d" % len(body))
+    head = b" ".join(parts) + b"\n"
+    if len(head) > MAX_HEADER:
+        raise WireError(f"{verb}: header of {len(head)} bytes is over the limit of {MAX_HEADER}",
+                        E_USAGE)
+    if body is None:
+        return head
+    if len(body) > MAX_BODY:
+        raise WireError(f"{verb}: body of {len(body)} bytes is over the limit of {MAX_BODY}",
+                        E_USAGE)
+    return head + bytes(body)
+
+
+def error(code, text, **kv):
+    """An ERR line: a stable code and a human sentence (one line)."""
+    text = " ".join(str(text).split())[:1024] or "error"
+    parts = [b"ERR", b"%d" % code]
+    parts.extend(k.encode("ascii") + b"=" + escape(str(v)) for k, v in kv.items()
+                 if v is not None)
+    parts.append(text.encode("utf-8", "replace"))
+    return b" ".join(parts) + b"\n"
+
+
+def parse_header(line):
+    """Parse one header line (without its newline) into
+    (verb, args, kv, body_length or None).  Raises WireError."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if len(line) >= MAX_HEADER:
+        raise WireError(f"header of {len(line)} bytes is over the limit of {MAX_HEADER}",
+                        fatal=True)
+    words = line.split()
+    if not words:
+        raise WireError("empty line: expected a message such as HELLO")
+    if not _VERB.match(words[0]):
+        raise WireError(f"not a verb: {words[0][:32]!r}")
+    verb = words[0].decode("ascii").upper()
+    if len(words) > MAX_ARGS + 1 and verb != "ERR":
+        raise WireError(f"{verb}: more than {MAX_ARGS} arguments")
+    args = []
+    kv = {}
+    rest = words[1:]
+    if verb == "ERR":
+        # ERR code [key=value ...] free text
+        if not rest or not rest[0].isdigit():
+            raise WireError("ERR needs a numeric code")
+        args.append(rest[0].decode("ascii"))
+        i = 1
+        while i < len(rest) and b"=" in rest[i] and _KEY.match(
+                rest[i].split(b"=", 1)[0].decode("ascii", "replace")):
+            k, v = rest[i].split(b"=", 1)
+            kv[k.decode("ascii")] = unescape(v)
+            i += 1
+        args.append(b" ".join(rest[i:]).decode("utf-8", "replace"))
+        return verb, args, kv, None
+    for w in rest:
+        if b"=" in w:
+            k, v = w.split(b"=", 1)
+            key = k.decode("ascii", "replace")
+            if not _KEY.match(key):
+                raise WireError(f"{verb}: bad key {k[:32]!r}")
+            if key in kv:
+                raise WireError(f"{verb}: {key}= given twice")
+            kv[key] = unescape(v)
+        else:
+            args.append(unescape(w))
+    size = None
+    if "bytes" in kv:
+        v = kv.pop("bytes")
+        if not v.isdigit() or len(v) > 12:
+            raise WireError(f"{verb}: bytes= needs a byte count, got {v[:32]!r}", fatal=True)
+        size = int(v)
+        if size > MAX_BODY:
+            raise WireError(f"{verb}: body of {size} bytes is over the limit of {MAX_BODY}",
+                            fatal=True)
+    return verb, args, kv, size
+
+
+def split(buf, start=0):
+    """Parse the message at buf[start:].
+
+    Returns (Message, next offset), or (None, start) when more bytes are
+    needed.  Raises WireError; after a non-fatal one the bad header has been
+    consumed and parsing may continue at e.next (set on the error).
+    """
+    nl = buf.find(b"\n", start, start + MAX_HEADER)
+    if nl < 0:
+        if len(buf) - start >= MAX_HEADER:
+            raise WireError(f"no newline within {MAX_HEADER} bytes: header too long",
+                            fatal=True)
+        return None, start
+    try:
+        verb, args, kv, size = parse_header(bytes(buf[start:nl]))
+    except WireError as e:
+        e.next = nl + 1
+        raise
+    end = nl + 1
+    if size is None:
+        return Message(verb, args, kv), end
+    if len(buf) - end < size:
+        return None, start
+    return Message(verb, args, kv, bytes(buf[end:end + size])), end + size
+
+
+class Reader:
+    """Bytes in, messages out: an incremental split() over a buffer."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.pos = 0
+
+    def feed(self, data):
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            msg, self.pos = split(self.buf, self.pos)
+        except WireError as e:
+            if e.fatal:
+                self.buf = bytearray()
+                self.pos = 0
+            else:
+                self.pos = e.next
+            raise
+        if msg is None:
+            raise StopIteration
+        return msg
+
+    def pending(self):
+        """Bytes of an unfinished message (for the truncated-body report)."""
+        return len(self.buf) - self.pos
+
+    def describe_pending(self):
+        data = self.buf[self.pos:]
+        nl = data.find(b"\n")
+        if nl < 0:
+            return f"{len(data)} bytes of an unfinished header"
+        try:
+            verb, _, _, size = parse_header(bytes(data[:nl]))
+        except WireError:
+            return f"{len(data)} bytes"
+        got = len(data) - nl - 1
+        return f"{verb} with {got} of {size} body bytes"
+
+
+# -- the handshake ------------------------------------------------------------
+#
+#   acceptor  -> HELLO 1 role=R1 nonce=N1 auth=hmac-sha256|none
+#   connector -> HELLO 1 role=R2 nonce=N2 mac=MAC(k, R2, N1, N2)
+#   acceptor  -> WELCOME 1 role=R1 mac=MAC(k, R1, N2, N1)     (or ERR 77)
+#
+# k is the key of the non-hub role.  Each side's own role is in what it
+# MACs, and each MAC covers the other side's fresh nonce: a recorded
+# exchange cannot be replayed or reflected.
+
+ROLES = ("client", "worker", "hub")
+AUTH = "hmac-sha256"
+
+
+def new_nonce():
+    return secrets.token_hex(32)
+
+
+def mac(key, role, their_nonce, my_nonce):
+    msg = f"gridtools-auth-{VERSION}|{role}|{their_nonce}|{my_nonce}".encode("ascii")
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def check_mac(key, role, their_nonce, my_nonce, got):
+    want = mac(key, role, their_nonce, my_nonce)
+    return hmac.compare_digest(want.encode("ascii"), str(got or "").encode("ascii", "replace"))
+
+
+def hello(role, nonce, auth=None, **kv):
+    return format("HELLO", VERSION, role=role, nonce=nonce, auth=auth, **kv)
+
+
+def check_hello(msg, roles=ROLES):
+    """Validate a HELLO; returns (role, nonce).  Raises WireError."""
+    if msg.verb != "HELLO":
+        raise WireError(f"expected HELLO, got {msg.verb}", E_PROTOCOL)
+    if not msg.args or msg.args[0] != VERSION:
+        got = msg.args[0] if msg.args else "none"
+        raise WireError(f"protocol version {got!r} not supported (this side speaks {VERSION})",
+                        E_PROTOCOL)
+    role = msg.get("role")
+    if role not in roles:
+        raise WireError(f"HELLO: role must be one of {', '.join(roles)}, got {role!r}",
+                        E_PROTOCOL)
+    nonce = msg.get("nonce", "")
+    if not re.fullmatch(r"[0-9a-f]{32,128}", nonce):
+        raise WireError("HELLO: nonce= must be 32 to 128 hex digits", E_PROTOCOL)
+    return role, nonce
+
+
+def parse_tags(kv, prefix):
+    """{"tag.site": "lab"} -> {"site": "lab"} for the given prefix."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in kv.items() if k.startswith(prefix) and len(k) > n}
+
+
+def encode_argv(argv):
+    """An argv list as a body: words separated by NUL."""
+    return b"\0".join(w.encode("utf-8", "surrogateescape") if isinstance(w, str) else w
+                      for w in argv)
+
+
+def decode_argv(body):
+    return [w.decode("utf-8", "surrogateescape") for w in body.split(b"\0")]
