@@ -17,7 +17,9 @@ executor has this interface, all on the pool's selector:
     close()
 
 and it reports back with pool.job_output(job, fd, data) (fd 1 or 2) and
-pool.job_done(job, exitcode, signal).
+pool.job_done(job, exitcode, signal, outcome=None); an executor passes an
+outcome only when it knows one the exit status cannot say (a hub: "lost",
+the worker running the job vanished).
 """
 
 import collections
@@ -450,7 +452,7 @@ class Pool:
     def _write_now(self, fd_no, data):
         output.write_all(self.sink.out_fd if fd_no == 1 else self.sink.err_fd, data)
 
-    def job_done(self, job, exitcode, sig):
+    def job_done(self, job, exitcode, sig, outcome=None):
         now = time.time()
         self.running.pop(job.seq, None)
         heapq.heappush(self.free, job.slot)
@@ -464,6 +466,8 @@ class Pool:
             outcome = output.TIMEOUT
         elif job.cancelled:
             outcome = output.CANCELLED
+        elif outcome is not None:
+            pass
         elif sig is not None:
             outcome = output.SIGNALED
         elif exitcode != 0:

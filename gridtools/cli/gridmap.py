@@ -68,6 +68,9 @@ def build_parser():
     a("--round-robin", action="store_true",
       help="--pipe: start -j jobs and deal the blocks among them")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
+    a("--hub", metavar="HUB", help="run the jobs on a hub's workers (default $GRID_HUB)")
+    a("--require", metavar="K=V", action="append", default=[],
+      help="--hub: only on workers tagged K=V (repeatable)")
     a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
     return p
 
@@ -312,6 +315,12 @@ def _main(argv):
     if opts.timeout is not None and opts.timeout <= 0:
         raise errors.UsageError("--timeout: need a positive number of seconds")
     halt = parse_halt(opts.halt)
+    executor = None
+    hub = opts.hub or os.environ.get("GRID_HUB")
+    if hub and not opts.dry_run:
+        from gridtools import hubclient
+        executor = hubclient.HubExecutor(hub, os.environ, hubclient.parse_require(opts.require))
+        slots = executor.capacity = parse_jobs(opts.jobs, cores=executor.hub_slots or 1)
 
     tmpl = None
     if opts.command:
@@ -335,7 +344,11 @@ def _main(argv):
                                    errors.CANTCREAT)
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog)
     try:
-        return pool.Pool(source, sink, popts).run()
+        p = pool.Pool(source, sink, popts, selector=executor and executor.sel,
+                      executor=executor)
+        if executor is not None:
+            executor.attach(p)
+        return p.run()
     finally:
         if joblog is not None and joblog is not sys.stdout:
             joblog.close()
