@@ -37,8 +37,8 @@ class Job:
         self.slot = 0
         self.tries = 0
         self.start = 0.0
-        self.stdout = []
-        self.stderr = []
+        self.stdout = None          # output.Capture while running
+        self.stderr = None
         self.sent = 0
         self.deadline = None
         self.timed_out = False

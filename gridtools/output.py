@@ -91,6 +91,7 @@ def json_record(r):
         "runtime": round(r.runtime, 6),
     }
     for name, data in (("stdout", r.stdout), ("stderr", r.stderr)):
+        data = value(data)
         try:
             rec[name] = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -107,6 +108,116 @@ def tag_lines(prefix, data):
     last = lines.pop()
     out = b"".join(prefix + line + b"\n" for line in lines)
     return out + (prefix + last if last else b"")
+
+
+class Capture:
+    """One stream of a running job's output: in memory up to LIMIT bytes,
+    then in an unlinked temporary file, so a job that prints gigabytes costs
+    disk, not memory."""
+
+    LIMIT = 1 << 20
+    __slots__ = ("parts", "size", "file")
+
+    def __init__(self):
+        self.parts = []
+        self.size = 0
+        self.file = None
+
+    def append(self, data):
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        if self.size > self.LIMIT:
+            import tempfile
+            self.file = tempfile.TemporaryFile(prefix="gridmap-out-")
+            self.file.writelines(self.parts)
+            self.parts = []
+
+    def __len__(self):
+        return self.size
+
+    def chunks(self, size=1 << 20):
+        if self.file is None:
+            yield from self.parts
+            return
+        self.file.flush()
+        self.file.seek(0)
+        while True:
+            chunk = self.file.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+    def take(self):
+        """All of it, emptied."""
+        data = b"".join(self.chunks())
+        self.close()
+        return data
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.parts = []
+        self.size = 0
+
+
+class SpillSlice:
+    """A held result's output, left where it lies in the spill file."""
+
+    __slots__ = ("file", "offset", "size")
+
+    def __init__(self, file, offset, size):
+        self.file = file
+        self.offset = offset
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def chunks(self, size=1 << 20):
+        pos, end = self.offset, self.offset + self.size
+        while pos < end:
+            self.file.seek(pos)
+            chunk = self.file.read(min(size, end - pos))
+            if not chunk:
+                return
+            pos += len(chunk)
+            yield chunk
+
+
+def chunks(data):
+    """The pieces of some output: bytes, a Capture or a SpillSlice."""
+    if isinstance(data, (bytes, bytearray)):
+        return (data,) if data else ()
+    return data.chunks()
+
+
+def value(data):
+    return data if isinstance(data, (bytes, bytearray)) else b"".join(data.chunks())
+
+
+def close(data):
+    if isinstance(data, Capture):
+        data.close()
+
+
+def write_tagged(fd, prefix, pieces):
+    """Write output, every line prefixed; lines may span pieces."""
+    carry = b""
+    for piece in pieces:
+        if not prefix:
+            write_all(fd, piece)
+            continue
+        data = carry + piece
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            write_all(fd, tag_lines(prefix, data[:cut]))
+        carry = data[cut:]
+    if carry:
+        write_all(fd, prefix + carry)
 
 
 class Sink:
@@ -129,6 +240,7 @@ class Sink:
         self.spill = None              # temp file of spilled results
         self.spill_at = array.array("q")   # seq - spill_base -> offset (-1: none)
         self.spill_base = first_seq
+        self.spilled = 0               # results waiting in the spill file
         if joblog is not None:
             joblog.write(JOBLOG_HEADER)
             joblog.flush()
@@ -152,33 +264,23 @@ class Sink:
             self.joblog.write(joblog_line(r))
             self.joblog.flush()
 
-    def skip(self, seq):
-        """seq will never finish (never started): do not wait for it."""
-        if self.keep_order:
-            self._hold(None, seq)
-            if seq == self.next_seq:
-                self._drain()
-
     def _drain(self):
         while True:
             seq = self.next_seq
             if seq in self.held:
                 r = self.held.pop(seq)
-                if r is not None:
-                    self.held_bytes -= len(r.stdout) + len(r.stderr)
-                    self._emit(r)
+                self.held_bytes -= len(r.stdout) + len(r.stderr)
+                self._emit(r)
             elif not self._unspill(seq):
                 return
             self.next_seq += 1
 
-    def _hold(self, r, seq=None):
-        seq = r.seq if r is not None else seq
-        size = len(r.stdout) + len(r.stderr) if r is not None else 0
-        if r is not None and (self.held_bytes + size > self.MEMORY_BUDGET
-                              or len(self.held) >= self.MEMORY_JOBS):
+    def _hold(self, r):
+        size = len(r.stdout) + len(r.stderr)
+        if self.held_bytes + size > self.MEMORY_BUDGET or len(self.held) >= self.MEMORY_JOBS:
             self._spill(r)
             return
-        self.held[seq] = r
+        self.held[r.seq] = r
         self.held_bytes += size
 
     def _spill(self, r):
@@ -186,24 +288,33 @@ class Sink:
         if self.spill is None:
             import tempfile
             self.spill = tempfile.TemporaryFile(prefix="gridmap-spill-")
+        if not self.spilled:
+            # Nothing spilled is waiting: start the file afresh, so its size
+            # follows what is held, not everything that ever was.
+            self.spill.seek(0)
+            self.spill.truncate()
+            self.spill_at = array.array("q")
             self.spill_base = self.next_seq
         index = r.seq - self.spill_base
         if index >= len(self.spill_at):
             self.spill_at.extend([-1] * (index + 1 - len(self.spill_at)))
         offset = self.spill.seek(0, os.SEEK_END)
         self.spill_at[index] = offset
-        # The record: the whole Result as JSON-safe fields, then the bytes.
+        self.spilled += 1
+        # The record: the Result's fields as JSON, then the output bytes.
         meta = json.dumps([r.seq, r.args, r.command, r.exitcode, r.signal,
                            r.outcome, r.start, r.runtime, r.tries, r.slot,
                            r.host, r.sent, os.fsdecode(r.tag)]
                           ).encode("utf-8", "surrogateescape")
-        self.spill.write(struct.pack("!III", len(meta), len(r.stdout), len(r.stderr)))
+        self.spill.write(struct.pack("!IQQ", len(meta), len(r.stdout), len(r.stderr)))
         self.spill.write(meta)
-        self.spill.write(r.stdout)
-        self.spill.write(r.stderr)
+        for data in (r.stdout, r.stderr):
+            for chunk in chunks(data):
+                self.spill.write(chunk)
+            close(data)
 
     def _unspill(self, seq):
-        if self.spill is None:
+        if not self.spilled:
             return False
         index = seq - self.spill_base
         if not 0 <= index < len(self.spill_at) or self.spill_at[index] < 0:
@@ -211,14 +322,16 @@ class Sink:
         import json
         offset = self.spill_at[index]
         self.spill_at[index] = -1
+        self.spilled -= 1
         self.spill.seek(offset)
-        nmeta, nout, nerr = struct.unpack("!III", self.spill.read(12))
+        nmeta, nout, nerr = struct.unpack("!IQQ", self.spill.read(20))
         meta = json.loads(self.spill.read(nmeta).decode("utf-8", "surrogateescape"))
-        stdout = self.spill.read(nout)
-        stderr = self.spill.read(nerr)
-        (rseq, args, command, exitcode, sig, outcome, start, runtime, tries,
+        start = offset + 20 + nmeta
+        stdout = SpillSlice(self.spill, start, nout)
+        stderr = SpillSlice(self.spill, start + nout, nerr)
+        (rseq, args, command, exitcode, sig, outcome, t0, runtime, tries,
          slot, host, sent, tag) = meta
-        self._emit(Result(rseq, args, command, exitcode, sig, outcome, start,
+        self._emit(Result(rseq, args, command, exitcode, sig, outcome, t0,
                           runtime, stdout, stderr, tries, slot, host, sent,
                           os.fsencode(tag)))
         return True
@@ -227,11 +340,11 @@ class Sink:
         if self.as_json:
             write_all(self.out_fd, json_record(r).encode("ascii"))
         else:
-            if r.stdout:
-                write_all(self.out_fd, tag_lines(r.tag, r.stdout))
-            if r.stderr:
-                write_all(self.err_fd, tag_lines(r.tag, r.stderr))
+            write_tagged(self.out_fd, r.tag, chunks(r.stdout))
+            write_tagged(self.err_fd, r.tag, chunks(r.stderr))
         self._log(r)
+        close(r.stdout)
+        close(r.stderr)
 
     def close(self):
         if self.spill is not None:

@@ -341,7 +341,7 @@ class Pool:
         self.prepare(job)
         job.tries += 1
         job.start = time.time()
-        job.stdout, job.stderr = [], []
+        job.stdout, job.stderr = output.Capture(), output.Capture()
         job.partial = [b"", b""]
         job.timed_out = False
         self.running[job.seq] = job
@@ -427,9 +427,8 @@ class Pool:
             not self.sink.keep_order or job.seq == self.sink.next_seq)
 
     def _go_live(self, job):
-        for fd_no, chunks in ((1, job.stdout), (2, job.stderr)):
-            data = b"".join(chunks)
-            chunks.clear()
+        for fd_no, capture in ((1, job.stdout), (2, job.stderr)):
+            data = capture.take()
             if data:
                 self._lines(job, fd_no, data)
 
@@ -484,7 +483,7 @@ class Pool:
                     self._write_now(fd_no, output.tag_lines(job.tag, job.partial[fd_no - 1]))
             stdout = stderr = b""
         else:
-            stdout, stderr = b"".join(job.stdout), b"".join(job.stderr)
+            stdout, stderr = job.stdout, job.stderr
         job.stdout = job.stderr = None
         result = output.Result(job.seq, job.args, job.command, exitcode, sig,
                                outcome, job.start, now - job.start, stdout,
