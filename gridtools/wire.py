@@ -93,7 +93,7 @@ def escape(text):
 def unescape(token):
     """Undo escape(); a malformed %XX is a WireError."""
     if b"%" not in token:
-        return token.decode("ascii")
+        return token.decode("utf-8", "surrogateescape")
     out = bytearray()
     i = 0
     n = len(token)
