@@ -1,0 +1,147 @@
+"""gridsub against a real hub: ids, --wait, --result later, and durability:
+kill -9 of the hub with jobs queued and running, then a restart, and every
+acknowledged job completes with exactly one result."""
+
+import os
+import signal
+import subprocess
+import time
+
+from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401
+
+
+def test_submit_then_collect_later(grid):
+    grid.start_hub()
+    grid.start_worker(slots=2)
+    r = grid.run("gridsub", "echo", "hello")
+    assert r.returncode == 0, r.stderr
+    jid = r.stdout.decode().strip()
+    assert jid.isdigit()
+    r = grid.run("gridsub", "--result", jid)
+    assert (r.stdout, r.returncode) == (b"hello\n", 0)
+    r = grid.run("gridsub", "--result", jid)
+    assert r.returncode == 65 and b"no such job" in r.stderr
+
+
+def test_wait_is_like_running_it_here(grid):
+    grid.start_hub()
+    grid.start_worker()
+    r = grid.run("gridsub", "--wait", "echo out; echo err >&2; exit 3")
+    assert (r.stdout, r.stderr, r.returncode) == (b"out\n", b"err\n", 3)
+    r = grid.run("gridsub", "--wait", "kill -USR1 $$")
+    assert r.returncode == 128 + signal.SIGUSR1
+    r = grid.run("gridsub", "--wait", "--timeout", "0.3", "sleep", "10")
+    assert r.returncode == 124
+
+
+def test_result_waits_for_an_unfinished_job(grid):
+    grid.start_hub()
+    r = grid.run("gridsub", "echo", "late")     # queued: no worker yet
+    jid = r.stdout.decode().strip()
+    p = subprocess.Popen([*tool("gridsub"), "--result", jid], stdout=subprocess.PIPE,
+                         env=clean_env(GRID_HUB=grid.addr))
+    time.sleep(0.3)
+    assert p.poll() is None
+    grid.start_worker()
+    out, _ = p.communicate(timeout=15)
+    assert (out, p.returncode) == (b"late\n", 0)
+
+
+def test_dash_reads_one_command_per_line(grid):
+    grid.start_hub()
+    grid.start_worker(slots=2)
+    r = grid.run("gridsub", "-", input=b"echo a\n\necho b\nexit 4\n")
+    ids = r.stdout.decode().split()
+    assert len(ids) == 3 and len(set(ids)) == 3
+    outs = [grid.run("gridsub", "--result", i) for i in ids]
+    assert [(o.stdout, o.returncode) for o in outs] == [(b"a\n", 0), (b"b\n", 0), (b"", 4)]
+
+
+def test_retries_and_require(grid):
+    grid.start_hub()
+    grid.start_worker("--tag", "gpu=yes", slots=1, name="gpu")
+    grid.start_worker(slots=1, name="plain")
+    flag = os.path.join(grid.tmp, "tried")
+    r = grid.run("gridsub", "--wait", "--retries", "2",
+                 f"test -e {flag} && echo second || {{ touch {flag}; exit 1; }}")
+    assert (r.stdout, r.returncode) == (b"second\n", 0)
+    r = grid.run("gridsub", "-", "--require", "gpu=yes", "--wait",
+                 input=b"echo $PWD\n" * 4)
+    assert r.returncode == 0
+    r = grid.run("gridd", "ctl", "--hub", grid.addr, "--json", "workers")
+    assert r.returncode == 0
+
+
+def test_no_hub_exits_69(tmp_path):
+    r = subprocess.run([*tool("gridsub"), "--hub", "127.0.0.1:1", "true"],
+                       capture_output=True, env=clean_env(), timeout=30)
+    assert r.returncode == 69 and r.stderr.startswith(b"gridsub: error: cannot connect")
+
+
+def test_usage_errors_exit_64(tmp_path):
+    for args in ([], ["--result", "x"], ["--retries", "-1", "true"], ["--result", "1", "true"]):
+        r = subprocess.run([*tool("gridsub"), *args], capture_output=True,
+                           env=clean_env(), timeout=30)
+        assert r.returncode == 64, (args, r.stderr)
+
+
+def test_hub_kill_9_and_restart_every_job_completes_once(grid):
+    """Durable jobs queued and running when the hub is killed: after a
+    restart every acknowledged job has exactly one result."""
+    grid.start_hub()
+    log = os.path.join(grid.tmp, "ran.log")
+    gate = os.path.join(grid.tmp, "gate")
+    # Each job logs that it started, waits for the gate, and prints its n.
+    script = os.path.join(grid.tmp, "job.sh")
+    with open(script, "w") as f:
+        f.write(f'echo "start $1" >> {log}\n'
+                f'while ! test -e {gate}; do sleep 0.05; done\n'
+                f'echo "job $1"\n')
+    w = grid.start_worker(slots=2)
+    cmds = b"".join(b"sh %s %d\n" % (script.encode(), i) for i in range(12))
+    r = grid.run("gridsub", "-", input=cmds)
+    ids = r.stdout.decode().split()
+    assert r.returncode == 0 and len(ids) == 12
+    wait_until(lambda: os.path.exists(log) and len(open(log).readlines()) >= 2)
+    assert grid.kill_hub() == -signal.SIGKILL
+    grid.start_hub()                        # same port and state dir
+    open(gate, "w").close()
+    results = {}
+    for i, jid in enumerate(ids):
+        r = grid.run("gridsub", "--result", jid, timeout=60)
+        assert r.returncode == 0, r.stderr
+        results[jid] = r.stdout
+    assert [results[j] for j in ids] == [b"job %d\n" % i for i in range(12)]
+    # Collected once: a second collection finds nothing.
+    assert all(grid.run("gridsub", "--result", j).returncode == 65 for j in ids[:3])
+    assert w.poll() is None, "the worker should have reconnected, not exited"
+
+
+def test_worker_kill_9_durable_job_lost_or_requeued(grid):
+    grid.start_hub()
+    w = grid.start_worker(slots=2, name="doomed")
+    pidf = os.path.join(grid.tmp, "p")
+    r = grid.run("gridsub", "-", input=f"echo $$ >> {pidf}; exec sleep 30\n".encode() * 1)
+    lost_id = r.stdout.decode().strip()
+    r = grid.run("gridsub", "--retries", "1", f"test -e {pidf}.2 && echo again || "
+                 f"{{ touch {pidf}.2; echo $$ >> {pidf}; exec sleep 30; }}")
+    kept_id = r.stdout.decode().strip()
+    wait_until(lambda: os.path.exists(pidf) and len(open(pidf).read().split()) == 2)
+    pids = [int(x) for x in open(pidf).read().split()]
+    w.kill()
+    grid.start_worker(slots=1, name="rescue")
+    r = grid.run("gridsub", "--result", lost_id)
+    assert r.returncode == 75, r.stderr          # lost: no retry left
+    r = grid.run("gridsub", "--result", kept_id)
+    assert (r.stdout, r.returncode) == (b"again\n", 0)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_cancel_a_queued_durable_job(grid):
+    grid.start_hub()
+    jid = grid.run("gridsub", "true").stdout.decode().strip()
+    r = grid.run("gridd", "ctl", "--hub", grid.addr, "cancel", jid)
+    assert r.returncode == 0, r.stderr
+    r = grid.run("gridsub", "--result", jid)
+    assert r.returncode == 143
