@@ -401,9 +401,12 @@ class Pool:
         if self.exhausted or self.halting or self.stop_signal:
             return
         n = len(self.rr_jobs)
+        # Deal in turn, starting after the job fed last.  The order is fixed
+        # before dealing: rr_next moves as we feed, and following it inside
+        # the loop would skip a job every round (with -j3, one job got none).
+        first = self.rr_next
         for i in range(n):
-            # Deal in turn, starting after the job fed last.
-            job = self.rr_jobs[(self.rr_next + i) % n]
+            job = self.rr_jobs[(first + i) % n]
             if job.seq not in self.running or self.executor.pending_input(job):
                 continue
             block = self.source.next_block()
@@ -416,7 +419,7 @@ class Pool:
                         self.executor.end_input(j)
                 return
             self.executor.feed(job, block)
-            self.rr_next = (self.rr_jobs.index(job) + 1) % n
+            self.rr_next = (first + i + 1) % n
 
     # -- reports from the executor ---------------------------------------
 
