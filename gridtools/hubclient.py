@@ -63,6 +63,11 @@ class HubExecutor:
         self.sel = selectors.DefaultSelector()
         self.sock = self.client.chan.sock
         self.sock.setblocking(False)
+        self.would_block = (BlockingIOError, InterruptedError)
+        self.tls = hasattr(self.sock, "pending")
+        if self.tls:
+            import ssl
+            self.would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         self.reader = self.client.chan.reader
         self.out = bytearray()
         self.jobs = {}                  # cid -> job
@@ -147,7 +152,7 @@ class HubExecutor:
             while self.out:
                 n = self.sock.send(self.out)
                 del self.out[:n]
-        except (BlockingIOError, InterruptedError):
+        except self.would_block:
             return
         except OSError as e:
             raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
@@ -160,7 +165,10 @@ class HubExecutor:
             self._flush()
         try:
             data = self.sock.recv(1 << 18)
-        except (BlockingIOError, InterruptedError):
+            if self.tls:
+                while self.sock.pending():
+                    data += self.sock.recv(self.sock.pending())
+        except self.would_block:
             return
         except OSError as e:
             raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
