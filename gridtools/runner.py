@@ -127,6 +127,29 @@ class Child:
 
 PIPE = -1
 
+_paths = {}
+
+
+def resolve(name):
+    """The file execvp would run for name, looked up once per name.
+
+    Every job would otherwise try each PATH entry in turn (a dozen failed
+    execve calls with a long PATH) while the parent waits.  A name not found
+    is returned as it is: the spawn fails with ENOENT and the shell reports it.
+    """
+    if "/" in name:
+        return name
+    path = _paths.get(name)
+    if path is None:
+        path = name
+        for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+            candidate = os.path.join(d or ".", name)
+            if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+                path = candidate
+                break
+        _paths[name] = path
+    return path
+
 _env = None
 
 
@@ -185,7 +208,7 @@ def _spawn(argv, stdin, stdout, stderr, env):
             else:
                 actions.append((os.POSIX_SPAWN_DUP2, want, target))
                 outs.append(None)
-        pid = os.posix_spawnp(argv[0], argv, environment() if env is None else env,
+        pid = os.posix_spawn(resolve(argv[0]), argv, environment() if env is None else env,
                               file_actions=actions, setpgroup=0,
                               setsigdef=_RESET_SIGNALS, setsigmask=())
     except BaseException:
