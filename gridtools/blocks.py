@@ -74,7 +74,11 @@ class Boundary:
             return -1
         if records is not None:
             pos = self.nth(buf, records)
-        elif len(buf) > size:
+        elif len(buf) > size and (
+                eof or len(buf) >= size + len(self.sep) - len(self.recend)):
+            # Only with enough to judge a boundary at size itself, which
+            # needs the record start after it: cutting sooner would make
+            # blocks from a pipe smaller than the same blocks from a file.
             pos = self.last_before(buf, size)
             if pos < 0:
                 pos = self.first_after(buf, size)
@@ -90,9 +94,9 @@ class Boundary:
 def plan_ranges(pread, start, end, size, boundary, window=1 << 16):
     """Block ranges (offset, length) of a seekable file region [start, end).
 
-    Only the few bytes around each cut are read (pread(n, offset) -> bytes),
-    so a large file is split without reading it: the blocks themselves can
-    then go to the jobs with sendfile.
+    Only the bytes around each cut are read (pread(n, offset) -> bytes), so
+    a large file is split without reading it: the blocks themselves can then
+    go to the jobs with sendfile.
     """
     pos = start
     while pos < end:
@@ -100,24 +104,45 @@ def plan_ranges(pread, start, end, size, boundary, window=1 << 16):
         if target >= end:
             yield pos, end - pos
             return
-        # Look back a window for the last boundary at or before target.
-        lo = max(pos, target - window)
-        buf = pread(min(window + len(boundary.sep), end - lo), lo)
-        cut = boundary.last_before(buf, target - lo)
-        if cut > 0 and lo + cut > pos:
-            cut += lo
-        else:
-            cut = _scan_forward(pread, target, end, boundary, window)
+        cut = _scan_back(pread, pos, target, end, boundary, window)
+        if cut < 0:
+            cut = _scan_forward(pread, pos, target, end, boundary, window)
         yield pos, cut - pos
         pos = cut
 
 
-def _scan_forward(pread, target, end, boundary, window):
-    """First boundary after target (a record longer than the window)."""
-    off = target
+def _scan_back(pread, pos, target, end, boundary, window):
+    """The last boundary in (pos, target], or -1.
+
+    Usually the first window before target holds one; records longer than a
+    window need more, and giving up early would make the block overshoot the
+    size although it holds several records.
+    """
     keep = len(boundary.sep)
+    window = max(window, 2 * keep)
+    hi = target
+    while True:
+        lo = max(pos, hi - window)
+        # Read past target by a separator's length: a boundary at target
+        # itself needs its record start to be seen.
+        buf = pread(min(hi - lo + keep, end - lo), lo)
+        cut = boundary.last_before(buf, target - lo)
+        if cut > 0:
+            return lo + cut
+        if lo == pos:
+            return -1
+        hi = lo + keep          # overlap: a separator may straddle lo
+
+
+def _scan_forward(pread, pos, target, end, boundary, window):
+    """The first boundary after target (a record longer than the block), or
+    end.  The search starts a separator's length before target: a separator
+    straddling target still makes a boundary after it."""
+    keep = len(boundary.sep)
+    window = max(window, 2 * keep)
+    off = target
     while off < end:
-        lo = max(target, off - keep)
+        lo = max(pos, off - keep)
         buf = pread(min(window, end - lo), lo)
         if not buf:
             break
@@ -125,6 +150,4 @@ def _scan_forward(pread, target, end, boundary, window):
         if cut > 0:
             return lo + cut
         off = lo + len(buf)
-        if off >= end:
-            break
     return end
