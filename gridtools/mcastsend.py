@@ -3,6 +3,7 @@ the stream on the multicast group (paced, windowed on the slowest receiver's
 progress, repaired by NACK with suppression, optional XOR parity) and feed TCP
 relay chains for the receivers multicast cannot reach or that fell behind."""
 
+import collections
 import hashlib
 import secrets
 import socket
@@ -136,7 +137,7 @@ class Sender:
         self.digest_next = 0
         self.next = 0                 # next new block for the group
         self.sent = {}                # seq -> datagram, for repairs
-        self.repairs = []
+        self.repairs = collections.deque()
         self.last_repair = {}
         self.end_line = None
         self.stats = {"datagrams": 0, "repairs": 0, "suppressed": 0, "nack_requests": 0,
@@ -149,6 +150,8 @@ class Sender:
         self.tick_sent = 0
         self.fec_members = []
         self.fec_acc = 0
+        self.send_error = None
+        self.udp_blocked = False
 
     # --- gathering -------------------------------------------------------------
 
@@ -436,37 +439,56 @@ class Sender:
             self.udp.send(data)
             return True
         except (BlockingIOError, InterruptedError):
+            self._wait_writable()
             return False
         except OSError as e:
+            # Unreachable now may be reachable in a moment (a link flapping);
+            # the block stays queued and a receiver that never hears it is
+            # reported by the progress timeout, not by this error.
             if net.would_block(e):
-                return False
-            raise errors.UnavailableError(f"cannot send to the multicast group: {e.strerror}") from None
+                self._wait_writable()
+            elif not self.send_error:
+                self.send_error = e.strerror
+                self.log(f"sending to the multicast group: {e.strerror}")
+            return False
+
+    def _wait_writable(self):
+        if self.state == "run":
+            self.udp_blocked = True
+            self.loop.watch(self.udp, None, self._udp_writable)
 
     def _mcast_members(self):
         return [m for m in self.members if m.running() and m.mode == "mcast"]
 
     def pump(self, t):
-        """Send repairs, then new blocks, within the rate and the window."""
-        if not self.mcast_on:
-            return False
+        """Send repairs, then new blocks, within the rate and the window.
+
+        Returns how long the loop may sleep: 0 to come straight back, a
+        token deficit over the rate, or None when only an event (an ACK,
+        input, a writable socket) can let more out.
+        """
+        if not self.mcast_on or self.udp_blocked:
+            return None
         mm = self._mcast_members()
         if not mm:
-            return False
-        if self.tokens < 0 or self.rate < self.max_rate * 2:
-            self.tokens = min(self.tokens + (t - self.t_tokens) * self.rate,
-                              BURST * (self.payload + wire.OVERHEAD))
+            return None
+        self.tokens = min(self.tokens + (t - self.t_tokens) * self.rate,
+                          BURST * (self.payload + wire.OVERHEAD))
         self.t_tokens = t
+        if self.tokens <= 0:
+            return -self.tokens / self.rate
         sent = 0
-        while self.repairs and sent < BURST and self.tokens > 0:
-            seq = self.repairs.pop(0)
+        repairs = self.repairs
+        while repairs and sent < BURST and self.tokens > 0:
+            seq = repairs.popleft()
             d = self.sent.get(seq)
             if d is None:
                 if not self.source.has(seq):
                     continue
                 d = bytes(self.build(seq, memoryview(bytearray(wire.OVERHEAD + self.payload)), 0))
             if not self._send_udp(d):
-                self.repairs.insert(0, seq)
-                return True
+                repairs.appendleft(seq)
+                return None
             self.stats["repairs"] += 1
             self.tokens -= len(d)
             sent += 1
@@ -476,21 +498,28 @@ class Sender:
         while sent < BURST and self.tokens > 0 and self.next < limit and src.has(self.next):
             seq = self.next
             view = self.build(seq, self.mv, 0)
-            if not self._send_udp(view):
-                # Not sent: build() folded it already, so keep the bytes.
-                self.sent[seq] = bytes(view)
-                self.repairs.insert(0, seq)
-                self.next += 1
-                return True
-            self.sent[seq] = bytes(view)
+            d = bytes(view)
+            self.sent[seq] = d
             self.next += 1
-            self.stats["datagrams"] += 1
             self.tick_sent += 1
-            self.tokens -= len(view)
+            if not self._send_udp(d):
+                # Not sent, but built and folded: it goes out as a repair.
+                repairs.appendleft(seq)
+                return None
+            self.stats["datagrams"] += 1
+            self.tokens -= len(d)
             sent += 1
             if fec and ((seq + 1) % fec == 0 or (src.count is not None and seq + 1 == src.count)):
                 self._send_parity(seq // fec)
-        return sent > 0
+        if sent == 0:
+            return None
+        if self.tokens <= 0:
+            return -self.tokens / self.rate
+        return 0
+
+    def _udp_writable(self):
+        self.udp_blocked = False
+        self.loop.watch(self.udp, None)
 
     def _send_parity(self, g):
         body = wire.parity_body(self.fec_members, self.fec_acc)
@@ -568,7 +597,7 @@ class Sender:
         last_ping = last_tick
         while True:
             t = net.now()
-            busy = self.pump(t)
+            wait = self.pump(t)
             if self.end_line is None and src.count is not None and self.digest_next >= src.count:
                 self.digest_hex = self.digest.hexdigest()
                 self.end_line = wire.format_line("END", count=src.count, bytes=src.size,
@@ -586,13 +615,7 @@ class Sender:
                     self.loop.watch(f.sock, None, f.on_writable)
             if not any(m.running() for m in self.members):
                 break
-            if busy and self.tokens > 0:
-                timeout = 0
-            elif busy:
-                timeout = max(0.0005, -self.tokens / self.rate)
-            else:
-                timeout = 0.01
-            self.loop.once(timeout)
+            self.loop.once(0.01 if wait is None else min(wait, 0.01))
             t = net.now()
             if t - last_tick >= TICK:
                 self.tick(t)
@@ -629,6 +652,7 @@ class Sender:
             rows.append(dict(receiver=m.name, status=m.state, bytes=m.bytes,
                              seconds=round(elapsed, 3), via=via, reason=m.reason,
                              nacks=m.nacks))
+        self.stats["final_rate_mbit"] = round(self.rate * 8 / 1e6, 1)
         return dict(bytes=self.source.size, blocks=self.source.count,
                     digest=getattr(self, "digest_hex", None), session=self.session,
                     receivers=rows, **self.stats)

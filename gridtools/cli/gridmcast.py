@@ -66,8 +66,8 @@ def build_parser():
                    help="send one XOR parity datagram per K data datagrams")
     s.add_argument("--rate", type=_typed(_rate, "rate"), metavar="BITS",
                    help="fixed multicast rate in bits/s (e.g. 800M); default automatic")
-    s.add_argument("--datagram-size", type=_typed(_size, "size"), default=8192, metavar="BYTES",
-                   help="payload bytes per datagram (default 8192)")
+    s.add_argument("--datagram-size", type=_typed(_size, "size"), default=60000, metavar="BYTES",
+                   help="payload bytes per datagram (default 60000)")
     s.add_argument("--min-receivers", type=_typed(int, "count"), default=1, metavar="N",
                    help="start once N receivers have joined (default 1)")
     s.add_argument("--wait", type=_typed(float, "seconds"), metavar="SECS",
