@@ -1,0 +1,117 @@
+"""The gridmcast wire format: every kind round-trips, damage is refused."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gridtools import errors
+from gridtools import mcastwire as wire
+
+TAGGERS = [wire.make_tagger(None), wire.make_tagger(b"group key")]
+
+
+@pytest.mark.parametrize("tagger", TAGGERS)
+@given(body=st.binary(max_size=3000), seq=st.integers(0, 2**64 - 1),
+       session=st.integers(0, 2**32 - 1), kind=st.sampled_from([wire.DATA, wire.PARITY, wire.PROBE]))
+@settings(max_examples=60, deadline=None)
+def test_datagram_round_trip(tagger, body, seq, session, kind):
+    d = wire.pack_datagram(tagger, kind, session, seq, body)
+    k, s, q, b = wire.parse_datagram(tagger, d, session)
+    assert (k, s, q, bytes(b)) == (kind, session, seq, body)
+    assert wire.datagram_tag(d) == d[-32:]
+
+
+def test_datagram_damage_refused():
+    t = TAGGERS[1]
+    d = bytearray(wire.pack_datagram(t, wire.DATA, 7, 3, b"payload"))
+    for bad in (bytes(d[:20]), b"XX" + bytes(d[2:]), bytes(d[:-1]) + b"\0"):
+        with pytest.raises(errors.ProtocolError):
+            wire.parse_datagram(t, bad, 7)
+    with pytest.raises(errors.ProtocolError, match="session"):
+        wire.parse_datagram(t, bytes(d), 8)
+    # The right shape with a plain SHA-256 tag is a stranger without the key.
+    forged = wire.pack_datagram(TAGGERS[0], wire.DATA, 7, 3, b"payload")
+    with pytest.raises(errors.ProtocolError, match="tag"):
+        wire.parse_datagram(t, forged, 7)
+    # A block moved to another sequence number fails its tag.
+    moved = bytearray(d)
+    moved[15] ^= 1
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_datagram(t, bytes(moved), 7)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=20), st.data())
+@settings(max_examples=80, deadline=None)
+def test_frames_split_anywhere(datagrams, data):
+    stream = b"".join(wire.frame(wire.pack_datagram(TAGGERS[0], wire.DATA, 1, i, p))
+                      for i, p in enumerate(datagrams))
+    cut = data.draw(st.integers(0, len(stream)))
+    first, used = wire.split_frames(stream[:cut])
+    rest, used2 = wire.split_frames(stream[used:])
+    got = [bytes(f) for f in first + rest]
+    assert used + used2 == len(stream)
+    assert [bytes(wire.parse_datagram(TAGGERS[0], g, 1)[3]) for g in got] == datagrams
+
+
+def test_oversize_frame_refused():
+    with pytest.raises(errors.ProtocolError):
+        wire.split_frames(b"\xff\xff\xff\xff" + b"x" * 100)
+
+
+@given(st.lists(st.binary(min_size=0, max_size=200), min_size=1, max_size=8), st.data())
+@settings(max_examples=80, deadline=None)
+def test_parity_recovers_any_one(payloads, data):
+    acc = 0
+    members = []
+    for i, p in enumerate(payloads):
+        acc = wire.xor_into(acc, p)
+        members.append((len(p), bytes(32)))
+    body = wire.parity_body(members, acc)
+    got_members, xor = wire.parse_parity(body)
+    assert [m[0] for m in got_members] == [len(p) for p in payloads]
+    lost = data.draw(st.integers(0, len(payloads) - 1))
+    others = [p for i, p in enumerate(payloads) if i != lost]
+    assert wire.recover(xor, others, len(payloads[lost])) == payloads[lost]
+
+
+@given(st.sets(st.integers(0, 10**6), max_size=200))
+def test_ranges_round_trip(seqs):
+    s = sorted(seqs)
+    assert wire.parse_ranges(wire.format_ranges(s)) == s if s else True
+
+
+def test_ranges_bounded():
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_ranges("0-99999999", limit=4096)
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_ranges("5-3")
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_ranges("x")
+
+
+def test_lines_round_trip_and_limits():
+    line = wire.format_line("HELLO", 1, nonce="ab", relay="10.0.0.1:5", mac=None)
+    assert line == b"HELLO 1 nonce=ab relay=10.0.0.1:5\n"
+    assert wire.parse_line(line) == ("HELLO", ["1"], {"nonce": "ab", "relay": "10.0.0.1:5"})
+    with pytest.raises(ValueError):
+        wire.format_line("BAD", "two words")
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_line(b"X" * (wire.MAX_LINE + 1))
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_line(b"\xff\n")
+    with pytest.raises(errors.ProtocolError):
+        wire.parse_line(b"   \n")
+
+
+def test_hostport():
+    assert wire.parse_hostport("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert wire.parse_hostport("[::1]:80") == ("::1", 80)
+    for bad in ("nope", ":80", "h:x", "h:70000"):
+        with pytest.raises(errors.UsageError):
+            wire.parse_hostport(bad)
+
+
+def test_mac_depends_on_role():
+    k = b"key"
+    assert wire.mac(k, "client", "a", "b") != wire.mac(k, "server", "a", "b")
+    assert wire.mac(k, "client", "a", "b") != wire.mac(k, "client", "b", "a")
