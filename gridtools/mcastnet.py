@@ -6,6 +6,7 @@ import errno
 import selectors
 import socket
 import struct
+import sys
 import time
 
 from gridtools import errors
@@ -33,9 +34,33 @@ def udp_sender(group, ttl, interface):
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
     if interface:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
-    set_buffer(s, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32), 4 << 20)
+    # Multicast copies hold send-buffer memory until every receiver has read
+    # them, so the send buffer must cover the whole window, not one burst.
+    set_buffer(s, socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", 32), BIG_BUFFER * 2)
     s.setblocking(False)
     return s
+
+
+SOL_UDP = 17
+UDP_SEGMENT = 103    # Linux 4.18: send one buffer as many datagrams (GSO)
+UDP_GRO = 104        # Linux 5.0: receive consecutive datagrams as one buffer
+IP_MTU = 14
+
+
+def path_mtu(sock):
+    """The MTU of the route a connected UDP socket sends on, or 1500."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return 1500
+
+
+def gro_size(ancdata):
+    """The segment size the kernel reports for a coalesced read, or 0."""
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 2:
+            return int.from_bytes(data[:4] if len(data) >= 4 else data[:2], sys.byteorder)
+    return 0
 
 
 def udp_receiver(group, interface):
@@ -50,6 +75,11 @@ def udp_receiver(group, interface):
     s.bind((host, port))
     mreq = struct.pack("4s4s", socket.inet_aton(host), socket.inet_aton(interface or "0.0.0.0"))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    try:
+        # Segmented datagrams then arrive as one read instead of forty.
+        s.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        pass
     s.setblocking(False)
     return s, rcvbuf
 

@@ -20,6 +20,8 @@ NACK_TICK = 0.005         # how often gaps are looked at
 NACK_RETRY = 0.06         # a gap NACKed this long ago without repair is asked again
 RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
 RELAY_HIGH = 8 << 20      # downstream bytes queued before we stop reading upstream
+RELAY_BUFFER = 8 << 20    # receive buffer per upstream connection
+RELAY_FRAME_MAX = wire.MAX_PAYLOAD + 4096 + 4   # room always left for one whole frame
 
 
 class Receiver:
@@ -56,9 +58,10 @@ class Receiver:
         self.ubuf = bytearray(65536)    # the largest UDP datagram
         self.umv = memoryview(self.ubuf)
         self.heard = False
+        self.pieces = {}            # (kind, seq) -> (count, {index: piece})
         self.last_data = net.now()
         self.stats = {"datagrams": 0, "dropped": 0, "rejected": 0, "duplicates": 0,
-                      "nacks": 0, "recovered": 0, "frames": 0}
+                      "nacks": 0, "recovered": 0, "frames": 0, "reads": 0}
 
     # --- joining -----------------------------------------------------------
 
@@ -223,25 +226,56 @@ class Receiver:
     # --- multicast ------------------------------------------------------------
 
     def _on_udp(self):
-        buf = self.ubuf
         mv = self.umv
-        recv_into = self.udp.recv_into
-        loss = self.loss
-        rand = random.random
+        recvmsg_into = self.udp.recvmsg_into
         for _ in range(RECV_BATCH):
             try:
-                n = recv_into(buf)
+                n, anc, _, _ = recvmsg_into([mv], 64)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
-            if loss and rand() < loss:
-                self.stats["dropped"] += 1
-                continue
-            self.stats["datagrams"] += 1
-            self._datagram(mv[:n])
+            self.stats["reads"] += 1
+            gso = net.gro_size(anc) if anc else 0
+            if gso and gso < n:
+                # Several datagrams coalesced by the kernel: each gso bytes.
+                for off in range(0, n, gso):
+                    self._packet(mv[off:min(off + gso, n)])
+            else:
+                self._packet(mv[:n])
             if self.udp is None:
                 break
+
+    def _packet(self, pkt):
+        if len(pkt) > 3 and pkt[3] == wire.SEGMENT:
+            self._segment(pkt)
+            return
+        if self.loss and random.random() < self.loss:
+            self.stats["dropped"] += 1
+            return
+        self.stats["datagrams"] += 1
+        self._datagram(pkt)
+
+    def _segment(self, pkt):
+        """Collect the pieces of a datagram cut to fit the path MTU."""
+        try:
+            sess, seq, inner, index, count, data = wire.parse_segment(pkt)
+        except errors.ProtocolError:
+            self.stats["rejected"] += 1
+            return
+        if sess != self.session or (inner == wire.DATA and seq < self.next):
+            return
+        key = (inner, seq)
+        entry = self.pieces.get(key)
+        if entry is None or entry[0] != count:
+            entry = self.pieces[key] = (count, {})
+            if len(self.pieces) > 1024:
+                self.pieces.pop(next(iter(self.pieces)))
+        parts = entry[1]
+        parts[index] = bytes(data)
+        if len(parts) == count:
+            del self.pieces[key]
+            self._packet(b"".join(parts[i] for i in range(count)))
 
     def _datagram(self, dgram):
         try:
@@ -253,7 +287,7 @@ class Receiver:
             if not self.started:
                 return
             self.last_data = net.now()
-            self._block(seq, bytes(body), wire.datagram_tag(dgram))
+            self._block(seq, body, wire.datagram_tag(dgram))
         elif kind == wire.PARITY:
             if self.started:
                 self._parity(seq, body)
@@ -272,7 +306,8 @@ class Receiver:
             self.stats["rejected"] += 1
             return
         if seq != self.next:
-            self.pending[seq] = (payload, tag)
+            # Kept for later: copy out of the receive buffer it points into.
+            self.pending[seq] = (bytes(payload), tag)
             if self.fec:
                 self._try_recover(seq // self.fec)
             return
@@ -288,7 +323,7 @@ class Receiver:
         self.sink.put(payload, tag)
         self.next = seq + 1
         if self.fec:
-            self.recent[seq] = payload
+            self.recent[seq] = bytes(payload)
             self.recent.pop(seq - 2 * self.fec, None)
             g = seq // self.fec
             if (seq + 1) % self.fec == 0:
@@ -388,6 +423,9 @@ class Receiver:
         except OSError:
             return
         conn = net.Conn(sock, net.fmt_addr(addr))
+        conn.rbuf = bytearray(RELAY_BUFFER)
+        conn.rmv = memoryview(conn.rbuf)
+        conn.start = conn.fill = 0
         self.upstreams.append(conn)
         self.loop.watch(conn.sock, lambda c=conn: self._on_upstream(c))
 
@@ -406,35 +444,71 @@ class Receiver:
         self.downstream = net.Conn(sock, where)
 
     def _on_upstream(self, conn):
-        conn.recv(4 << 20)
+        buf, mv = conn.rbuf, conn.rmv
         try:
-            frames, used = wire.split_frames(conn.inbuf)
+            n = conn.sock.recv_into(mv[conn.fill:])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n == 0:
+            conn.eof = True
+        conn.fill += n
+        view = mv[conn.start:conn.fill]
+        try:
+            frames, used = wire.split_frames(view)
         except errors.ProtocolError as e:
             self.log(f"dropping upstream {conn.name}: {e}")
-            frames, used = [], len(conn.inbuf)
+            frames, used = [], 0
             conn.eof = True
-        down = self.downstream
         if frames:
             self.last_data = net.now()
+        down = self.downstream
         if down is not None and used:
             # Forward first: the next receiver should not wait for our disk.
-            down.out += conn.inbuf[:used]
+            self._forward(down, view[:used])
+        self.stats["frames"] += len(frames)
+        for i in range(len(frames)):
+            self._frame(frames[i])
+            frames[i].release()
+        del frames
+        view.release()
+        conn.start += used
+        if conn.start == conn.fill:
+            conn.start = conn.fill = 0
+        elif len(buf) - conn.fill < RELAY_FRAME_MAX:
+            rest = bytes(mv[conn.start:conn.fill])
+            buf[:len(rest)] = rest
+            conn.start, conn.fill = 0, len(rest)
+        if conn.eof:
+            self.loop.forget(conn.sock)
+            conn.close()
+            self.upstreams.remove(conn)
+
+    def _forward(self, down, data):
+        if not down.out:
+            try:
+                n = down.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                n = -1
+            if n < 0:
+                self.log(f"the next receiver {down.name} went away")
+                self.downstream = None
+                down.close()
+                return
+            data = data[n:]
+        if len(data):
+            down.out += data
             if not down.flush():
                 self.log(f"the next receiver {down.name} went away")
                 self.downstream = None
                 down.close()
             elif len(down.out) > RELAY_HIGH:
                 self._throttle(True)
-        self.stats["frames"] += len(frames)
-        for i in range(len(frames)):
-            self._frame(frames[i])
-            frames[i].release()
-        del frames
-        del conn.inbuf[:used]
-        if conn.eof:
-            self.loop.forget(conn.sock)
-            conn.close()
-            self.upstreams.remove(conn)
+            elif down.out:
+                self.loop.watch(down.sock, None, self._on_downstream_writable)
 
     def _throttle(self, on):
         down = self.downstream
@@ -450,9 +524,10 @@ class Receiver:
         if not down.flush():
             self.downstream = None
             down.close()
-        if self.downstream is None or len(down.out) < RELAY_HIGH // 2:
+        if self.downstream is None or not down.out:
             if self.downstream:
                 self.loop.forget(down.sock)
+        if self.downstream is None or len(down.out) < RELAY_HIGH // 2:
             self._throttle(False)
 
     def _frame(self, fr):
@@ -462,7 +537,7 @@ class Receiver:
             self.stats["rejected"] += 1
             return
         if kind == wire.DATA:
-            self._block(seq, bytes(body), wire.datagram_tag(fr))
+            self._block(seq, body, wire.datagram_tag(fr))
 
     def _drain_downstream(self):
         down = self.downstream

@@ -4,9 +4,12 @@ progress, repaired by NACK with suppression, optional XOR parity) and feed TCP
 relay chains for the receivers multicast cannot reach or that fell behind."""
 
 import collections
+import errno
 import hashlib
+import os
 import secrets
 import socket
+import struct
 import sys
 
 from gridtools import errors
@@ -19,7 +22,7 @@ TICK = 0.1               # rate and eviction decisions
 BURST = 32               # datagrams sent back to back before looking around
 HOLDOFF = 0.03           # a block repaired this recently is not repaired again
 MIN_RATE = 1e6           # bytes/s: the automatic rate never goes below this
-AUTO_START = 125e6       # bytes/s: where the automatic rate starts (1 Gbit/s)
+AUTO_START = 500e6       # bytes/s: where the automatic rate starts (4 Gbit/s)
 AUTO_MAX = 1.25e9        # bytes/s: and the most it tries (10 Gbit/s)
 WINDOW_MAX = 16 << 20    # bytes in flight beyond the slowest receiver, at most
 EVICT_TICKS = 8          # ticks a receiver may hold the group back by half a window
@@ -141,7 +144,8 @@ class Sender:
         self.last_repair = {}
         self.end_line = None
         self.stats = {"datagrams": 0, "repairs": 0, "suppressed": 0, "nack_requests": 0,
-                      "parity": 0, "evictions": 0}
+                      "parity": 0, "evictions": 0, "window_waits": 0, "rate_waits": 0,
+                      "send_waits": 0, "idle_seconds": 0.0}
         self.rate = opts.rate / 8 if opts.rate else AUTO_START
         self.max_rate = opts.rate / 8 if opts.rate else AUTO_MAX
         self.tokens = 0.0
@@ -151,6 +155,8 @@ class Sender:
         self.fec_members = []
         self.fec_acc = 0
         self.send_error = None
+        self.seg_size = 65507
+        self.gso = not opts.no_gso
         self.udp_blocked = False
 
     # --- gathering -------------------------------------------------------------
@@ -175,6 +181,8 @@ class Sender:
             try:
                 self.udp = net.udp_sender(self.group, o.ttl, iface)
                 self.udp.connect(self.group)
+                # Datagrams over the path MTU go as GSO segments, not IP fragments.
+                self.seg_size = net.path_mtu(self.udp) - 28
             except OSError as e:
                 self.log(f"no multicast from {iface or 'the default interface'}: {e.strerror}; using TCP")
                 self.udp = None
@@ -373,6 +381,7 @@ class Sender:
 
     def start(self, joined):
         o = self.opts
+        self.gso_cmsg = [(net.SOL_UDP, net.UDP_SEGMENT, struct.pack("=H", self.seg_size))]
         mc = [m for m in joined if m.heard and self.udp and not o.tcp]
         chain = [m for m in joined if m not in mc]
         if not mc:
@@ -436,7 +445,17 @@ class Sender:
 
     def _send_udp(self, data):
         try:
-            self.udp.send(data)
+            if len(data) > self.seg_size and self.gso:
+                try:
+                    self.udp.sendmsg([wire.segment(data, self.seg_size)], self.gso_cmsg)
+                except OSError as e:
+                    if e.errno not in (errno.EINVAL, errno.ENOPROTOOPT, errno.EIO, errno.EOPNOTSUPP):
+                        raise
+                    self.log(f"no UDP segmentation offload here ({e.strerror}); sending fragments")
+                    self.gso = False
+                    self.udp.send(data)
+            else:
+                self.udp.send(data)
             return True
         except (BlockingIOError, InterruptedError):
             self._wait_writable()
@@ -453,6 +472,7 @@ class Sender:
             return False
 
     def _wait_writable(self):
+        self.stats["send_waits"] += 1
         if self.state == "run":
             self.udp_blocked = True
             self.loop.watch(self.udp, None, self._udp_writable)
@@ -476,6 +496,7 @@ class Sender:
                           BURST * (self.payload + wire.OVERHEAD))
         self.t_tokens = t
         if self.tokens <= 0:
+            self.stats["rate_waits"] += 1
             return -self.tokens / self.rate
         sent = 0
         repairs = self.repairs
@@ -512,6 +533,8 @@ class Sender:
             if fec and ((seq + 1) % fec == 0 or (src.count is not None and seq + 1 == src.count)):
                 self._send_parity(seq // fec)
         if sent == 0:
+            if self.next >= limit:
+                self.stats["window_waits"] += 1
             return None
         if self.tokens <= 0:
             return -self.tokens / self.rate
@@ -533,6 +556,10 @@ class Sender:
 
     def tick(self, t):
         mm = self._mcast_members()
+        if self.debug:
+            self.log(f"t={t - self.t0:.2f} next={self.next} rate={self.rate * 8 / 1e6:.0f}Mbit "
+                     f"acks={[m.ack for m in mm]} sent={self.tick_sent} "
+                     f"waits={self.stats['window_waits']}/{self.stats['rate_waits']}")
         low = min((m.ack for m in mm), default=self.next)
         for seq in [s for s in self.sent if s < low]:
             del self.sent[seq]
@@ -591,6 +618,8 @@ class Sender:
         joined = self.gather()
         self.start(joined)
         self.fec_on_build = bool(self.opts.fec) and self.mcast_on
+        self.t0 = net.now()
+        self.debug = bool(os.environ.get("GRID_DEBUG"))
         src = self.source
         stdin_watched = False
         last_tick = net.now()
@@ -615,7 +644,9 @@ class Sender:
                     self.loop.watch(f.sock, None, f.on_writable)
             if not any(m.running() for m in self.members):
                 break
+            ts = net.now()
             self.loop.once(0.01 if wait is None else min(wait, 0.01))
+            self.stats["idle_seconds"] += net.now() - ts
             t = net.now()
             if t - last_tick >= TICK:
                 self.tick(t)
@@ -653,6 +684,7 @@ class Sender:
                              seconds=round(elapsed, 3), via=via, reason=m.reason,
                              nacks=m.nacks))
         self.stats["final_rate_mbit"] = round(self.rate * 8 / 1e6, 1)
+        self.stats["idle_seconds"] = round(self.stats["idle_seconds"], 3)
         return dict(bytes=self.source.size, blocks=self.source.count,
                     digest=getattr(self, "digest_hex", None), session=self.session,
                     receivers=rows, **self.stats)

@@ -10,6 +10,7 @@ import tempfile
 from gridtools import errors
 
 FLUSH_AT = 1 << 20
+DIRECT = 32 << 10
 
 
 class Sink:
@@ -32,14 +33,24 @@ class Sink:
 
     def put(self, payload, tag):
         """Append the next block (already verified) and fold its tag in."""
-        self.buf += payload
         self.digest.update(tag)
         self.bytes += len(payload)
+        if len(payload) >= DIRECT:
+            # A big block goes straight from the receive buffer to the file.
+            if self.buf:
+                self.flush()
+            self._write(payload)
+            return
+        self.buf += payload
         if len(self.buf) >= FLUSH_AT:
             self.flush()
 
     def flush(self):
-        mv = memoryview(self.buf)
+        self._write(self.buf)
+        self.buf.clear()
+
+    def _write(self, data):
+        mv = memoryview(data)
         pos = 0
         try:
             while pos < len(mv):
@@ -50,7 +61,6 @@ class Sink:
             raise errors.GridError(f"cannot write the output: {e.strerror}", errors.IOERR) from None
         finally:
             mv.release()
-        self.buf.clear()
 
     def commit(self):
         """Flush, and give a file its final name (the check has passed)."""

@@ -19,6 +19,7 @@ MAGIC = b"GM"
 DATA = 1      # one block of the stream: payload of up to `payload` bytes
 PARITY = 2    # XOR of K consecutive data blocks, with their lengths and tags
 PROBE = 3     # sent before the start, so receivers can say they hear the group
+SEGMENT = 4   # one piece of a datagram larger than the path MTU (see segment())
 
 HEADER = struct.Struct("!2sBBIQ")   # magic, version, kind, session, seq
 HLEN = HEADER.size                  # 16
@@ -26,6 +27,8 @@ TAGLEN = 32                          # SHA-256 or HMAC-SHA256 trailer
 OVERHEAD = HLEN + TAGLEN
 FRAMELEN = struct.Struct("!I")       # a TCP frame is a length, then a datagram
 PARITY_MEMBER = struct.Struct("!I32s")
+SEGHEAD = struct.Struct("!2sBBIQBBHH")   # HEADER, inner kind, 0, index, count
+SEGLEN = SEGHEAD.size                    # 22
 
 MAX_PAYLOAD = 1 << 20                # the largest block a receiver accepts
 MAX_LINE = 4096                      # the longest control line accepted
@@ -110,6 +113,42 @@ def split_frames(buf, limit=MAX_PAYLOAD + 4096):
         out.append(mv[pos + 4:pos + 4 + size])
         pos += 4 + size
     return out, pos
+
+
+# Segments: a datagram over the path MTU is cut into pieces that each fit
+# in one packet, so the kernel can send them as one UDP GSO super-packet and
+# a receiver with UDP GRO gets them back in one read, with no IP
+# fragmentation on the way.  Pieces carry no tag: the reassembled datagram
+# is checked as a whole, so a forged piece only costs a repair.
+
+def segment(datagram, seg_size):
+    """Cut a datagram into pieces of seg_size bytes (the last may be
+    shorter), concatenated as one buffer for a GSO send."""
+    per = seg_size - SEGLEN
+    n = len(datagram)
+    count = -(-n // per)
+    _, _, kind, session, seq = HEADER.unpack_from(datagram)
+    out = bytearray(n + count * SEGLEN)
+    src = memoryview(datagram)
+    pos = 0
+    for i in range(count):
+        SEGHEAD.pack_into(out, pos, MAGIC, VERSION, SEGMENT, session, seq, kind, 0, i, count)
+        chunk = src[i * per:(i + 1) * per]
+        out[pos + SEGLEN:pos + SEGLEN + len(chunk)] = chunk
+        pos += SEGLEN + len(chunk)
+    return out
+
+
+def parse_segment(buf):
+    """Return (session, seq, inner kind, index, count, data view) of a piece."""
+    if len(buf) < SEGLEN:
+        raise errors.ProtocolError(f"segment of {len(buf)} bytes is shorter than its header")
+    magic, version, kind, session, seq, inner, _, index, count = SEGHEAD.unpack_from(buf)
+    if magic != MAGIC or version != VERSION or kind != SEGMENT:
+        raise errors.ProtocolError("not a gridmcast segment")
+    if not 0 <= index < count or count > 1024:
+        raise errors.ProtocolError(f"segment {index} of {count}")
+    return session, seq, inner, index, count, memoryview(buf)[SEGLEN:]
 
 
 # Parity: body = K members (length, tag), then the XOR of their payloads

@@ -43,7 +43,7 @@ def topology():
             _sh(f"ip netns add {ns}")
             _sh(f"ip link add {TAG}p{i} netns {BRIDGE} type veth peer name eth0 netns {ns}")
             _sh(f"ip -n {BRIDGE} link set {TAG}p{i} master br0 up")
-            _sh(f"ip -n {ns} addr add {ip}/24 dev eth0")
+            _sh(f"ip -n {ns} addr add {ip}/24 brd + dev eth0")
             _sh(f"ip -n {ns} link set eth0 up")
             _sh(f"ip -n {ns} link set lo up")
     except subprocess.CalledProcessError as e:

@@ -68,6 +68,8 @@ def build_parser():
                    help="fixed multicast rate in bits/s (e.g. 800M); default automatic")
     s.add_argument("--datagram-size", type=_typed(_size, "size"), default=60000, metavar="BYTES",
                    help="payload bytes per datagram (default 60000)")
+    s.add_argument("--no-gso", action="store_true",
+                   help="send datagrams over the path MTU as IP fragments, not UDP GSO segments")
     s.add_argument("--min-receivers", type=_typed(int, "count"), default=1, metavar="N",
                    help="start once N receivers have joined (default 1)")
     s.add_argument("--wait", type=_typed(float, "seconds"), metavar="SECS",
@@ -152,7 +154,7 @@ def _send(o):
     opts = SimpleNamespace(control=o.control, group=o.group, ttl=o.ttl, interface=o.interface,
                            tcp=o.tcp, fec=o.fec, rate=o.rate, payload=o.datagram_size,
                            tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
-                           key=key, evict=o.evict, timeout=o.timeout)
+                           key=key, evict=o.evict, timeout=o.timeout, no_gso=o.no_gso)
     result = mcastsend.Sender(opts, source, _log).run()
     rows = result["receivers"]
     if o.json:
@@ -177,8 +179,10 @@ def _recv(o):
     # A receiver told to stop removes its partial file on the way out.
     signal.signal(signal.SIGTERM, _terminated)
     key = read_key(o.key_file)
-    mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
-                      interface=o.interface, timeout=o.timeout, log=_log)
+    stats = mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
+                              interface=o.interface, timeout=o.timeout, log=_log)
+    if os.environ.get("GRID_DEBUG"):
+        _log(f"receiver counters: {json.dumps(stats, sort_keys=True)}")
     return errors.OK
 
 
