@@ -139,6 +139,7 @@ def run_hub(opts, env):
     if opts.heartbeat <= 0:
         raise errors.UsageError("--heartbeat: need a positive number of seconds")
     state = opts.state or hub.default_state_dir(env)
+    raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
                             worker_key=worker_key, client_key_file=opts.client_key,
                             worker_key_file=opts.worker_key, tls=tls,
@@ -148,6 +149,17 @@ def run_hub(opts, env):
     except OSError as e:
         raise errors.GridError(f"state dir {state}: {e.strerror}", errors.CANTCREAT)
     return h.serve()
+
+
+def raise_fd_limit():
+    """Every connection is a descriptor: take all the hard limit allows."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
 
 
 # -- worker --------------------------------------------------------------------
