@@ -159,7 +159,7 @@ def parse_header(line):
     if not words:
         raise WireError("empty line: expected a message such as HELLO")
     if not _VERB.match(words[0]):
-        raise WireError(f"not a verb: {words[0][:32]!r}")
+        raise WireError("not a verb: " + words[0][:32].decode("ascii", "backslashreplace"))
     verb = words[0].decode("ascii").upper()
     if len(words) > MAX_ARGS + 1 and verb != "ERR":
         raise WireError(f"{verb}: more than {MAX_ARGS} arguments")
@@ -210,6 +210,11 @@ def split(buf, start=0):
     consumed and parsing may continue at e.next (set on the error).
     """
     nl = buf.find(b"\n", start, start + MAX_HEADER)
+    # Blank lines are no messages: a person typing a body into nc ends
+    # it with Enter, and that newline must not be an error.
+    while nl >= 0 and (nl == start or (nl == start + 1 and buf[start] == 0x0D)):
+        start = nl + 1
+        nl = buf.find(b"\n", start, start + MAX_HEADER)
     if nl < 0:
         if len(buf) - start >= MAX_HEADER:
             raise WireError(f"no newline within {MAX_HEADER} bytes: header too long",

@@ -100,7 +100,6 @@ def test_reader_splits_a_stream_fed_byte_by_byte():
 
 
 @pytest.mark.parametrize("line, fatal", [
-    (b"\n", False),
     (b"123 abc\n", False),
     (b"RUN 1 BAD=x\n", False),
     (b"RUN 1 a=%zz\n", False),
@@ -117,6 +116,13 @@ def test_bad_headers_raise_wire_error(line, fatal):
         wire.split(line)
     assert e.value.fatal == fatal
     assert e.value.code == wire.E_PROTOCOL
+
+
+def test_blank_lines_are_skipped():
+    msg, end = wire.split(b"\n\r\n\nPING\n")
+    assert msg.verb == "PING" and end == 9
+    msg, end = wire.split(b"\n\n")
+    assert msg is None
 
 
 def test_reader_resyncs_after_a_bad_line():
