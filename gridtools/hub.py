@@ -22,6 +22,8 @@ from gridtools import errors, journal, net, sched, wire
 
 RECV = 1 << 18
 HIGH = 4 << 20              # a write buffer past this pauses whoever fills it
+HELD_MAX = 64 << 20         # input held for a client's queued jobs
+JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
 LOW = 1 << 20               # ... and below this it resumes them
 ACK_EVERY = 1 << 18         # acknowledge relayed output in steps of this
 HANDSHAKE_TIMEOUT = 10.0
@@ -54,7 +56,8 @@ class Options:
 class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
                  "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
-                 "ackq", "feeders", "tls_hs", "events", "name", "tls")
+                 "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
+                 "blocked_by")
 
     def __init__(self, sock, peer, tls=False):
         self.sock = sock
@@ -77,6 +80,8 @@ class Conn:
         self.tls = tls
         self.events = 0
         self.name = peer
+        self.held = 0               # input bytes held for queued jobs
+        self.blocked_by = 0         # write buffers this conn waits on
 
 
 class Hub:
@@ -484,16 +489,23 @@ class Hub:
             want &= ~selectors.EVENT_READ
         self._want(conn, want)
         if conn.blocked and len(out) < LOW:
-            for other in list(conn.blocked):
-                self.resume(other)
-            conn.blocked.clear()
+            self.unblock(conn)
 
     def pause(self, conn, because):
         """Stop reading conn until because's write buffer drains."""
-        because.blocked.add(conn)
+        if conn not in because.blocked:
+            because.blocked.add(conn)
+            conn.blocked_by += 1
         if not conn.paused:
             conn.paused = True
             self._want(conn, conn.events & ~selectors.EVENT_READ)
+
+    def unblock(self, conn):
+        for other in conn.blocked:
+            other.blocked_by -= 1
+            if not other.blocked_by and other.held <= HELD_MAX // 2:
+                self.resume(other)
+        conn.blocked.clear()
 
     def resume(self, conn):
         if conn.paused and not conn.closing:
@@ -518,8 +530,7 @@ class Hub:
             conn.sock.close()
         except OSError:
             pass
-        for other in conn.blocked:
-            self.resume(other)
+        self.unblock(conn)
         if conn.role == "worker":
             self.worker_gone(conn, quiet)
         elif conn.role == "client":
@@ -580,7 +591,7 @@ class Hub:
             for chunk in job.inq:
                 self.send(wconn, wire.format("IN", job.hid, body=chunk))
             job.inq = []
-            job.held = 0
+            self.unhold(job)
         if job.in_eof:
             self.send(wconn, wire.format("IN", job.hid, eof=1, body=b""))
         if job.did is not None:
@@ -777,7 +788,22 @@ class Hub:
         if data:
             job.inq.append(data)
             job.held += len(data)
+            conn.held += len(data)
+            if conn.held > HELD_MAX and not conn.paused:
+                # Input for jobs still queued: stop reading this client
+                # until some of them have a worker to take it.
+                conn.paused = True
+                self._want(conn, conn.events & ~selectors.EVENT_READ)
         job.in_eof = job.in_eof or eof
+
+    def unhold(self, job):
+        """job's held input left the hub (sent on, or dropped)."""
+        client = job.client
+        if client is not None and job.held:
+            client.held -= job.held
+            if client.paused and client.held < HELD_MAX // 2 and not client.blocked_by:
+                self.resume(client)
+        job.held = 0
 
     def on_kill(self, conn, msg):
         job = self.cjob(conn, msg)
@@ -787,6 +813,8 @@ class Hub:
         else:
             # Killed before it started: it ends here, as if by the signal.
             self.sched.dequeue(job)
+            job.inq = []
+            self.unhold(job)
             conn.jobs.pop(job.cid, None)
             self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome="cancelled"))
 
@@ -798,6 +826,7 @@ class Hub:
                 self.ack(job)
             else:
                 self.sched.dequeue(job)
+                job.inq = []
         conn.jobs.clear()
 
     # -- durable jobs (gridsub) -------------------------------------------------
@@ -970,7 +999,7 @@ class Hub:
                     row(job, c.name)
         for q in self.sched.queues.values():
             for job in q:
-                if job.state == sched.QUEUED:
+                if job.state == sched.QUEUED and len(rows) < JOBS_LISTED:
                     row(job, None)
         self.info(conn, "jobs", rows)
 

@@ -174,18 +174,10 @@ class Worker:
             link.send(wire.format("READY", slots=self.slots, name=self.name, pid=os.getpid(),
                                   **{"tag." + k: v for k, v in self.tags.items()}))
             while not self.bye:
-                if link.flush():
-                    if watching_write:
-                        self.sel.modify(link.rfd, selectors.EVENT_READ, (self.on_link, 0)) \
-                            if link.rfd == link.wfd else self.sel.unregister(link.wfd)
-                        watching_write = False
-                elif not watching_write:
-                    if link.rfd == link.wfd:
-                        self.sel.modify(link.rfd, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                        (self.on_link, 0))
-                    else:
-                        self.sel.register(link.wfd, selectors.EVENT_WRITE, (self.on_nothing, 0))
-                    watching_write = True
+                done = link.flush()
+                if done == watching_write:      # start or stop waiting to write
+                    watching_write = not done
+                    self.watch_write(watching_write)
                 timeout = None
                 if self.timers:
                     timeout = max(0.0, self.timers[0][0] - time.monotonic())
@@ -195,6 +187,16 @@ class Worker:
                 self.check_timers()
         finally:
             self.kill_all()
+
+    def watch_write(self, on):
+        link = self.link
+        if link.rfd == link.wfd:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0)
+            self.sel.modify(link.rfd, events, (self.on_link, 0))
+        elif on:
+            self.sel.register(link.wfd, selectors.EVENT_WRITE, (self.on_nothing, 0))
+        else:
+            self.sel.unregister(link.wfd)
 
     def on_link(self, _):
         if not self.link.read_some():

@@ -135,7 +135,10 @@ def test_worker_kill_9_durable_job_lost_or_requeued(grid):
     r = grid.run("gridsub", "--result", kept_id)
     assert (r.stdout, r.returncode) == (b"again\n", 0)
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_cancel_a_queued_durable_job(grid):

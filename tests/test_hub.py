@@ -153,6 +153,13 @@ def sleeper(g, name):
     return f"echo $$ > {g.tmp}/{name}.pid; exec sleep 30"
 
 
+def kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def read_pid(g, name, timeout=10):
     path = f"{g.tmp}/{name}.pid"
     wait_until(lambda: os.path.exists(path) and open(path).read().strip(), timeout)
@@ -169,7 +176,7 @@ def test_worker_kill_9_session_job_is_lost_once(grid):
     pid = read_pid(grid, "j1")
     w.kill()
     out, err = p.communicate(timeout=20)
-    os.kill(pid, signal.SIGKILL)
+    kill(pid)
     recs = [json.loads(x) for x in out.splitlines()]
     assert len(recs) == 1 and recs[0]["status"] == "lost", (out, err)
     assert p.returncode == 1
@@ -188,7 +195,7 @@ def test_worker_kill_9_session_job_retried_elsewhere(grid):
     grid.start_worker(slots=1, name="second")
     w1.kill()
     out, err = p.communicate(timeout=20)
-    os.kill(pid, signal.SIGKILL)
+    kill(pid)
     assert (out, p.returncode) == (b"done 1\n", 0), err
 
 
@@ -219,8 +226,8 @@ def test_silent_worker_is_declared_dead(grid):
         out, err = p.communicate(timeout=15)
     finally:
         w.send_signal(signal.SIGCONT)
-        os.kill(pid, signal.SIGKILL)
-    assert time.monotonic() - t0 < 3.0
+        kill(pid)
+    assert time.monotonic() - t0 < 5.0      # 3 x 0.3 s, and a loaded machine
     assert json.loads(out)["status"] == "lost"
     assert b"declared dead" in open(grid.hub.logpath, "rb").read()
 
