@@ -61,8 +61,12 @@ def needs_shell(words):
 
 
 def shell_argv(command):
-    """The argv that runs the shell command line `command`."""
-    return [SHELL, "-c", command]
+    """The argv that runs the shell command line `command`.
+
+    The -- keeps a command line that starts with - or + (an input line used
+    as the command) from being taken for the shell's own options.
+    """
+    return [SHELL, "-c", "--", command]
 
 
 def split_plain(command):
