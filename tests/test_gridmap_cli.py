@@ -1,0 +1,137 @@
+"""gridmap's command line: parse_options in process, the small parsers, and
+the exit codes of the real command for its own trouble."""
+
+import pytest
+
+from conftest import run_gridmap
+from gridtools import errors
+from gridtools.cli import gridmap
+
+
+def test_options_stop_at_the_command():
+    o = gridmap.parse_options(["-j", "4", "-k", "echo", "-n", "-k", "{}"])
+    assert (o.jobs, o.keep_order, o.command) == ("4", True, ["echo", "-n", "-k", "{}"])
+
+
+def test_double_dash_ends_options():
+    o = gridmap.parse_options(["-k", "--", "-x", "{}"])
+    assert o.command == ["-x", "{}"]
+
+
+def test_sources():
+    o = gridmap.parse_options(["echo", ":::", "a", "b", ":::+", "c", "::::", "f1", "f2",
+                               "::::+", "g"])
+    assert o.sources == [("args", ["a", "b"], False), ("args", ["c"], True),
+                         ("file", "f1", False), ("file", "f2", False), ("file", "g", True)]
+
+
+def test_empty_list_source():
+    assert gridmap.parse_options(["echo", ":::"]).sources == [("args", [], False)]
+
+
+def test_negative_and_glued_values():
+    assert gridmap.parse_options(["-j", "-1", "echo"]).jobs == "-1"
+    assert gridmap.parse_options(["--jobs=3", "echo"]).jobs == "3"
+    o = gridmap.parse_options(["--timeout", "1.5", "--retries", "2", "--halt", "now,fail=1",
+                               "--colsep", "-", "echo"])
+    assert (o.timeout, o.retries, o.halt, o.colsep) == (1.5, 2, "now,fail=1", "-")
+
+
+def test_no_command():
+    o = gridmap.parse_options([])
+    assert o.command == [] and o.sources == []
+
+
+@pytest.mark.parametrize("text,cores,n", [
+    ("3", 2, 3), ("100%", 2, 2), ("200%", 2, 4), ("50%", 1, 1), ("+1", 2, 3), ("-1", 2, 1),
+    ("-5", 2, 1), ("0", 2, 1 << 20), ("150%", 4, 6),
+])
+def test_parse_jobs(text, cores, n):
+    assert gridmap.parse_jobs(text, cores=cores) == n
+
+
+@pytest.mark.parametrize("text", ["x", "", "1.5.2", "%"])
+def test_parse_jobs_rejects(text):
+    with pytest.raises(errors.UsageError):
+        gridmap.parse_jobs(text, cores=2)
+
+
+@pytest.mark.parametrize("text,when,kind,count,percent", [
+    ("now,fail=1", "now", "fail", 1, False), ("soon,fail=20%", "soon", "fail", 20, True),
+    ("success=2", "now", "success", 2, False), ("soon,done=3", "soon", "done", 3, False),
+    ("1", "soon", "fail", 1, False), ("2", "now", "fail", 1, False),
+])
+def test_parse_halt(text, when, kind, count, percent):
+    h = gridmap.parse_halt(text)
+    assert (h.when, h.kind, h.count, h.percent) == (when, kind, count, percent)
+
+
+@pytest.mark.parametrize("text", ["bad", "now", "later,fail=1", "now,fail=0", "now,fail=101%",
+                                  "now,fail=x"])
+def test_parse_halt_rejects(text):
+    with pytest.raises(errors.UsageError):
+        gridmap.parse_halt(text)
+
+
+def test_halt_never():
+    assert gridmap.parse_halt("0").when == "never"
+    assert gridmap.parse_halt(None).when == "never"
+
+
+def test_halt_triggers():
+    h = gridmap.parse_halt("now,fail=50%")
+    assert not h.triggered(1, 0, 1)         # too early to judge a percentage
+    assert h.triggered(2, 2, 4)
+    assert not h.triggered(1, 3, 4)
+
+
+@pytest.mark.parametrize("args", [
+    ["--no-such-option", "echo"], ["-j", "x", "echo"], ["-j"], ["--halt", "bad", "echo"],
+    ["--pipe", "--block", "x", "cat"], ["--colsep", "[", "echo"], ["--retries", "-1", "echo"],
+    ["--retries", "x", "echo"], ["--timeout", "0", "echo"], ["--timeout", "x", "echo"],
+    ["--round-robin", "echo"], ["--pipe"], ["-d", "", "echo"], ["-n", "0", "echo"],
+    ["-n", "x", "echo"], ["echo", "::::"], ["--trim", "x", "echo"],
+    ["--recend", "", "--recstart", "", "--pipe", "cat"],
+])
+def test_usage_errors_exit_64(args):
+    p = run_gridmap(args, input=b"a\n")
+    assert p.returncode == 64, p.stderr
+    assert p.stdout == b""
+    assert b"gridmap: error:" in p.stderr
+    assert b"Traceback" not in p.stderr
+
+
+def test_usage_error_in_process(capsys):
+    assert gridmap.main(["--halt", "bad", "echo"]) == 64
+    assert "gridmap: error: --halt" in capsys.readouterr().err
+
+
+def test_missing_input_file_exits_66(tmp_path):
+    for args in (["-a", str(tmp_path / "nope"), "echo"], ["echo", "::::", str(tmp_path / "nope")],
+                 ["echo", ":::", "a", "::::", str(tmp_path / "nope")]):
+        p = run_gridmap(args)
+        assert p.returncode == 66, args
+        assert p.stderr.startswith(b"gridmap: error:") and b"nope" in p.stderr
+        assert p.stdout == b""
+
+
+def test_help_and_version_go_to_stdout():
+    p = run_gridmap(["--help"])
+    assert p.returncode == 0 and p.stdout.startswith(b"usage: gridmap") and p.stderr == b""
+    for opt in (b"--pipe", b"--halt", b"--joblog", b"--keep-order", b"--line-buffer"):
+        assert opt in p.stdout
+    p = run_gridmap(["--version"])
+    assert p.returncode == 0 and p.stdout.startswith(b"gridmap ")
+
+
+def test_option_after_the_command_belongs_to_it():
+    p = run_gridmap(["echo", "-k", ":::", "a"])
+    assert p.stdout == b"-k a\n"
+
+
+def test_command_starting_with_a_dash():
+    # Input lines are commands; one starting with - is not a shell option.
+    p = run_gridmap([], input=b"-x\n+x\n")
+    assert p.returncode == 2
+    assert b"-x: not found" in p.stderr and b"+x: not found" in p.stderr
+
