@@ -481,9 +481,10 @@ class Hub:
                 return
             del out[:n]
         if conn.feeders and len(out) < LOW:
+            before = len(out)
             self.pump(conn)
-            if out and not conn.closing:
-                self.dirty.add(conn)
+            if len(out) > before and not conn.closing:
+                self.dirty.add(conn)        # write what the feeders added
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
         if conn.paused:
             want &= ~selectors.EVENT_READ
@@ -635,6 +636,8 @@ class Hub:
                 os.write(fd, data)
             except OSError as e:
                 log(f"job {job.did}: cannot store output: {e.strerror}")
+            if job.waiters:
+                self.wake(job)
         job.acks += len(data)
         if job.acks >= ACK_EVERY:
             self.ack(job)
@@ -692,10 +695,18 @@ class Hub:
         self.durable.pop(job.did, None)
         self.journal.finish(job.did, job.tries, exitcode, sig, outcome, worker)
         self.counts["done"] += 1
-        waiters, job.waiters = job.waiters, []
-        did = job.did
-        self.after_commit.append(lambda: [self.send_result(c, did) for c in waiters
-                                          if not c.closing])
+        self.after_commit.append(lambda: self.committed(job))
+
+    def committed(self, job):
+        """job's result is durable: its followers may have the DONE now."""
+        job.committed = True
+        self.wake(job)
+        job.waiters = []
+
+    def wake(self, job):
+        for c in job.waiters:
+            if not c.closing:
+                self.dirty.add(c)
 
     def ackq_drop(self, job):
         if job.client is not None:
@@ -854,6 +865,8 @@ class Hub:
     def reset_output(self, job):
         self.close_output(job)
         job.outfds = {}
+        job.attempt += 1
+        self.wake(job)
         for fd_no in (1, 2):
             try:
                 os.unlink(self.journal.out_path(job.did, fd_no))
@@ -876,45 +889,73 @@ class Hub:
         did = self.durable_id(msg)
         job = self.durable.get(did)
         if job is not None:
-            if msg.get("wait") == "1":
-                job.waiters.append(conn)
-            else:
+            if msg.get("wait") != "1":
                 self.send(conn, wire.format("PENDING", did, state=job.state))
-            return
-        if self.journal is None or self.journal.get(did) is None:
+                return
+            # Follow it: what it wrote so far, then the rest as it comes.
+            job.waiters.append(conn)
+        elif self.journal is None or self.journal.get(did) is None:
             raise wire.WireError(f"no such job {did} (never submitted, or collected)",
                                  wire.E_DATA)
-        self.send_result(conn, did)
-
-    def send_result(self, conn, did):
-        row = self.journal.get(did)
-        if row is None:
-            self.send(conn, wire.error(wire.E_DATA, f"no such job {did}", job=did))
-            return
-        conn.feeders.append(self._result_chunks(did, row))
+        conn.feeders.append(self._tail(did, job))
         self.dirty.add(conn)
 
-    def _result_chunks(self, did, row):
-        for fd_no in (1, 2):
-            try:
-                f = open(self.journal.out_path(did, fd_no), "rb")
-            except FileNotFoundError:
-                continue
-            with f:
-                while True:
-                    data = f.read(1 << 18)
-                    if not data:
-                        break
-                    yield wire.format("OUT", did, fd=fd_no, body=data)
+    def _tail(self, did, job):
+        """OUT messages from a durable job's stored output, like tail -f,
+        then its DONE once the result is in the journal.  Yields None when
+        there is nothing more yet (the job's next output wakes us)."""
+        offsets = {1: 0, 2: 0}
+        files = {}
+        attempt = job.attempt if job is not None else 0
+        try:
+            while True:
+                if job is not None and job.attempt != attempt:
+                    # A retry started afresh: follow the new output files.
+                    attempt = job.attempt
+                    for f in files.values():
+                        os.close(f)
+                    files.clear()
+                    offsets = {1: 0, 2: 0}
+                finished = job is None or job.committed
+                progressed = False
+                for fd_no in (1, 2):
+                    fd = files.get(fd_no)
+                    if fd is None:
+                        try:
+                            fd = files[fd_no] = os.open(self.journal.out_path(did, fd_no),
+                                                        os.O_RDONLY | os.O_CLOEXEC)
+                        except FileNotFoundError:
+                            continue
+                    data = os.pread(fd, 1 << 18, offsets[fd_no])
+                    if data:
+                        offsets[fd_no] += len(data)
+                        progressed = True
+                        yield wire.format("OUT", did, fd=fd_no, body=data)
+                if progressed:
+                    continue
+                if finished:
+                    break
+                yield None
+        finally:
+            for f in files.values():
+                os.close(f)
+        row = self.journal.get(did)
+        if row is None:
+            yield wire.error(wire.E_DATA, f"no such job {did}", job=did)
+            return
         yield wire.format("DONE", did, exit=row["exit"], sig=row["sig"],
                           outcome=row["outcome"], tries=row["tries"], worker=row["worker"])
 
     def pump(self, conn):
         while conn.feeders and len(conn.out) < HIGH:
             try:
-                conn.out += next(conn.feeders[0])
+                chunk = next(conn.feeders[0])
             except StopIteration:
                 conn.feeders.pop(0)
+                continue
+            if chunk is None:
+                break               # following a job that has more to say
+            conn.out += chunk
 
     def on_forget(self, conn, msg):
         did = self.durable_id(msg)

@@ -19,7 +19,7 @@ class Job:
     __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
-                 "started")
+                 "started", "attempt", "committed")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -42,7 +42,9 @@ class Job:
         self.seq = 0
         self.acks = 0               # output bytes relayed, not yet acknowledged
         self.outfds = None          # durable: open output files
-        self.waiters = []           # durable: connections waiting for the result
+        self.waiters = []           # durable: connections following its output
+        self.attempt = 0            # durable: bumped when a try starts afresh
+        self.committed = False      # durable: its result is in the journal
         self.cancelled = False
         self.submitted = 0.0
         self.started = 0.0

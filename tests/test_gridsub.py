@@ -148,3 +148,23 @@ def test_cancel_a_queued_durable_job(grid):
     assert r.returncode == 0, r.stderr
     r = grid.run("gridsub", "--result", jid)
     assert r.returncode == 143
+
+
+def test_wait_streams_output_as_it_comes(grid):
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    p = subprocess.Popen([*tool("gridsub"), "--wait",
+                          f"echo first; while ! test -e {gate}; do sleep 0.05; done; echo second"],
+                         stdout=subprocess.PIPE, env=clean_env(GRID_HUB=grid.addr))
+    assert p.stdout.readline() == b"first\n"      # before the job has finished
+    open(gate, "w").close()
+    assert p.stdout.read() == b"second\n"
+    assert p.wait(15) == 0
+
+
+def test_large_output_is_stored_and_collected_whole(grid):
+    grid.start_hub()
+    grid.start_worker()
+    r = grid.run("gridsub", "--wait", "head -c 30000000 /dev/zero | tr '\\0' x; echo")
+    assert r.returncode == 0 and len(r.stdout) == 30000001 and r.stdout.count(b"x") == 30000000
