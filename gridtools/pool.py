@@ -261,7 +261,7 @@ class Pool:
         self.executor = executor or LocalExecutor(opts.slots, self.sel, self)
         self.free = list(range(1, self.executor.capacity + 1))
         self.running = {}          # seq -> job
-        self.retry = []            # jobs waiting for another try
+        self.retry = []            # (job, status of its last try) waiting for another
         self.deadlines = []        # heap of (time, tiebreak, job)
         self.tick = itertools.count()
         self.exhausted = False
@@ -322,9 +322,11 @@ class Pool:
         if self.opts.round_robin:
             self._feed_round_robin()
             return
+        if self.retry and (self.halting or self.stop_signal):
+            self._end_retries()
         while self.free and not self.halting and not self.stop_signal:
             if self.retry:
-                job = self.retry.pop(0)
+                job, _ = self.retry.pop(0)
             elif self.exhausted:
                 return
             else:
@@ -476,10 +478,25 @@ class Pool:
             outcome = output.FAILED
         else:
             outcome = output.OK
+        # A --round-robin job is not tried again: the blocks it was dealt
+        # are gone, and nothing would start it again.
         if outcome != output.OK and job.tries <= self.opts.retries \
-                and not self.halting and not self.stop_signal and not job.cancelled:
-            self.retry.append(job)
+                and not self.halting and not self.stop_signal and not job.cancelled \
+                and not self.opts.round_robin:
+            self.retry.append((job, (exitcode, sig, outcome, now)))
             return
+        self._finish(job, exitcode, sig, outcome, now)
+
+    def _end_retries(self):
+        """Halting or stopping means no more tries: a job still waiting for
+        one ends with the try it had, so it gets its one result (with -k,
+        the results after it would otherwise never print)."""
+        retry, self.retry = self.retry, []
+        for job, status in retry:
+            self._finish(job, *status)
+
+    def _finish(self, job, exitcode, sig, outcome, now):
+        """job's last try is over: hand its result to the sink."""
         if self._live(job):
             for fd_no in (1, 2):
                 if job.partial[fd_no - 1]:
