@@ -4,10 +4,13 @@ process group dies), --halt, --joblog and --json records."""
 import base64
 import json
 import os
+import selectors
 
 import pytest
 
 from conftest import run_gridmap
+from gridtools import jobs, pool
+from gridtools.template import Template
 
 WAIT_FOR = 'i=0; while [ ! -e "{f}" ]; do i=$((i+1)); [ $i -gt 400 ] && exit 99; sleep 0.05; done'
 
@@ -245,3 +248,82 @@ def test_json_non_utf8():
     assert base64.b64decode(rec["stdout_base64"]) == b"\xff\xfe"
     assert os.fsencode(rec["input"][0]) == b"\xfe"
     assert p.stdout.isascii()
+
+
+# -- every job gets exactly one result ---------------------------------------
+
+class ScriptedExecutor:
+    """An executor that runs nothing: each start() wakes the pool's loop,
+    and each wake-up plays the next scripted step, which reports jobs done
+    in an order a test chooses (real exits in one select() batch can come
+    in any order)."""
+
+    def __init__(self, capacity, sel, steps):
+        self.capacity = capacity
+        self.sel = sel
+        self.steps = list(steps)
+        self.started = []
+        self.pool = None
+        self.r, self.w = os.pipe()
+        sel.register(self.r, selectors.EVENT_READ, (self._step, None, 0))
+
+    def start(self, job):
+        self.started.append((job.seq, job.tries))
+        os.write(self.w, b"x")
+
+    def _step(self, *_):
+        os.read(self.r, 1)
+        if self.steps:
+            self.steps.pop(0)(self.pool)
+
+    def kill(self, job, sig):
+        pass
+
+    def close(self):
+        self.sel.unregister(self.r)
+        os.close(self.r)
+        os.close(self.w)
+
+
+class ListSink:
+    keep_order = False
+    next_seq = 1
+    out_fd, err_fd = 1, 2
+
+    def __init__(self):
+        self.results = []
+
+    def add(self, r):
+        self.results.append(r)
+
+    def close(self):
+        pass
+
+
+def test_a_job_waiting_for_a_retry_still_gets_its_result():
+    # b's first try fails in the same batch as a's last one, which halts the
+    # run: b gets no more tries, but it must still end in one result.
+    def running(p, seq):
+        return p.running[seq]
+    steps = [lambda p: p.job_done(running(p, 1), 1, None),
+             lambda p: (p.job_done(running(p, 2), 1, None), p.job_done(running(p, 1), 1, None))]
+    sel = selectors.DefaultSelector()
+    ex = ScriptedExecutor(2, sel, steps)
+    sink = ListSink()
+    opts = pool.Options(template=Template("true {}"), retries=1,
+                        halt=pool.Halt("now", "fail", 1), slots=2)
+    p = pool.Pool(jobs.RecordSource(jobs.IterFeed([("a",), ("b",)])), sink, opts,
+                  selector=sel, executor=ex)
+    ex.pool = p
+    assert p.run() == 1
+    assert ex.started == [(1, 1), (2, 1), (1, 2)]
+    assert sorted((r.seq, r.tries, r.outcome) for r in sink.results) == \
+        [(1, 2, "failed"), (2, 1, "failed")]
+
+
+def test_round_robin_failures_are_counted(tmp_path):
+    log = tmp_path / "log"
+    p = run_gridmap(["--pipe", "--round-robin", "-j2", "--retries", "1", "--joblog", str(log),
+                     "cat >/dev/null; exit 1"], input=b"1\n2\n")
+    assert p.returncode == 2
+    assert [r[6] for r in joblog_rows(log)] == ["1", "1"]

@@ -167,7 +167,7 @@ def test_stdin_from_dev_null(tmp_path):
 
 def test_stdin_regular_file(tmp_path):
     f = tmp_path / "in"
-    f.write_bytes(b"".join(b"%d\n" % i for i in range(3000)))
+    f.write_bytes(b"".join(b"%d\n" % i for i in range(1000)))
     with open(f, "rb") as fh:
         p = run_gridmap(["-k", "-j2", "/bin/echo"], stdin=fh)
     assert p.stdout == f.read_bytes()
