@@ -7,6 +7,9 @@ import pty
 import re
 import subprocess
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from conftest import GRIDMAP, TIMEOUT, run_gridmap
 
 # A shell snippet: wait (at most 20 s) until file $1 exists, else fail.
@@ -172,3 +175,45 @@ def test_bar_only_on_a_terminal():
     assert proc.returncode == 0
     assert proc.stdout == b""
     assert b"\r" in seen and re.search(rb"[0-9]+", seen)
+
+
+# -- the sink: -k with spilling, as a pure function of the results ---------
+
+def sink_output(order, as_json, tag, jobs_budget, bytes_budget, monkeypatch):
+    import io
+    import tempfile
+
+    from gridtools import output
+    monkeypatch.setattr(output.Capture, "LIMIT", 5)     # captures go to files too
+    out, err, log = tempfile.TemporaryFile(), tempfile.TemporaryFile(), io.StringIO()
+    s = output.Sink(keep_order=True, as_json=as_json, joblog=log,
+                    out_fd=out.fileno(), err_fd=err.fileno())
+    s.MEMORY_JOBS, s.MEMORY_BUDGET = jobs_budget, bytes_budget
+    for seq in order:
+        body = (b"%d\xff\n" % seq) * (seq % 4) + b"tail"
+        c = output.Capture()
+        c.append(body[:3])
+        c.append(body[3:])
+        s.add(output.Result(seq, [str(seq), "\udcff"], f"cmd {seq}", seq % 2, None,
+                            "failed" if seq % 2 else "ok", 1.0, 0.5, c, b"e%d\n" % seq,
+                            tag=b"T%d\t" % seq if tag else b""))
+    s.close()
+    out.seek(0)
+    err.seek(0)
+    got = out.read(), err.read(), log.getvalue()
+    out.close()
+    err.close()
+    return got
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(range(1, 41)), as_json=st.booleans(), tag=st.booleans(),
+       jobs_budget=st.sampled_from([0, 1, 3, 100]), bytes_budget=st.sampled_from([0, 10, 1 << 30]))
+def test_keep_order_spilled_or_not(order, as_json, tag, jobs_budget, bytes_budget, monkeypatch):
+    """Results finishing in any order, held in memory or spilled to the
+    temporary file, print exactly as if they had finished in order."""
+    got = sink_output(order, as_json, tag, jobs_budget, bytes_budget, monkeypatch)
+    want = sink_output(range(1, 41), as_json, tag, 10**6, 1 << 40, monkeypatch)
+    assert got == want
+    assert got[2].count("\n") == 41
