@@ -12,7 +12,7 @@ import time
 from gridtools import errors
 from gridtools import mcastwire as wire
 
-BIG_BUFFER = 32 << 20   # socket buffer asked for; root may force it past rmem_max
+BIG_BUFFER = 64 << 20   # socket buffer asked for; root may force it past rmem_max
 
 
 def set_buffer(sock, opt, force_opt, size):

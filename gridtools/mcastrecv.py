@@ -228,7 +228,12 @@ class Receiver:
     def _on_udp(self):
         mv = self.umv
         recvmsg_into = self.udp.recvmsg_into
+        # Bounded in time too: a big block costs ~0.1 ms, and gaps must be
+        # NACKed within a few milliseconds, not after a whole batch.
+        until = net.now() + NACK_TICK
         for _ in range(RECV_BATCH):
+            if net.now() > until:
+                break
             try:
                 n, anc, _, _ = recvmsg_into([mv], 64)
             except (BlockingIOError, InterruptedError):
@@ -278,19 +283,23 @@ class Receiver:
             self._packet(b"".join(parts[i] for i in range(count)))
 
     def _datagram(self, dgram):
+        if len(dgram) >= wire.OVERHEAD and dgram[3] == wire.DATA:
+            # A repair someone else asked for: skip it before paying for its hash.
+            seq = int.from_bytes(dgram[8:16], "big")
+            if seq < self.next or seq in self.pending:
+                self.stats["duplicates"] += 1
+                return
         try:
             kind, sess, seq, body = wire.parse_datagram(self.tagger, dgram, self.session)
         except errors.ProtocolError:
             self.stats["rejected"] += 1
             return
         if kind == wire.DATA:
-            if not self.started:
-                return
+            # Blocks may overtake the START line (another socket): keep them.
             self.last_data = net.now()
             self._block(seq, body, wire.datagram_tag(dgram))
         elif kind == wire.PARITY:
-            if self.started:
-                self._parity(seq, body)
+            self._parity(seq, body)
         elif kind == wire.PROBE:
             if not self.started and not self.heard:
                 self.heard = True
@@ -390,9 +399,12 @@ class Receiver:
     def _nack(self, t):
         """Ask for the gaps: each at most once per NACK_RETRY."""
         end = self.top + 1
-        if self.total is not None:
+        quiet = t - self.last_data > 0.02
+        if self.total is not None and quiet:
+            # END comes by TCP and overtakes the last blocks still on the
+            # way: the tail counts as lost only once the group is quiet.
             end = self.total
-        elif t - self.last_data < 0.05 and self.fec:
+        elif not quiet and self.fec:
             # Leave the newest parity group a chance to repair itself.
             end = min(end, (self.top // self.fec) * self.fec)
         if end <= self.next:
@@ -409,6 +421,8 @@ class Receiver:
                 nacked[seq] = t
                 if len(want) >= 512:
                     break
+        if want and os.environ.get("GM_TRACE"):
+            self.log(f"{t:.3f} NACK next={self.next} top={self.top} {wire.format_ranges(want)}")
         if want:
             self.stats["nacks"] += len(want)
             self._send(wire.format_line("NACK", wire.format_ranges(want)))

@@ -25,7 +25,7 @@ MIN_RATE = 1e6           # bytes/s: the automatic rate never goes below this
 AUTO_START = 500e6       # bytes/s: where the automatic rate starts (4 Gbit/s)
 AUTO_MAX = 1.25e9        # bytes/s: and the most it tries (10 Gbit/s)
 WINDOW_MAX = 16 << 20    # bytes in flight beyond the slowest receiver, at most
-EVICT_TICKS = 8          # ticks a receiver may hold the group back by half a window
+EVICT_TICKS = 15         # ticks a receiver may hold the group back by half a window
 LOSSY_TICKS = 3          # ticks a receiver may lose far more than the others
 FEED_SNDBUF = 2 << 20
 
@@ -141,6 +141,8 @@ class Sender:
         self.next = 0                 # next new block for the group
         self.sent = {}                # seq -> datagram, for repairs
         self.repairs = collections.deque()
+        self.queued = set()           # seqs in self.repairs
+        self.tick_first_nacks = 0     # blocks reported lost for the first time this tick
         self.last_repair = {}
         self.end_line = None
         self.stats = {"datagrams": 0, "repairs": 0, "suppressed": 0, "nack_requests": 0,
@@ -151,6 +153,7 @@ class Sender:
         self.tokens = 0.0
         self.t_tokens = net.now()
         self.loss_history = []
+        self.loss_smooth = 0.0
         self.tick_sent = 0
         self.fec_members = []
         self.fec_acc = 0
@@ -269,15 +272,20 @@ class Sender:
         self.stats["nack_requests"] += len(seqs)
         t = net.now()
         last = self.last_repair
+        queued = self.queued
         for seq in seqs:
             if seq >= self.next:
                 continue
             when = last.get(seq)
-            if when is not None and t - when < HOLDOFF:
-                # Another receiver asked for it a moment ago: one repair serves both.
+            if when is None:
+                self.tick_first_nacks += 1
+            elif seq in queued or t - when < HOLDOFF:
+                # Asked for a moment ago, or already waiting to go: one
+                # repair serves every receiver that asked.
                 self.stats["suppressed"] += 1
                 continue
             last[seq] = t
+            queued.add(seq)
             self.repairs.append(seq)
 
     def _c_done(self, m, args, kv):
@@ -392,7 +400,8 @@ class Sender:
         self.buf = bytearray(wire.OVERHEAD + self.payload)
         self.mv = memoryview(self.buf)
         rcv = min((m.rcvbuf for m in mc if m.rcvbuf > 0), default=1 << 20)
-        window_bytes = min(WINDOW_MAX, rcv // 3)
+        # Kernel accounting (truesize) of a GSO datagram runs to 3x its data.
+        window_bytes = min(WINDOW_MAX, rcv // 8)
         self.window = max(32, window_bytes // (self.payload + wire.OVERHEAD + 256))
         t = net.now()
         self.state = "run"
@@ -502,6 +511,7 @@ class Sender:
         repairs = self.repairs
         while repairs and sent < BURST and self.tokens > 0:
             seq = repairs.popleft()
+            self.queued.discard(seq)
             d = self.sent.get(seq)
             if d is None:
                 if not self.source.has(seq):
@@ -509,6 +519,7 @@ class Sender:
                 d = bytes(self.build(seq, memoryview(bytearray(wire.OVERHEAD + self.payload)), 0))
             if not self._send_udp(d):
                 repairs.appendleft(seq)
+                self.queued.add(seq)
                 return None
             self.stats["repairs"] += 1
             self.tokens -= len(d)
@@ -526,6 +537,7 @@ class Sender:
             if not self._send_udp(d):
                 # Not sent, but built and folded: it goes out as a repair.
                 repairs.appendleft(seq)
+                self.queued.add(seq)
                 return None
             self.stats["datagrams"] += 1
             self.tokens -= len(d)
@@ -564,15 +576,21 @@ class Sender:
         for seq in [s for s in self.sent if s < low]:
             del self.sent[seq]
             self.last_repair.pop(seq, None)
-        if mm and not self.opts.rate:
-            ratios = sorted(m.tick_nacks / max(1, self.tick_sent) for m in mm)
-            ratio = ratios[(len(ratios) - 1) // 2]
-            self.loss_history = (self.loss_history + [ratio])[-20:]
+        if mm and not self.opts.rate and self.tick_sent >= 8:
+            # The fraction of new blocks first reported lost: a NACK asked
+            # again is not counted twice, so a lower rate cannot make the
+            # ratio look worse and spiral down.  Steady loss (a lossy link,
+            # --simulate-loss) sets the floor; only loss above it is
+            # congestion to back off from.
+            ratio = self.tick_first_nacks / self.tick_sent
+            self.loss_smooth = 0.7 * self.loss_smooth + 0.3 * ratio
+            self.loss_history = (self.loss_history + [self.loss_smooth])[-30:]
             base = min(self.loss_history)
-            if self.tick_sent > 0 and ratio > base + 0.02:
+            if self.loss_smooth > base + 0.1:
                 self.rate = max(MIN_RATE, self.rate * 0.8)
-            elif self.tick_sent > 0:
+            else:
                 self.rate = min(self.max_rate, self.rate * 1.1)
+        self.tick_first_nacks = 0
         if self.opts.evict and len(mm) >= 2:
             self._consider_eviction(mm)
         for m in mm:
