@@ -12,6 +12,13 @@ import itertools
 
 QUEUED, RUNNING, DONE, GONE = "queued", "running", "done", "gone"
 
+# The hub's limits on what it holds per connection.
+HIGH = 4 << 20              # a write buffer past this pauses whoever fills it
+LOW = 1 << 20               # ... and below this it resumes them
+ACK_EVERY = 1 << 18         # acknowledge relayed output in steps of this
+HELD_MAX = 64 << 20         # input held for a client's queued jobs
+JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
+
 
 class Job:
     """A job at the hub: a session job (client, cid) or a durable one (did)."""

@@ -1,0 +1,237 @@
+"""The hub's durable jobs (gridsub) and its control verbs (gridd ctl):
+SUBMIT, RESULT, FORGET, CANCEL, STATUS, WORKERS, JOBS, DRAIN, SHUTDOWN.
+A mixin of gridtools.hub.Hub."""
+
+import json
+import os
+import time
+
+from gridtools import sched, wire
+from gridtools.hubjobs import log
+from gridtools.sched import JOBS_LISTED
+
+
+class Durable:
+    # -- durable jobs (gridsub) -------------------------------------------------
+
+    def on_submit(self, conn, msg):
+        if self.refuse_new(conn):
+            return
+        if self.journal is None:
+            raise wire.WireError("this hub keeps no journal (no --state)", wire.E_UNAVAILABLE)
+        if not msg.body:
+            raise wire.WireError("SUBMIT: needs a command as its body (bytes=N)", wire.E_USAGE)
+        reqs, timeout = self._job_options(msg)
+        retries = msg.int("retries", 0, 0, 1000)
+        argv = msg.get("argv") == "1"
+        did = self.journal.add(msg.body, argv, reqs, retries, timeout)
+        job = self._new_job(msg.body, argv, False, reqs, retries, timeout)
+        job.did = did
+        self.durable[did] = job
+        self.counts["submitted"] += 1
+        ref = msg.get("ref")
+        # Acknowledge only once the journal is committed (end of this turn).
+        self.after_commit.append(lambda: (self.send(conn, wire.format("JOB", did, ref=ref)),
+                                          self.push(job)))
+
+    def reset_output(self, job):
+        self.close_output(job)
+        job.outfds = {}
+        job.attempt += 1
+        self.wake(job)
+        for fd_no in (1, 2):
+            try:
+                os.unlink(self.journal.out_path(job.did, fd_no))
+            except FileNotFoundError:
+                pass
+
+    def close_output(self, job):
+        if job.outfds:
+            for fd in job.outfds.values():
+                os.close(fd)
+        job.outfds = {}
+
+    def durable_id(self, msg):
+        arg = msg.arg(0)
+        if not arg.isdigit():
+            raise wire.WireError(f"{msg.verb}: not a job id: {arg!r}", wire.E_USAGE)
+        return int(arg)
+
+    def on_result(self, conn, msg):
+        did = self.durable_id(msg)
+        job = self.durable.get(did)
+        if job is not None:
+            if msg.get("wait") != "1":
+                self.send(conn, wire.format("PENDING", did, state=job.state))
+                return
+            # Follow it: what it wrote so far, then the rest as it comes.
+            job.waiters.append(conn)
+        elif self.journal is None or self.journal.get(did) is None:
+            raise wire.WireError(f"no such job {did} (never submitted, or collected)",
+                                 wire.E_DATA)
+        conn.feeders.append(self._tail(did, job))
+        self.dirty.add(conn)
+
+    def _tail(self, did, job):
+        """OUT messages from a durable job's stored output, like tail -f,
+        then its DONE once the result is in the journal.  Yields None when
+        there is nothing more yet (the job's next output wakes us)."""
+        offsets = {1: 0, 2: 0}
+        files = {}
+        attempt = job.attempt if job is not None else 0
+        try:
+            while True:
+                if job is not None and job.attempt != attempt:
+                    # A retry started afresh: follow the new output files.
+                    attempt = job.attempt
+                    for f in files.values():
+                        os.close(f)
+                    files.clear()
+                    offsets = {1: 0, 2: 0}
+                finished = job is None or job.committed
+                progressed = False
+                for fd_no in (1, 2):
+                    fd = files.get(fd_no)
+                    if fd is None:
+                        try:
+                            fd = files[fd_no] = os.open(self.journal.out_path(did, fd_no),
+                                                        os.O_RDONLY | os.O_CLOEXEC)
+                        except FileNotFoundError:
+                            continue
+                    data = os.pread(fd, 1 << 18, offsets[fd_no])
+                    if data:
+                        offsets[fd_no] += len(data)
+                        progressed = True
+                        yield wire.format("OUT", did, fd=fd_no, body=data)
+                if progressed:
+                    continue
+                if finished:
+                    break
+                yield None
+        finally:
+            for f in files.values():
+                os.close(f)
+        row = self.journal.get(did)
+        if row is None:
+            yield wire.error(wire.E_DATA, f"no such job {did}", job=did)
+            return
+        yield wire.format("DONE", did, exit=row["exit"], sig=row["sig"],
+                          outcome=row["outcome"], tries=row["tries"], worker=row["worker"])
+
+
+    def on_forget(self, conn, msg):
+        did = self.durable_id(msg)
+        if did in self.durable:
+            raise wire.WireError(f"FORGET: job {did} has not finished", wire.E_USAGE)
+        if self.journal is None or self.journal.get(did) is None:
+            raise wire.WireError(f"no such job {did}", wire.E_DATA)
+        self.journal.forget(did)
+        self.after_commit.append(lambda: self.send(conn, wire.format("OK", did)))
+
+    def on_cancel(self, conn, msg):
+        arg = msg.arg(0)
+        job = None
+        if arg.isdigit():
+            job = self.durable.get(int(arg))
+        elif arg.startswith("s") and arg[1:].isdigit():
+            hid = int(arg[1:])
+            for c in self.conns.values():
+                if c.slots is not None and hid in c.slots.jobs:
+                    job = c.slots.jobs[hid]
+            for q in self.sched.queues.values():
+                for j in q:
+                    if j.hid == hid and j.state == sched.QUEUED:
+                        job = j
+        if job is None:
+            raise wire.WireError(f"CANCEL: no queued or running job {arg}", wire.E_DATA)
+        job.cancelled = True
+        if job.worker is not None:
+            self.send(job.worker, wire.format("CANCEL", job.hid))
+        elif job.state == sched.QUEUED:
+            self.sched.dequeue(job)
+            self.finished(job, None, None, "cancelled", None)
+        self.send(conn, wire.format("OK", arg))
+
+    # -- control (gridd ctl) ----------------------------------------------------
+
+    def info(self, conn, what, data):
+        body = json.dumps(data, sort_keys=True).encode()
+        self.send(conn, wire.format("INFO", what, body=body))
+
+    def worker_rows(self):
+        rows = []
+        for c in self.conns.values():
+            if c.slots is None:
+                continue
+            s = c.slots
+            rows.append({"name": s.name, "peer": c.peer, "slots": s.slots,
+                         "running": len(s.jobs), "tags": s.tags,
+                         "state": "draining" if s.draining else "up"})
+        return rows
+
+    def on_status(self, conn, msg):
+        workers = self.worker_rows()
+        clients = sum(1 for c in self.conns.values() if c.role == "client")
+        self.info(conn, "status", {
+            "addresses": [str(a) for a in self.addresses],
+            "workers": len(workers), "slots": sum(w["slots"] for w in workers),
+            "running": sum(w["running"] for w in workers),
+            "queued": self.sched.waiting(), "clients": clients,
+            "durable": len(self.durable), "done": self.counts["done"],
+            "lost": self.counts["lost"], "submitted": self.counts["submitted"],
+            "uptime": round(time.time() - self.started, 1),
+            "state": "draining" if self.draining else "up",
+            "journal": self.opts.state_dir})
+
+    def on_workers(self, conn, msg):
+        self.info(conn, "workers", self.worker_rows())
+
+    def on_jobs(self, conn, msg):
+        rows = []
+
+        def row(job, where):
+            cmd = job.command
+            text = " ".join(wire.decode_argv(cmd)) if job.argv else cmd.decode(
+                "utf-8", "replace")
+            rows.append({"id": job.name, "state": job.state, "worker": where,
+                         "tries": job.tries, "kind": "durable" if job.did else "session",
+                         "command": text[:200]})
+        for c in self.conns.values():
+            if c.slots is not None:
+                for job in c.slots.jobs.values():
+                    row(job, c.name)
+        for q in self.sched.queues.values():
+            for job in q:
+                if job.state == sched.QUEUED and len(rows) < JOBS_LISTED:
+                    row(job, None)
+        self.info(conn, "jobs", rows)
+
+    def on_drain(self, conn, msg):
+        name = msg.arg(0)
+        found = [c for c in self.conns.values() if c.slots is not None and c.slots.name == name]
+        if not found:
+            raise wire.WireError(f"DRAIN: no worker named {name!r}", wire.E_DATA)
+        for c in found:
+            self.sched.drain(c, c.slots)
+            if not c.slots.jobs:
+                self.send(c, b"BYE\n")
+            log(f"worker {name}: draining")
+        self.send(conn, wire.format("OK", name))
+
+    def on_shutdown(self, conn, msg):
+        self.send(conn, wire.format("OK", "shutdown"))
+        self.start_drain(f"shutdown asked by {conn.peer}")
+
+    def on_ping(self, conn, msg):
+        self.send(conn, b"PONG\n")
+
+    def on_pong(self, conn, msg):
+        pass
+
+    def on_quit(self, conn, msg):
+        self.send(conn, b"BYE\n")
+        self.flush(conn)
+        self.close(conn)
+
+    def on_err(self, conn, msg):
+        log(f"{conn.name} says: ERR {' '.join(msg.args)}")

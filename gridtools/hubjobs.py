@@ -1,0 +1,293 @@
+"""The hub's side of workers and session jobs: READY, RUN, IN, OUT, DONE,
+ACK, KILL; retries, losses and the one result per job.  A mixin of
+gridtools.hub.Hub, which owns the connections and the loop."""
+
+import os
+import selectors
+import signal
+import sys
+import time
+
+from gridtools import sched, wire
+from gridtools.sched import ACK_EVERY, HELD_MAX, HIGH
+
+
+def log(text):
+    sys.stderr.write(f"gridd hub: {text}\n")
+    sys.stderr.flush()
+
+
+class Jobs:
+    # -- workers --------------------------------------------------------------
+
+    def on_ready(self, conn, msg):
+        if conn.slots is not None:
+            raise wire.WireError("READY: already announced", wire.E_USAGE)
+        slots = msg.int("slots", 1, 1, 100000)
+        name = msg.get("name") or conn.peer
+        conn.name = name
+        conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
+        log(f"worker {name} joined from {conn.peer} with {slots} slots")
+        if self.draining:
+            conn.slots.draining = True
+            return
+        for job in self.sched.credit(conn, conn.slots):
+            self.start(conn, job)
+
+    def start(self, wconn, job):
+        """Job was given to worker wconn: send it, and its held stdin."""
+        self.busy.add(wconn)
+        job.started = time.time()
+        self.send(wconn, wire.format("RUN", job.hid, argv=job.argv, stdin=job.stdin,
+                                     timeout=job.timeout, body=job.command))
+        if job.inq:
+            for chunk in job.inq:
+                self.send(wconn, wire.format("IN", job.hid, body=chunk))
+            job.inq = []
+            self.unhold(job)
+        if job.in_eof:
+            self.send(wconn, wire.format("IN", job.hid, eof=1, body=b""))
+        if job.did is not None:
+            self.reset_output(job)
+
+    def push(self, job):
+        """Queue a job, or send it to a free worker at once."""
+        wconn = self.sched.submit(job)
+        if wconn is not None:
+            self.start(wconn, job)
+
+    def wjob(self, conn, msg):
+        if conn.slots is None:
+            raise wire.WireError(f"{msg.verb}: say READY first", wire.E_PROTOCOL)
+        arg = msg.arg(0)
+        job = conn.slots.jobs.get(int(arg)) if arg.isdigit() else None
+        return job
+
+    def on_out(self, conn, msg):
+        job = self.wjob(conn, msg)
+        data = msg.body or b""
+        if job is None:
+            return          # finished or cancelled meanwhile
+        fd_no = msg.int("fd", 1, 1, 2)
+        client = job.client
+        if client is not None and not client.closing:
+            self.send(client, wire.format("OUT", job.cid, fd=fd_no, body=data))
+            job.acks += len(data)
+            if job.acks >= ACK_EVERY:
+                client.ackq.add(job)
+                self.ack_conns.add(client)
+            return
+        if job.did is not None and self.journal is not None:
+            fds = job.outfds
+            fd = fds.get(fd_no)
+            if fd is None:
+                fd = fds[fd_no] = os.open(self.journal.out_path(job.did, fd_no),
+                                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                          0o600)
+            try:
+                os.write(fd, data)
+            except OSError as e:
+                log(f"job {job.did}: cannot store output: {e.strerror}")
+            if job.waiters:
+                self.wake(job)
+        job.acks += len(data)
+        if job.acks >= ACK_EVERY:
+            self.ack(job)
+
+    def ack(self, job):
+        if job.acks and job.worker is not None and not job.worker.closing:
+            self.send(job.worker, wire.format("ACK", job.hid, n=job.acks))
+        job.acks = 0
+
+    def on_ack(self, conn, msg):
+        """The worker fed n bytes of a job's stdin to it: tell the client."""
+        job = self.wjob(conn, msg)
+        if job is not None and job.client is not None:
+            self.send(job.client, wire.format("ACK", job.cid, n=msg.int("n", 0)))
+
+    def on_done(self, conn, msg):
+        job = self.wjob(conn, msg)
+        if job is None:
+            return
+        exitcode = msg.int("exit")
+        sig = msg.int("sig", None, 1, 64)
+        outcome = msg.get("outcome")
+        self.sched.release(conn, conn.slots, job)
+        if not conn.slots.jobs:
+            self.busy.discard(conn)
+        self.finished(job, exitcode, sig, outcome, conn.name)
+        if conn.slots.draining and not conn.slots.jobs:
+            self.send(conn, b"BYE\n")
+        for nxt in self.sched.credit(conn, conn.slots):
+            self.start(conn, nxt)
+
+    def finished(self, job, exitcode, sig, outcome, worker):
+        """One try of a job ended: report it, retry it, or record it."""
+        self.ackq_drop(job)
+        if job.did is None:
+            client = job.client
+            if client is not None and not client.closing:
+                client.jobs.pop(job.cid, None)
+                self.send(client, wire.format("DONE", job.cid, exit=exitcode, sig=sig,
+                                              outcome=outcome, worker=worker))
+            job.state = sched.DONE
+            self.counts["done"] += 1
+            return
+        self.close_output(job)
+        if outcome is None:
+            outcome = "ok" if exitcode == 0 else "signal" if sig is not None else "failed"
+        if outcome != "ok" and outcome != "cancelled" and not job.cancelled \
+                and job.tries <= job.retries and not self.draining:
+            log(f"job {job.did}: {outcome}; retry {job.tries} of {job.retries}")
+            self.push(job)
+            return
+        if job.cancelled:
+            outcome = "cancelled"
+        job.state = sched.DONE
+        self.durable.pop(job.did, None)
+        self.journal.finish(job.did, job.tries, exitcode, sig, outcome, worker)
+        self.counts["done"] += 1
+        self.after_commit.append(lambda: self.committed(job))
+
+    def committed(self, job):
+        """job's result is durable: its followers may have the DONE now."""
+        job.committed = True
+        self.wake(job)
+        job.waiters = []
+
+    def wake(self, job):
+        for c in job.waiters:
+            if not c.closing:
+                self.dirty.add(c)
+
+    def ackq_drop(self, job):
+        if job.client is not None:
+            job.client.ackq.discard(job)
+        job.acks = 0
+
+    def worker_gone(self, conn, quiet):
+        if conn.slots is None:
+            return
+        jobs = self.sched.remove_worker(conn, conn.slots)
+        if not quiet:
+            log(f"worker {conn.name} left ({len(jobs)} jobs running)")
+        for job in jobs:
+            job.worker = None
+            if job.did is None:
+                self.counts["lost"] += 1
+                self.finished(job, None, None, "lost", conn.name)
+            elif job.cancelled:
+                self.finished(job, None, None, "cancelled", conn.name)
+            elif self.draining and quiet:
+                self.close_output(job)      # stays queued in the journal
+            elif job.tries <= job.retries:
+                log(f"job {job.did}: worker {conn.name} lost; requeued")
+                self.close_output(job)
+                self.push(job)
+            else:
+                self.counts["lost"] += 1
+                self.finished(job, None, None, "lost", conn.name)
+
+    # -- session jobs (gridmap) -------------------------------------------------
+
+    def _new_job(self, command, argv, stdin, reqs, retries, timeout):
+        job = sched.Job(self.next_hid, command, argv, stdin, reqs, retries, timeout)
+        self.next_hid += 1
+        job.submitted = time.time()
+        return job
+
+    def _job_options(self, msg):
+        reqs = frozenset(wire.parse_tags(msg.kv, "req.").items())
+        timeout = msg.get("timeout")
+        if timeout is not None:
+            try:
+                timeout = float(timeout)
+            except ValueError:
+                raise wire.WireError(f"{msg.verb}: timeout= needs seconds, got {timeout!r}",
+                                     wire.E_USAGE)
+            if not timeout > 0:
+                raise wire.WireError(f"{msg.verb}: timeout= must be positive", wire.E_USAGE)
+        return reqs, timeout
+
+    def refuse_new(self, conn, cid=None):
+        if self.draining:
+            self.send(conn, wire.error(wire.E_UNAVAILABLE, "the hub is shutting down",
+                                       job=cid))
+            return True
+        return False
+
+    def on_run(self, conn, msg):
+        cid = msg.arg(0)
+        if self.refuse_new(conn, cid):
+            return
+        if cid in conn.jobs:
+            raise wire.WireError(f"RUN: job {cid} is already running", wire.E_USAGE)
+        if not msg.body:
+            raise wire.WireError("RUN: needs a command as its body (bytes=N)", wire.E_USAGE)
+        reqs, timeout = self._job_options(msg)
+        job = self._new_job(msg.body, msg.get("argv") == "1", msg.get("stdin") == "1",
+                            reqs, 0, timeout)
+        job.client = conn
+        job.cid = cid
+        conn.jobs[cid] = job
+        self.push(job)
+
+    def cjob(self, conn, msg):
+        job = conn.jobs.get(msg.arg(0))
+        if job is None:
+            raise wire.WireError(f"{msg.verb}: no running job {msg.arg(0)}", wire.E_DATA)
+        return job
+
+    def on_in(self, conn, msg):
+        job = self.cjob(conn, msg)
+        eof = msg.get("eof") == "1"
+        data = msg.body or b""
+        if job.worker is not None:
+            w = job.worker
+            self.send(w, wire.format("IN", job.hid, eof=eof, body=data))
+            if len(w.out) > HIGH:
+                self.pause(conn, w)
+            return
+        if data:
+            job.inq.append(data)
+            job.held += len(data)
+            conn.held += len(data)
+            if conn.held > HELD_MAX and not conn.paused:
+                # Input for jobs still queued: stop reading this client
+                # until some of them have a worker to take it.
+                conn.paused = True
+                self._want(conn, conn.events & ~selectors.EVENT_READ)
+        job.in_eof = job.in_eof or eof
+
+    def unhold(self, job):
+        """job's held input left the hub (sent on, or dropped)."""
+        client = job.client
+        if client is not None and job.held:
+            client.held -= job.held
+            if client.paused and client.held < HELD_MAX // 2 and not client.blocked_by:
+                self.resume(client)
+        job.held = 0
+
+    def on_kill(self, conn, msg):
+        job = self.cjob(conn, msg)
+        sig = msg.int("sig", signal.SIGTERM, 1, 64)
+        if job.worker is not None:
+            self.send(job.worker, wire.format("KILL", job.hid, sig=sig))
+        else:
+            # Killed before it started: it ends here, as if by the signal.
+            self.sched.dequeue(job)
+            job.inq = []
+            self.unhold(job)
+            conn.jobs.pop(job.cid, None)
+            self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome="cancelled"))
+
+    def client_gone(self, conn):
+        for job in conn.jobs.values():
+            job.client = None
+            if job.worker is not None:
+                self.send(job.worker, wire.format("CANCEL", job.hid))
+                self.ack(job)
+            else:
+                self.sched.dequeue(job)
+                job.inq = []
+        conn.jobs.clear()
