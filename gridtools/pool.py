@@ -351,8 +351,12 @@ class Pool:
             self.started += 1
         try:
             self.executor.start(job)
-        except OSError as e:
-            self.job_output(job, 2, f"gridmap: cannot run {job.command!r}: {e.strerror}\n".encode())
+        except (OSError, ValueError) as e:
+            # ValueError: an input holding a NUL byte (read without -0)
+            # cannot be an argument.  Only this job fails; the run goes on.
+            why = e.strerror if isinstance(e, OSError) else f"{e} in an argument"
+            self.job_output(job, 2, f"gridmap: cannot run {job.command!r}: {why}\n".encode(
+                "utf-8", "surrogateescape"))
             self.job_done(job, 127, None)
             return
         if self.opts.timeout:
