@@ -266,3 +266,12 @@ def test_directory_as_input_exits_66(tmp_path):
     p = run_gridmap(["-a", str(tmp_path), "echo"])
     assert p.returncode == 66
     assert p.stderr.startswith(b"gridmap: error:")
+
+
+def test_nul_in_an_input_fails_only_its_job():
+    # Read without -0, an input holding NUL cannot be an argument.
+    for cmd in ("/bin/echo", "echo"):
+        p = run_gridmap(["-k", cmd], input=b"a\0b\nc\n\xff\0\n")
+        assert (p.returncode, p.stdout) == (2, b"c\n")
+        assert p.stderr.count(b"gridmap: cannot run") == 2
+        assert b"Traceback" not in p.stderr
