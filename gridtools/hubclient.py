@@ -199,6 +199,8 @@ class HubExecutor:
             return
         self.unacked.pop(cid, None)
         outcome = msg.get("outcome")
+        if outcome == "cancelled":
+            job.cancelled = True        # by gridd ctl cancel: not to be retried
         self.pool.job_done(job, msg.int("exit"), msg.int("sig", None, 1, 64),
                            outcome if outcome == "lost" else None)
 

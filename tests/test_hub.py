@@ -47,6 +47,8 @@ GOLDEN = [
     (["-k", "-N2", "echo", "{1}-{2}"], b"1\n2\n3\n4\n5\n"),
     (["-k", "--retries", "1", "false"], b"1\n2\n"),
     (["-k", "cat"], b"x\n"),
+    (["-k", "--timeout", "0.5", "sleep"], b"0.1\n5\n"),
+    (["-k", "-j1", "--halt", "now,fail=1", "sh", "-c", "'echo {}; exit {}'"], b"0\n3\n0\n"),
     (["-k", "sh", "-c", "head -c 300000 /dev/zero | tr '\\0' {}"], b"a\nb\n"),
 ]
 
@@ -297,3 +299,34 @@ def test_worker_alone_in_a_fresh_python(tmp_path):
                          timeout=30)
     assert out.stdout.strip() == "['gridtools', 'gridtools.runner', 'gridtools.wire', " \
                                  "'gridtools.worker']", out.stderr
+
+
+def test_unix_socket_and_workdir(tmp_path):
+    g = Grid(tmp_path)
+    try:
+        sock = os.path.join(g.tmp, "hub.sock")
+        g.start_hub("--listen", f"unix:{sock}")
+        work = tmp_path / "work"
+        work.mkdir()
+        g.addr = f"unix:{sock}"
+        g.ping()
+        g.start_worker("--workdir", str(work))
+        r = g.run("gridmap", "--hub", g.addr, "pwd", "#", input=b"1\n")
+        assert (r.stdout, r.returncode) == (str(work).encode() + b"\n", 0), r.stderr
+        assert os.stat(sock).st_mode & 0o077 == 0       # only its owner may connect
+    finally:
+        g.close()
+
+
+def test_ctl_cancel_a_session_job(grid):
+    grid.start_hub()
+    grid.start_worker(slots=1)
+    p = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--retries", "3", "--json",
+                          "sleep", "30", "#", ":::", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=clean_env())
+    jobs = grid.wait_for(lambda js: js and js[0]["state"] == "running", "jobs")
+    r = grid.run("gridd", "ctl", "--hub", grid.addr, "cancel", jobs[0]["id"])
+    assert r.returncode == 0, r.stderr
+    out, err = p.communicate(timeout=15)
+    rec = json.loads(out)
+    assert (rec["status"], rec["tries"], p.returncode) == ("cancelled", 1, 1), err
