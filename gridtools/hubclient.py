@@ -210,6 +210,9 @@ class HubExecutor:
             self.unacked[cid] = max(0, self.unacked[cid] - msg.int("n", 0))
 
     def _on_err(self, msg):
+        cid = msg.get("job")
+        if cid is not None and cid not in self.jobs and msg.args[0] == "65":
+            return      # our KILL or IN crossed the job's DONE: nothing to do
         raise net.raise_err(msg, f"hub {self.client.hub}")
 
     def _on_ping(self, msg):

@@ -61,6 +61,9 @@ class Jobs:
             raise wire.WireError(f"{msg.verb}: say READY first", wire.E_PROTOCOL)
         arg = msg.arg(0)
         job = conn.slots.jobs.get(int(arg)) if arg.isdigit() else None
+        if job is None:
+            self.send(conn, wire.error(wire.E_DATA, f"{msg.verb}: no job {arg} on this worker",
+                                       job=arg))
         return job
 
     def on_out(self, conn, msg):
@@ -233,13 +236,20 @@ class Jobs:
         self.push(job)
 
     def cjob(self, conn, msg):
-        job = conn.jobs.get(msg.arg(0))
+        """The client's job named in msg, or None after an ERR that names
+        it (a job may finish while the client's KILL or IN is on its way:
+        the client knows to ignore such errors for jobs it saw end)."""
+        cid = msg.arg(0)
+        job = conn.jobs.get(cid)
         if job is None:
-            raise wire.WireError(f"{msg.verb}: no running job {msg.arg(0)}", wire.E_DATA)
+            self.send(conn, wire.error(wire.E_DATA, f"{msg.verb}: no running job {cid}",
+                                       job=cid))
         return job
 
     def on_in(self, conn, msg):
         job = self.cjob(conn, msg)
+        if job is None:
+            return
         eof = msg.get("eof") == "1"
         data = msg.body or b""
         if job.worker is not None:
@@ -270,6 +280,8 @@ class Jobs:
 
     def on_kill(self, conn, msg):
         job = self.cjob(conn, msg)
+        if job is None:
+            return
         sig = msg.int("sig", signal.SIGTERM, 1, 64)
         if job.worker is not None:
             self.send(job.worker, wire.format("KILL", job.hid, sig=sig))
