@@ -126,6 +126,14 @@ def test_j_runs_that_many_at_once(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+def test_j_defaults_to_the_cores(tmp_path):
+    n = os.cpu_count()
+    p = run_gridmap(["--group", barrier(tmp_path, n), ":::", *map(str, range(n))])
+    assert p.returncode == 0, p.stderr
+    p = run_gridmap(["-k", "echo", "{%}"], input=b"x\n" * (4 * n))
+    assert set(p.stdout.split()) <= {b"%d" % i for i in range(1, n + 1)}
+
+
 def test_j_percent_of_the_cores(tmp_path):
     n = 2 * os.cpu_count()
     p = run_gridmap(["-j", "200%", barrier(tmp_path, n), ":::", *map(str, range(n))])
