@@ -427,6 +427,11 @@ class Hub(hubjobs.Jobs, hubdurable.Durable):
                     return
                 continue
             self.dispatch(conn, msg)
+        if conn.role is None and not conn.closing and conn.reader.pending() > wire.MAX_HEADER:
+            # Before HELLO nobody may make us hold a body of 16 MiB.
+            self.send(conn, wire.error(wire.E_PROTOCOL, "say HELLO first"))
+            self.flush(conn)
+            self.close(conn)
 
     def dispatch(self, conn, msg):
         table = self.handlers[conn.role]

@@ -119,6 +119,14 @@ def test_truncated_body_and_no_hello(shared):
     s.close()
 
 
+def test_no_big_bodies_before_hello(shared):
+    s, f, _ = raw(shared.addr)
+    s.sendall(b"HELLO 1 role=client bytes=9000000\n" + b"x" * 10000)
+    assert f.readline() == b"ERR 76 say HELLO first\n"
+    assert f.readline() == b""
+    s.close()
+
+
 def test_ctl_text_and_json(shared):
     r = shared.run("gridd", "ctl", "--hub", shared.addr, "workers")
     assert r.returncode == 0, r.stderr
