@@ -183,3 +183,25 @@ def test_tls_with_client_certificates(grid):
         got = b""
     assert not got.startswith(b"WELCOME")
     s.close()
+
+
+def test_stdio_worker_checks_the_hub_key(tmp_path):
+    """With --stdio the worker speaks first and the hub must prove the key."""
+    def talk(key_for_hub):
+        p = subprocess.Popen([*tool("gridd"), "worker", "--stdio"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             env=clean_env(GRID_KEY="worker-secret"))
+        hello, _ = wire.split(p.stdout.readline())
+        assert hello.get("auth") == wire.AUTH
+        nonce = wire.new_nonce()
+        p.stdin.write(wire.hello("hub", nonce, mac=wire.mac(key_for_hub, "hub",
+                                                            hello.get("nonce"), nonce)))
+        p.stdin.flush()
+        reply, _ = wire.split(p.stdout.readline())
+        p.stdin.close()
+        return reply, p.wait(10), hello.get("nonce"), nonce
+    reply, code, theirs, mine = talk(b"worker-secret")
+    assert reply.verb == "WELCOME" and code == 0
+    assert wire.check_mac(b"worker-secret", "worker", mine, theirs, reply.get("mac"))
+    reply, code, _, _ = talk(b"guess")
+    assert (reply.verb, reply.args[0], code) == ("ERR", "77", 77)
