@@ -144,10 +144,13 @@ def run_hub(opts, env):
                             worker_key=worker_key, client_key_file=opts.client_key,
                             worker_key_file=opts.worker_key, tls=tls,
                             heartbeat=opts.heartbeat, keep=opts.keep))
+    import sqlite3
     try:
         h.open()
     except OSError as e:
-        raise errors.GridError(f"state dir {state}: {e.strerror}", errors.CANTCREAT)
+        raise errors.GridError(f"state dir {state}: {e.strerror or e}", errors.CANTCREAT)
+    except sqlite3.Error as e:
+        raise errors.GridError(f"journal in {state}: {e}", errors.CANTCREAT)
     return h.serve()
 
 
