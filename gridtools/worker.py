@@ -158,7 +158,6 @@ class Worker:
             "CANCEL": self.on_cancel, "ACK": self.on_ack, "PING": self.on_ping,
             "PONG": self.on_nothing, "ERR": self.on_err, "BYE": self.on_bye,
         }
-        self.draining = False
         self.bye = False
 
     # -- the loop -----------------------------------------------------------
