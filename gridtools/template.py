@@ -176,7 +176,10 @@ def _values(piece, args, seq, slot):
     index = position - 1 if position > 0 else len(args) + position
     if 0 <= index < len(args):
         return [fn(args[index])]
-    return [""]
+    # No such input (the last job of -N 2 may have one): nothing, as with
+    # {} and no inputs, so a word that is only the token is no argument at
+    # all, as in GNU parallel, rather than an empty one.
+    return []
 
 
 def _quote(value, quote):
