@@ -216,7 +216,8 @@ def test_delimiter(argv_script):
 def test_colsep_fields_and_positions(argv_script):
     p = run_gridmap(["--colsep", "\t", "-k", argv_script + " {1} {-1} {3}"],
                     input=b"a\tb\tc\nd\te\n")
-    assert nul_fields(p.stdout) == [b"a", b"c", b"c", b"d", b"e", b""]
+    # A missing column is no argument at all, as in GNU parallel.
+    assert nul_fields(p.stdout) == [b"a", b"c", b"c", b"d", b"e"]
     # Without a positional token, every column is an argument.
     p = run_gridmap(["--colsep", ",", "-k", argv_script], input=b"a,b c,\n")
     assert nul_fields(p.stdout) == [b"a", b"b c", b""]

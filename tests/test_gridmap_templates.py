@@ -56,6 +56,9 @@ def test_seq_and_slot_alone_do_not_append():
 def test_positional_out_of_range_is_empty():
     t = Template("ls x{3}y")
     assert t.argv(["a"], 1, 1) == ["ls", "xy"]
+    # Alone in its word, a missing input is no argument, not an empty one.
+    t = Template("ls {3} {1} {-3/}")
+    assert (t.argv(["a"], 1, 1), t.shell(["a"], 1, 1)) == (["ls", "a"], "ls a")
 
 
 def test_context_replace_repeats_the_word():
