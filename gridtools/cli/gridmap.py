@@ -248,7 +248,10 @@ def make_source(opts, slots):
             re.compile(opts.colsep)
         except re.error as e:
             raise errors.UsageError(f"--colsep: bad regular expression {opts.colsep!r}: {e}")
-    to_record = inputs.make_record(opts.trim, opts.colsep)
+    # As in GNU parallel, --colsep implies --trim lr (--trim n undoes it):
+    # columns of aligned text come without their padding.
+    trim = opts.trim or ("lr" if opts.colsep is not None else None)
+    to_record = inputs.make_record(trim, opts.colsep)
 
     sources = [("file", path, False) for path in opts.arg_file] + opts.sources
     if not sources:
@@ -292,7 +295,8 @@ def dry_run(source, opts, slots, out_fd=1):
         job.slot = n % slots + 1
         n += 1
         runner_pool.prepare(job)
-        output.write_all(out_fd, os.fsencode(job.command) + b"\n")
+        # --tag and --tagstring prefix the line, as GNU parallel does.
+        output.write_all(out_fd, job.tag + os.fsencode(job.command) + b"\n")
 
 
 class _NoExecutor:
