@@ -95,6 +95,22 @@ CASES = [
      ['--colsep', ',', '-k', 'echo'],
      b'a,b\nc,d,e\n',
      b'a b\nc d e\n', 0),
+    ('colsep_implies_trim',
+     ['-k', '--colsep', ',', 'echo', 'x{1}y', 'x{2}y'],
+     b' a , b \n c,d\n',
+     b'xay xby\nxcy xdy\n', 0),
+    ('colsep_trim_n',
+     ['-k', '--colsep', ',', '--trim', 'n', 'echo', 'x{1}y', 'x{2}y'],
+     b' a , b \n',
+     b'x a y x b y\n', 0),
+    ('dry_run_tag',
+     ['-k', '--dry-run', '--tag', 'echo', ':::', 'a', 'b c'],
+     b'',
+     b"a\techo a\nb c\techo 'b c'\n", 0),
+    ('dry_run_tagstring',
+     ['-k', '--dry-run', '--tagstring', '{#}-{/}', 'echo', ':::', 'x/a', 'b c'],
+     b'',
+     b"1-a\techo x/a\n2-b c\techo 'b c'\n", 0),
     ('trim_lr',
      ['--trim', 'lr', '-k', 'echo', '[{}]'],
      b'  a  \n\tb\t\n',
@@ -216,15 +232,16 @@ CASES = [
 
 @pytest.mark.parametrize("args,stdin,expected,status",
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_golden(args, stdin, expected, status):
-    p = run_gridmap(args, input=stdin)
+def test_golden(tmp_path, args, stdin, expected, status):
+    # In an empty directory: a template word like [{}] is a shell glob.
+    p = run_gridmap(args, input=stdin, cwd=tmp_path)
     assert (p.stdout, p.returncode) == (expected, status), p.stderr
 
 
 @pytest.mark.parametrize("args,stdin", [c[1:3] for c in CASES], ids=[c[0] for c in CASES])
-def test_live_against_parallel(args, stdin):
-    theirs = run_parallel(args, input=stdin, env={"SHELL": "/bin/sh"})
-    ours = run_gridmap(args, input=stdin)
+def test_live_against_parallel(tmp_path, args, stdin):
+    theirs = run_parallel(args, input=stdin, env={"SHELL": "/bin/sh"}, cwd=tmp_path)
+    ours = run_gridmap(args, input=stdin, cwd=tmp_path)
     assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode)
 
 
