@@ -168,3 +168,16 @@ def test_large_output_is_stored_and_collected_whole(grid):
     grid.start_worker()
     r = grid.run("gridsub", "--wait", "head -c 30000000 /dev/zero | tr '\\0' x; echo")
     assert r.returncode == 0 and len(r.stdout) == 30000001 and r.stdout.count(b"x") == 30000000
+
+
+def test_uncollected_results_expire(grid):
+    grid.start_hub()
+    grid.start_worker()
+    jid = grid.run("gridsub", "echo", "old").stdout.decode().strip()
+    grid.wait_for(lambda s: s["done"] == 1, "status")
+    grid.hub.send_signal(signal.SIGTERM)
+    assert grid.hub.wait(15) == 0
+    grid.start_hub("--keep", "0")
+    r = grid.run("gridsub", "--result", jid)
+    assert r.returncode == 65, r.stderr
+    assert b"uncollected results expired" in open(grid.hub.logpath, "rb").read()
