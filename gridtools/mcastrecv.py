@@ -26,7 +26,7 @@ RELAY_FRAME_MAX = wire.MAX_PAYLOAD + 4096 + 4   # room always left for one whole
 
 class Receiver:
     def __init__(self, control, output=None, key=None, loss=0.0, interface=None,
-                 timeout=30.0, log=None):
+                 timeout=30.0, log=None, debug=False):
         self.control_addr = control
         self.key = key
         self.tagger = wire.make_tagger(key)
@@ -34,6 +34,7 @@ class Receiver:
         self.interface = interface
         self.timeout = timeout
         self.log = log or (lambda msg: None)
+        self.debug = debug
         self.sink = Sink(output)
         self.loop = net.Loop()
         self.udp = None
@@ -421,7 +422,7 @@ class Receiver:
                 nacked[seq] = t
                 if len(want) >= 512:
                     break
-        if want and os.environ.get("GM_TRACE"):
+        if want and self.debug:
             self.log(f"{t:.3f} NACK next={self.next} top={self.top} {wire.format_ranges(want)}")
         if want:
             self.stats["nacks"] += len(want)

@@ -6,7 +6,6 @@ relay chains for the receivers multicast cannot reach or that fell behind."""
 import collections
 import errno
 import hashlib
-import os
 import secrets
 import socket
 import struct
@@ -21,7 +20,7 @@ PROBE_GRACE = 1.0        # how long a joined receiver has to hear a probe
 TICK = 0.1               # rate and eviction decisions
 BURST = 32               # datagrams sent back to back before looking around
 HOLDOFF = 0.03           # a block repaired this recently is not repaired again
-MIN_RATE = 1e6           # bytes/s: the automatic rate never goes below this
+MIN_RATE = 10e6          # bytes/s: the automatic rate never goes below this
 AUTO_START = 500e6       # bytes/s: where the automatic rate starts (4 Gbit/s)
 AUTO_MAX = 1.25e9        # bytes/s: and the most it tries (10 Gbit/s)
 WINDOW_MAX = 16 << 20    # bytes in flight beyond the slowest receiver, at most
@@ -153,7 +152,7 @@ class Sender:
         self.tokens = 0.0
         self.t_tokens = net.now()
         self.loss_history = []
-        self.loss_smooth = 0.0
+        self.loss_window = []
         self.tick_sent = 0
         self.fec_members = []
         self.fec_acc = 0
@@ -582,11 +581,16 @@ class Sender:
             # ratio look worse and spiral down.  Steady loss (a lossy link,
             # --simulate-loss) sets the floor; only loss above it is
             # congestion to back off from.
-            ratio = self.tick_first_nacks / self.tick_sent
-            self.loss_smooth = 0.7 * self.loss_smooth + 0.3 * ratio
-            self.loss_history = (self.loss_history + [self.loss_smooth])[-30:]
+            # Sums over the last second, so a tick that sent little while
+            # repairs of earlier blocks were asked for cannot look lossy.
+            self.loss_window = (self.loss_window + [(self.tick_first_nacks, self.tick_sent)])[-10:]
+            lost = sum(x[0] for x in self.loss_window)
+            sent = sum(x[1] for x in self.loss_window)
+            ratio = lost / sent
+            self.loss_history = (self.loss_history + [ratio])[-50:]
             base = min(self.loss_history)
-            if self.loss_smooth > base + 0.1:
+            if len(self.loss_window) >= 5 and ratio > base + 0.1:
+                self.loss_window = []     # judge the new rate on its own losses
                 self.rate = max(MIN_RATE, self.rate * 0.8)
             else:
                 self.rate = min(self.max_rate, self.rate * 1.1)
@@ -637,7 +641,7 @@ class Sender:
         self.start(joined)
         self.fec_on_build = bool(self.opts.fec) and self.mcast_on
         self.t0 = net.now()
-        self.debug = bool(os.environ.get("GRID_DEBUG"))
+        self.debug = getattr(self.opts, "debug", False)
         src = self.source
         stdin_watched = False
         last_tick = net.now()

@@ -154,7 +154,8 @@ def _send(o):
     opts = SimpleNamespace(control=o.control, group=o.group, ttl=o.ttl, interface=o.interface,
                            tcp=o.tcp, fec=o.fec, rate=o.rate, payload=o.datagram_size,
                            tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
-                           key=key, evict=o.evict, timeout=o.timeout, no_gso=o.no_gso)
+                           key=key, evict=o.evict, timeout=o.timeout, no_gso=o.no_gso,
+                           debug=o.debug)
     result = mcastsend.Sender(opts, source, _log).run()
     rows = result["receivers"]
     if o.json:
@@ -180,14 +181,16 @@ def _recv(o):
     signal.signal(signal.SIGTERM, _terminated)
     key = read_key(o.key_file)
     stats = mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
-                              interface=o.interface, timeout=o.timeout, log=_log)
-    if os.environ.get("GRID_DEBUG"):
+                              interface=o.interface, timeout=o.timeout, log=_log,
+                              debug=o.debug)
+    if o.debug:
         _log(f"receiver counters: {json.dumps(stats, sort_keys=True)}")
     return errors.OK
 
 
 def _main(argv):
     o = parse_options(argv)
+    o.debug = bool(os.environ.get("GRID_DEBUG"))   # the environment, read once
     return _send(o) if o.command == "send" else _recv(o)
 
 
