@@ -14,6 +14,7 @@ from gridtools import blocks, errors, inputs, jobs, output, pool, template
 from gridtools.cli import common
 
 SEPARATORS = (":::", ":::+", "::::", "::::+")
+HUB_SLOTS_UNKNOWN = 64      # -j 100% with --hub when no worker has joined
 
 EPILOG = """\
 replacement strings: {} {.} {/} {//} {/.} {#} {%} {N} {-N} {N.} {N/} {N//} {N/.}
@@ -324,11 +325,18 @@ def _main(argv):
     if hub and not opts.dry_run:
         from gridtools import hubclient
         executor = hubclient.HubExecutor(hub, os.environ, hubclient.parse_require(opts.require))
-        slots = executor.capacity = parse_jobs(opts.jobs, cores=executor.hub_slots or 1)
+        # -j counts the hub's slots; a hub with no worker yet still gets
+        # enough jobs in flight for the workers that will join it.
+        slots = executor.capacity = parse_jobs(
+            opts.jobs, cores=executor.hub_slots or HUB_SLOTS_UNKNOWN)
 
     tmpl = None
     if opts.command:
-        tmpl = template.Template(" ".join(opts.command), context=opts.xargs)
+        # -N, like -X, repeats the word around {} for each input, as GNU
+        # parallel 20221122 does (its manual says -n too, and not with -m;
+        # it does neither).
+        context = opts.xargs or (opts.max_replace_args is not None and not opts.pipe)
+        tmpl = template.Template(" ".join(opts.command), context=context)
     source = make_source(opts, slots)
     popts = pool.Options(template=tmpl, retries=opts.retries, timeout=opts.timeout,
                          halt=halt, line_buffer=opts.line_buffer and not opts.json,
