@@ -198,6 +198,7 @@ class HubExecutor:
         if job is None:
             return
         self.unacked.pop(cid, None)
+        job.host = msg.get("worker") or job.host
         outcome = msg.get("outcome")
         if outcome == "cancelled":
             job.cancelled = True        # by gridd ctl cancel: not to be retried

@@ -26,7 +26,7 @@ class Job:
 
     __slots__ = ("seq", "args", "block", "command", "argv", "slot", "tries",
                  "start", "stdout", "stderr", "sent", "deadline", "timed_out",
-                 "cancelled", "handle", "partial", "tag")
+                 "cancelled", "handle", "partial", "tag", "host")
 
     def __init__(self, seq, args=(), block=None):
         self.seq = seq
@@ -46,6 +46,7 @@ class Job:
         self.handle = None          # the executor's own state
         self.partial = [b"", b""]   # --line-buffer: unfinished lines
         self.tag = b""
+        self.host = ":"             # where it ran, as the joblog says it
 
 
 class FileRange:

@@ -511,8 +511,8 @@ class Pool:
         job.stdout = job.stderr = None
         result = output.Result(job.seq, job.args, job.command, exitcode, sig,
                                outcome, job.start, now - job.start, stdout,
-                               stderr, job.tries, job.slot, sent=job.sent,
-                               tag=job.tag)
+                               stderr, job.tries, job.slot, host=job.host,
+                               sent=job.sent, tag=job.tag)
         self.sink.add(result)
         if self.opts.line_buffer and self.sink.keep_order:
             head = self.running.get(self.sink.next_seq)
