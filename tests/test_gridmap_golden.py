@@ -15,6 +15,14 @@ Deliberate differences, not tested here (see gridmap(1)):
   timing in both tools, so it is not compared;
 - --pipe block sizes: GNU parallel's blocks are approximate; gridmap's end
   at the last record boundary within --block (see test_gridmap_pipe.py).
+
+Quirks of GNU parallel 20221122 that gridmap does not copy (found by
+comparing random option mixes): a negative position past the inputs
+({-2//} with one input) takes a value there, while gridmap gives nothing,
+as for a positive one; with -N0, {//} gives "." and x{}y gives "xy xy";
+{#} in --tagstring can show another job's number.  --dry-run lines may
+differ in spacing where a word vanished and in quoting that changes
+nothing (GNU parallel quotes "a,b"; gridmap uses shlex.quote).
 """
 
 import re
