@@ -115,9 +115,10 @@ def test_head_closes_the_pipe(opts, tmp_path):
 
 def test_head_kills_running_jobs():
     marker = marker_for("head")
-    script = (f'{{ "$@" 2>/dev/null; echo $? >&2; }} | head -1 >/dev/null')
+    script = '{ "$@" 2>/dev/null; echo $? >&2; } | head -1 >/dev/null'
     p = subprocess.run(["sh", "-c", script, "sh", GRIDMAP, "-j2", "--line-buffer",
-                        f"echo {{}}; sleep 0.5; echo more; sleep {marker}", ":::", "1", "2"],
+                        f"echo {{}}; while :; do echo more; sleep 0.1; done; : {marker}",
+                        ":::", "1", "2"],
                        capture_output=True, timeout=TIMEOUT)
     assert p.stderr == b"141\n"
     assert wait_until(lambda: not procs_with(marker)), procs_with(marker)
