@@ -154,11 +154,12 @@ class LocalExecutor:
                     n = os.write(fd, memoryview(block)[h.inpos:])
                 h.inpos += n
                 job.sent += n
-                if h.inpos >= len(block):
+                if h.inpos >= len(block) or n == 0:
+                    # n == 0: splice found the end of the file early (it
+                    # shrank under us); the rest of the block is gone, and
+                    # waiting for it would spin on a writable pipe forever.
                     h.inq.popleft()
                     h.inpos = 0
-                elif n == 0:
-                    break
         except BlockingIOError:
             return
         except (BrokenPipeError, ConnectionResetError):
