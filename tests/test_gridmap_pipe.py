@@ -4,6 +4,7 @@ by offsets, spliced) and as a pipe (read without blocking)."""
 
 import os
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -321,3 +322,30 @@ def test_pipe_blocks_go_out_before_eof(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.endswith(b"FOUND\n")
     assert b"TIMEOUT" not in p.stdout
+
+
+def test_file_that_shrinks_under_a_block(tmp_path):
+    # The blocks of a regular file are planned at the start; if the file
+    # then shrinks, the job gets what is left and its stdin still closes.
+    f = tmp_path / "in"
+    f.write_bytes((b"x" * 99 + b"\n") * 30000)          # 3 MB, more than a pipe holds
+    started, flag = tmp_path / "started", tmp_path / "flag"
+    job = (f"touch {started}; i=0; while [ ! -e {flag} ]; do i=$((i+1)); "
+           f"[ $i -gt 400 ] && exit 99; sleep 0.05; done; wc -c")
+    with open(f, "rb") as fh:
+        p = subprocess.Popen([GRIDMAP, "--pipe", "--block", "3M", job], stdin=fh,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(400):
+            if started.exists():
+                break
+            time.sleep(0.05)
+        os.truncate(f, 0)
+        flag.touch()
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert 0 < int(out) < 3_000_000
