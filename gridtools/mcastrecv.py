@@ -3,11 +3,9 @@ the multicast group (repairing losses by NACK and parity) or from a TCP relay
 chain (forwarding each block before keeping it), check every block's tag as
 it arrives, and finish only with the whole-stream digest confirmed."""
 
-import os
 import random
 import secrets
 import socket
-import sys
 import time
 
 from gridtools import errors

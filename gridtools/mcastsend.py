@@ -9,7 +9,6 @@ import hashlib
 import secrets
 import socket
 import struct
-import sys
 
 from gridtools import errors
 from gridtools import mcastnet as net

@@ -14,7 +14,7 @@ import pytest
 from gridtools import errors
 from gridtools import mcastwire as wire
 from gridtools.cli import gridmcast
-from mcast_helpers import finish, start_receiver, start_sender, wait_for
+from mcast_helpers import finish, start_receiver, start_sender
 
 CTL = ["--control", "127.0.0.1:0"]
 
@@ -99,14 +99,18 @@ def test_receiver_to_stdout(tmp_path):
     payload = data(100_000)
     src = tmp_path / "in.bin"
     src.write_bytes(payload)
+    # Nothing but the control address: 127.0.0.1 means multicast on lo.
     sender, addr = start_sender([*CTL, str(src)])
+    assert sender.group and sender.group[0].startswith("239.")
     rc, out, err = finish(start_receiver(addr))
     assert rc == 0, err
     assert out == payload
-    assert finish(sender)[0] == 0
+    rc, report, err = finish(sender)
+    assert rc == 0, err
+    assert " verified " in report.decode() and "multicast" in report.decode()
 
 
-def slow_feed(pipe, payload, chunk, pause, stop_after=None, on_half=None):
+def slow_feed(pipe, payload, chunk, pause, on_half=None):
     """Write payload to pipe in chunks with pauses; call on_half midway."""
     half = len(payload) // 2
     called = False
