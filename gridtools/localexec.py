@@ -1,0 +1,184 @@
+"""The local executor: runs the pool's jobs as child processes on this host,
+relaying their pipes on the pool's selector (see pool.py for the interface).
+"""
+
+import collections
+import os
+import selectors
+
+from gridtools import runner
+from gridtools.jobs import FileRange, grow_pipe
+
+SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+class LocalExecutor:
+    """Runs jobs as local child processes."""
+
+    def __init__(self, capacity, selector, pool):
+        self.capacity = capacity
+        self.sel = selector
+        self.pool = pool
+
+    def start(self, job):
+        fed = job.block is not None or self.pool.opts.round_robin
+        argv = job.argv or runner.shell_argv(job.command)
+        child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
+        h = job.handle = _Running(child)
+        self.sel.register(child.stdout, selectors.EVENT_READ, (self._readable, job, 1))
+        self.sel.register(child.stderr, selectors.EVENT_READ, (self._readable, job, 2))
+        self.sel.register(child.pidfd, selectors.EVENT_READ, (self._exited, job, 0))
+        if fed:
+            grow_pipe(child.stdin)
+            if job.block is not None:
+                h.inq.append(job.block)
+                h.input_done = not self.pool.opts.round_robin
+            self._want_write(job)
+
+    def feed(self, job, block):
+        job.handle.inq.append(block)
+        self._want_write(job)
+
+    def end_input(self, job):
+        job.handle.input_done = True
+        self._want_write(job)
+
+    def pending_input(self, job):
+        h = job.handle
+        return sum(len(b) for b in h.inq) - h.inpos if h.inq else 0
+
+    def kill(self, job, sig):
+        if job.handle is not None:
+            job.handle.child.kill(sig)
+
+    def close(self):
+        pass
+
+    # -- events ----------------------------------------------------------
+
+    def _want_write(self, job):
+        h = job.handle
+        child = h.child
+        if child.stdin is None:
+            return
+        if not h.inq:
+            if h.input_done:
+                self._close_stdin(job)
+            return
+        if not h.writing:
+            self.sel.register(child.stdin, selectors.EVENT_WRITE, (self._writable, job, 0))
+            h.writing = True
+
+    def _writable(self, job, _):
+        h = job.handle
+        if h is None or not h.writing:
+            return
+        fd = h.child.stdin
+        try:
+            while h.inq:
+                block = h.inq[0]
+                if isinstance(block, FileRange):
+                    # splice moves page-cache pages into the pipe without
+                    # copying them (sendfile to a pipe goes through a copy).
+                    n = os.splice(block.fd, fd, block.length - h.inpos,
+                                  offset_src=block.offset + h.inpos,
+                                  flags=SPLICE_F_NONBLOCK)
+                else:
+                    n = os.write(fd, memoryview(block)[h.inpos:])
+                h.inpos += n
+                job.sent += n
+                if h.inpos >= len(block) or n == 0:
+                    # n == 0: splice found the end of the file early (it
+                    # shrank under us); the rest of the block is gone, and
+                    # waiting for it would spin on a writable pipe forever.
+                    h.inq.popleft()
+                    h.inpos = 0
+        except BlockingIOError:
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            # The job stopped reading; what it did not take is not ours to
+            # force on it.  Its exit status tells the story.
+            h.inq.clear()
+            h.input_done = True
+        if not h.inq:
+            self.sel.unregister(fd)
+            h.writing = False
+            if h.input_done:
+                self._close_stdin(job)
+
+    def _close_stdin(self, job):
+        h = job.handle
+        if h.writing:
+            self.sel.unregister(h.child.stdin)
+            h.writing = False
+        h.child.close_stdin()
+
+    def _readable(self, job, fd_no):
+        # An event from the same select() batch may arrive after the job
+        # was finished by its exit event: its pipes are closed already.
+        h = job.handle
+        fd = None if h is None else h.child.stdout if fd_no == 1 else h.child.stderr
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if data:
+            self.pool.job_output(job, fd_no, data)
+            return
+        self._close_out(job, fd_no)
+        self._maybe_done(job)
+
+    def _close_out(self, job, fd_no):
+        h = job.handle
+        fd = h.child.stdout if fd_no == 1 else h.child.stderr
+        if fd is None:
+            return
+        self.sel.unregister(fd)
+        os.close(fd)
+        if fd_no == 1:
+            h.child.stdout = None
+        else:
+            h.child.stderr = None
+
+    def _exited(self, job, _):
+        h = job.handle
+        if h is None:
+            return
+        self.sel.unregister(h.child.pidfd)
+        h.status = h.child.reap()
+        # Whatever the job wrote before exiting is in the pipes now; a
+        # background grandchild holding them open must not hold us up.
+        for fd_no in (1, 2):
+            fd = h.child.stdout if fd_no == 1 else h.child.stderr
+            while fd is not None:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                self.pool.job_output(job, fd_no, data)
+            self._close_out(job, fd_no)
+        self._maybe_done(job)
+
+    def _maybe_done(self, job):
+        h = job.handle
+        if h.status is None or h.child.stdout is not None or h.child.stderr is not None:
+            return
+        self._close_stdin(job)
+        job.handle = None
+        self.pool.job_done(job, *h.status)
+
+
+class _Running:
+    __slots__ = ("child", "status", "inq", "inpos", "input_done", "writing")
+
+    def __init__(self, child):
+        self.child = child
+        self.status = None
+        self.inq = collections.deque()
+        self.inpos = 0
+        self.input_done = False
+        self.writing = False
