@@ -18,7 +18,7 @@ import time
 
 from gridtools import errors, hubdurable, hubjobs, journal, net, sched, wire
 from gridtools.hubjobs import log
-from gridtools.sched import HIGH, LOW
+from gridtools.sched import HELD_MAX, HIGH, LOW
 
 RECV = 1 << 18
 HANDSHAKE_TIMEOUT = 10.0
