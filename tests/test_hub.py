@@ -156,6 +156,18 @@ def test_flow_control_bounds_hub_memory(shared):
     assert r.stdout == b"ok 1\n"
 
 
+def test_input_faster_than_a_job_reads_is_held_not_lost(shared):
+    """--pipe blocks larger than the hub's buffers, for jobs slower than
+    their input: every byte arrives and the hub keeps serving."""
+    data = b"".join(b"%07d\n" % i for i in range(5 << 20 >> 3)) * 8     # 40 MiB
+    r = shared.run("gridmap", "-j1", "--require", "site=lab2", "--pipe", "--block", "12M",
+                   "sh", "-c", "'sleep 0.3; wc -c'", input=data, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sum(int(x) for x in r.stdout.split()) == len(data)
+    assert shared.hub.poll() is None
+    assert shared.run("gridmap", "echo", "ok", input=b"1\n").stdout == b"ok 1\n"
+
+
 # -- failures: each gets its own grid -------------------------------------------
 
 def sleeper(g, name):
