@@ -15,13 +15,15 @@ MAN8 := $(wildcard man/*.8)
 test: test-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-# The tests need pytest and hypothesis; install them when they are missing.
+# The tests need pytest and hypothesis, and compare against GNU parallel and
+# mandoc; install what is missing.
 test-deps:
 	@$(PYTHON) -c 'import pytest, hypothesis' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q pytest hypothesis
+	@tests/install-peers parallel:parallel mandoc:mandoc
 
 lint:
-	@command -v mandoc >/dev/null || { apt-get update -qq && apt-get install -y -qq mandoc >/dev/null; }
+	@tests/install-peers mandoc:mandoc
 	@for f in man/*.[1-8]; do mandoc -T lint -W warning $$f || exit 1; done
 	@echo "man pages: lint clean"
 
