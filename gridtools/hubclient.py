@@ -225,14 +225,3 @@ class HubExecutor:
 
 def _ignore(msg):
     pass
-
-
-def parse_require(items):
-    """["site=lab2", ...] from --require -> {"site": "lab2"} (UsageError)."""
-    reqs = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k or not v or " " in item:
-            raise errors.UsageError(f"--require: expected KEY=VALUE, got {item!r}")
-        reqs[k.lower()] = v
-    return reqs

@@ -82,7 +82,7 @@ def build_parser():
 def parse_options(argv):
     opts = build_parser().parse_args(argv)
     if opts.mode == "worker":
-        opts.tags = parse_tags(opts.tag, "--tag")
+        opts.tags = common.parse_pairs(opts.tag, "--tag")
         if opts.slots < 1:
             raise errors.UsageError(f"--slots: need 1 or more, got {opts.slots}")
         if opts.name is None:
@@ -95,15 +95,6 @@ def parse_options(argv):
             raise errors.UsageError(f"ctl {opts.command} takes no argument, got {opts.arg!r}")
     return opts
 
-
-def parse_tags(items, option):
-    tags = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k or not v or " " in item:
-            raise errors.UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
-        tags[k.lower()] = v
-    return tags
 
 
 def _main(argv):

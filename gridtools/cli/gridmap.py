@@ -324,7 +324,7 @@ def _main(argv):
     hub = opts.hub or os.environ.get("GRID_HUB")
     if hub and not opts.dry_run:
         from gridtools import hubclient
-        executor = hubclient.HubExecutor(hub, os.environ, hubclient.parse_require(opts.require))
+        executor = hubclient.HubExecutor(hub, os.environ, common.parse_pairs(opts.require, "--require"))
         # -j counts the hub's slots; a hub with no worker yet still gets
         # enough jobs in flight for the workers that will join it.
         slots = executor.capacity = parse_jobs(

@@ -64,8 +64,7 @@ def parse_options(argv):
         raise errors.UsageError("--retries: need 0 or more")
     if opts.timeout is not None and opts.timeout <= 0:
         raise errors.UsageError("--timeout: need a positive number of seconds")
-    from gridtools import hubclient
-    opts.reqs = hubclient.parse_require(opts.require)
+    opts.reqs = common.parse_pairs(opts.require, "--require")
     return opts
 
 
