@@ -138,12 +138,12 @@ def work_queue(n, runs):
     if not benchlib.ensure_apt("coop-computing-tools", "work_queue_worker",
                                what="CCTools Work Queue"):
         return None
-    if subprocess.run([SYSTEM_PY, "-c", "import work_queue"], capture_output=True).returncode:
-        if not benchlib.ensure_apt("python3-workqueue", "work_queue_worker",
-                                   what="python3-workqueue") or subprocess.run(
-                [SYSTEM_PY, "-c", "import work_queue"], capture_output=True).returncode:
-            print("skipped: Work Queue: python3-workqueue does not import", flush=True)
-            return None
+    def imports():
+        return subprocess.run([SYSTEM_PY, "-c", "import work_queue"],
+                              capture_output=True).returncode == 0
+    if not benchlib.ensure_apt("python3-workqueue", "work_queue_worker",
+                               what="Work Queue's Python module", present=imports):
+        return None
     times = []
     for _ in range(runs):
         tmp = tempfile.mkdtemp(prefix="bench-wq-")

@@ -18,7 +18,7 @@ The API, all of it:
     verdict(value, target, at_least=True) -> "PASS" | "MISS" | "-"
     fmt_ratio(r), fmt_num(x, digits)   short text for tables ("-" for None)
     table(rows, headers) -> str  aligned text; numbers right, text left
-    ensure_apt(pkg, binary, what=None) -> bool
+    ensure_apt(pkg, binary, what=None, present=None) -> bool
     first_line(cmd) -> str       first line a version command prints, or ""
     python_version() -> str      "Python 3.11.7 (/usr/bin/python3)"
     run_main(main)               sys.exit(main()); `| head` exits 141 quietly
@@ -188,15 +188,18 @@ def table(rows, headers):
 _apt_updated = False
 
 
-def ensure_apt(pkg, binary, what=None):
+def ensure_apt(pkg, binary, what=None, present=None):
     """Make `binary` available, installing Debian package `pkg` if needed.
+    present() -> bool, when given, says whether pkg is there instead of a
+    lookup of binary on PATH (for a package of Python modules, say).
 
     Runs `apt-get update` once per process before the first install.
     Returns False after printing "skipped: WHAT: reason" when it cannot.
     """
     global _apt_updated
     what = what or pkg
-    if shutil.which(binary):
+    present = present or (lambda: shutil.which(binary) is not None)
+    if present():
         return True
 
     def skipped(reason):
@@ -223,8 +226,8 @@ def ensure_apt(pkg, binary, what=None):
             last = (p.stderr or p.stdout).decode(errors="replace").strip()
             last = last.splitlines()[-1] if last else f"exit {p.returncode}"
             return skipped(f"{' '.join(argv)}: {last}")
-    if not shutil.which(binary):
-        return skipped(f"package {pkg} installed but {binary} is not on PATH")
+    if not present():
+        return skipped(f"package {pkg} installed but {binary} is still missing")
     return True
 
 
