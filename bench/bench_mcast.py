@@ -162,12 +162,14 @@ def _sha(path):
 def run_gridmcast(src, tmp, extra_send="", extra_recv="", timeout=300):
     r = Run()
     try:
+        # Receivers first, waiting for their sender, as the peers' are.
+        recvs = [r.start(ns, f"{PY} {GRIDMCAST} recv {SENDER[1]}:{PORT} --wait 60 -o {o} "
+                             f"{extra_recv}", "recv")
+                 for (ns, _), o in zip(RECEIVERS, outputs(tmp))]
+        time.sleep(0.5)
         t0 = time.monotonic()
         s = r.start(SENDER[0], f"{PY} {GRIDMCAST} send --control {SENDER[1]}:{PORT} "
                                f"--min-receivers 4 --json {extra_send} {src}", "sender")
-        time.sleep(0.15)
-        recvs = [r.start(ns, f"{PY} {GRIDMCAST} recv {SENDER[1]}:{PORT} -o {o} {extra_recv}", "recv")
-                 for (ns, _), o in zip(RECEIVERS, outputs(tmp))]
         r.wait(recvs + [s], timeout)
         for p in recvs + [s]:
             if p.returncode != 0:

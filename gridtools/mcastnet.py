@@ -213,13 +213,23 @@ class Loop:
 now = time.monotonic
 
 
-def connect(host, port, timeout):
-    """A blocking connect with a deadline; errors as UnavailableError."""
-    try:
-        return socket.create_connection((host, port), timeout=timeout)
-    except OSError as e:
-        raise errors.UnavailableError(
-            f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+def connect(host, port, timeout, wait=0.0):
+    """A blocking connect with a deadline; errors as UnavailableError.
+    For `wait` seconds a refused connection is tried again: the peer may be
+    starting."""
+    give_up = now() + wait
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except ConnectionRefusedError as e:
+            if now() >= give_up:
+                err = e
+                break
+        except OSError as e:
+            err = e
+            break
+        time.sleep(0.02)
+    raise errors.UnavailableError(f"cannot connect to {host}:{port}: {err.strerror or err}")
 
 
 def would_block(e):

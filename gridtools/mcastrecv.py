@@ -24,8 +24,9 @@ RELAY_FRAME_MAX = wire.MAX_PAYLOAD + 4096 + 4   # room always left for one whole
 
 class Receiver:
     def __init__(self, control, output=None, key=None, loss=0.0, interface=None,
-                 timeout=30.0, log=None, debug=False):
+                 timeout=30.0, wait=0.0, log=None, debug=False):
         self.control_addr = control
+        self.wait = wait
         self.key = key
         self.tagger = wire.make_tagger(key)
         self.loss = loss
@@ -66,7 +67,7 @@ class Receiver:
 
     def join(self):
         host, port = self.control_addr
-        sock = net.connect(host, port, self.timeout)
+        sock = net.connect(host, port, self.timeout, self.wait)
         sock.settimeout(self.timeout)
         f = sock.makefile("rb", buffering=0)
         verb, args, kv = self._read(f, "GRIDMCAST")

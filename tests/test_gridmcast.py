@@ -229,6 +229,28 @@ def test_late_joiner_refused(tmp_path):
     assert finish(sender)[0] == 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_receiver_started_before_its_sender(tmp_path):
+    addr = f"127.0.0.1:{free_port()}"
+    rc, _, err = finish(start_receiver(addr))
+    assert rc == errors.UNAVAILABLE and "cannot connect" in err, err
+    payload = data(300_000)
+    (tmp_path / "in.bin").write_bytes(payload)
+    out = tmp_path / "out.bin"
+    r = start_receiver(addr, ["--wait", "30", "-o", str(out)])
+    time.sleep(0.5)                     # it is retrying by now
+    assert r.poll() is None
+    sender, _ = start_sender(["--control", addr, str(tmp_path / "in.bin")])
+    assert finish(r)[0] == 0
+    assert finish(sender)[0] == 0
+    assert out.read_bytes() == payload
+
+
 def test_sender_killed_leaves_no_file(tmp_path):
     sender, addr = start_sender([*CTL, "-"], stdin=subprocess.PIPE)
     out = tmp_path / "out.bin"

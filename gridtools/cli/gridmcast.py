@@ -95,6 +95,8 @@ def build_parser():
                    help="drop this fraction of incoming datagrams (tests, demonstrations)")
     r.add_argument("--timeout", type=_typed(float, "seconds"), default=30.0, metavar="SECS",
                    help="give up after SECS without data once started (default 30)")
+    r.add_argument("--wait", type=_typed(float, "seconds"), default=0.0, metavar="SECS",
+                   help="keep trying for SECS to join a sender not listening yet (default 0)")
     return p
 
 
@@ -181,7 +183,7 @@ def _recv(o):
     signal.signal(signal.SIGTERM, _terminated)
     key = read_key(o.key_file)
     stats = mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
-                              interface=o.interface, timeout=o.timeout, log=_log,
+                              interface=o.interface, timeout=o.timeout, wait=o.wait, log=_log,
                               debug=o.debug)
     if o.debug:
         _log(f"receiver counters: {json.dumps(stats, sort_keys=True)}")
