@@ -243,7 +243,12 @@ class Receiver:
             self.stats["reads"] += 1
             gso = net.gro_size(anc) if anc else 0
             if gso and gso < n:
-                # Several datagrams coalesced by the kernel: each gso bytes.
+                # Several packets coalesced by the kernel, each gso bytes:
+                # most often every piece of one datagram.
+                whole = wire.join_segments(mv[:n], gso)
+                if whole is not None:
+                    self._packet(whole)
+                    continue
                 for off in range(0, n, gso):
                     self._packet(mv[off:min(off + gso, n)])
             else:

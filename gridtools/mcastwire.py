@@ -5,6 +5,7 @@ The grammar is written out in man/gridtools.7 (MULTICAST WIRE FORMAT); this
 module is its only implementation, so sender, receiver and tests agree.
 """
 
+import functools
 import hashlib
 import hmac
 import re
@@ -137,6 +138,36 @@ def segment(datagram, seg_size):
         out[pos + SEGLEN:pos + SEGLEN + len(chunk)] = chunk
         pos += SEGLEN + len(chunk)
     return out
+
+
+_SAME = SEGLEN - 4          # the bytes every piece of one datagram shares, before index
+
+
+@functools.lru_cache(maxsize=4)
+def _index_count(count):
+    """The (index, count) ends of the headers of pieces 0..count-1."""
+    return [struct.pack("!HH", i, count) for i in range(count)]
+
+
+def join_segments(buf, seg_size):
+    """The datagram whose pieces fill buf, cut every seg_size bytes as a GRO
+    read returns them; None unless buf holds exactly pieces 0..count-1 of
+    one datagram, in order (then each piece goes its own way).  The common
+    case, a whole datagram in one read, costs no Python call per piece."""
+    n = len(buf)
+    count = -(-n // seg_size)
+    if count < 2 or n - (count - 1) * seg_size <= SEGLEN:
+        return None
+    mv = memoryview(buf)
+    first = SEGHEAD.unpack_from(mv)
+    if first[:3] != (MAGIC, VERSION, SEGMENT) or first[7:] != (0, count):
+        return None
+    offs = range(0, n, seg_size)
+    same = bytes(mv[:_SAME])
+    if (b"".join([mv[off:off + SEGLEN] for off in offs])
+            != b"".join([same + ends for ends in _index_count(count)])):
+        return None
+    return b"".join([mv[off + SEGLEN:off + seg_size] for off in offs])
 
 
 def parse_segment(buf):

@@ -115,3 +115,26 @@ def test_mac_depends_on_role():
     k = b"key"
     assert wire.mac(k, "client", "a", "b") != wire.mac(k, "server", "a", "b")
     assert wire.mac(k, "client", "a", "b") != wire.mac(k, "client", "b", "a")
+
+
+@given(body=st.binary(min_size=1, max_size=20000), seg=st.integers(wire.SEGLEN + 1, 3000),
+       seq=st.integers(0, 2**64 - 1))
+@settings(max_examples=80, deadline=None)
+def test_segments_join_back_whole(body, seg, seq):
+    """A GRO read of every piece of one datagram gives the datagram back;
+    anything else (a piece lost, moved, or from another datagram) gives None
+    and the pieces are taken one by one."""
+    d = wire.pack_datagram(TAGGERS[0], wire.DATA, 7, seq, body)
+    pieces = bytes(wire.segment(d, seg))
+    count = -(-len(pieces) // seg)
+    if count < 2 or len(pieces) - (count - 1) * seg <= wire.SEGLEN:
+        assert wire.join_segments(pieces, seg) is None
+        return
+    assert wire.join_segments(pieces, seg) == d
+    cut = [pieces[i:i + seg] for i in range(0, len(pieces), seg)]
+    assert wire.join_segments(b"".join(cut[:1] + cut[2:]), seg) is None
+    assert wire.join_segments(b"".join(cut[1:2] + cut[:1] + cut[2:]), seg) is None
+    other = bytes(wire.segment(wire.pack_datagram(TAGGERS[0], wire.DATA, 7, seq ^ 1, body), seg))
+    assert wire.join_segments(other[:seg] + b"".join(cut[1:]), seg) is None
+    for i, piece in enumerate(cut):
+        assert wire.parse_segment(piece)[3:5] == (i, count)
