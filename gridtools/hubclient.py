@@ -69,6 +69,8 @@ class HubExecutor:
             import ssl
             self.would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
         self.reader = self.client.chan.reader
+        self.rbuf = bytearray(1 << 18)
+        self.rmv = memoryview(self.rbuf)
         self.out = bytearray()
         self.jobs = {}                  # cid -> job
         self.unacked = {}               # cid -> stdin bytes the job has not taken
@@ -164,10 +166,14 @@ class HubExecutor:
         if self.out:
             self._flush()
         try:
-            data = self.sock.recv(1 << 18)
             if self.tls:
+                data = self.sock.recv(1 << 18)
                 while self.sock.pending():
                     data += self.sock.recv(self.sock.pending())
+            else:
+                # Into one buffer kept for all reads: a fresh 256 KiB bytes
+                # per read costs an mmap and a munmap.
+                data = self.rmv[:self.sock.recv_into(self.rbuf)]
         except self.would_block:
             return
         except OSError as e:
