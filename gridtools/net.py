@@ -11,8 +11,6 @@ import stat
 
 from gridtools import errors, wire
 
-DEFAULT_PORT = 7711
-DEFAULT_HUB = f"127.0.0.1:{DEFAULT_PORT}"
 CONNECT_TIMEOUT = 10.0
 
 

@@ -21,6 +21,14 @@ def add_version(parser):
                         version=f"%(prog)s {__version__}")
 
 
+DEFAULT_HUB = "127.0.0.1:7711"
+
+
+def hub_address(given, env):
+    """The hub to call: --hub, else $GRID_HUB, else the default."""
+    return given or env.get("GRID_HUB") or DEFAULT_HUB
+
+
 def parse_pairs(items, option):
     """["site=lab2", ...] given to option -> {"site": "lab2"}: the shape of
     worker tags and of the requirements jobs make of them."""

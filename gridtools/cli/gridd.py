@@ -14,8 +14,6 @@ import sys
 from gridtools import errors
 from gridtools.cli import common
 
-DEFAULT_HUB = "127.0.0.1:7711"
-
 EPILOG = """\
 exit status: 0 ok (a hub drained after SIGTERM); 64 usage; 69 hub unreachable or
 cannot listen; 75 state dir in use; 76 protocol error; 77 authentication refused;
@@ -34,7 +32,7 @@ def build_parser():
     h = sub.add_parser("hub", help="coordinate: accept clients and workers",
                        description="Run a hub in the foreground; logs go to stderr.")
     h.add_argument("--listen", metavar="ADDR", action="append", default=[],
-                   help=f"host:port, :port or unix:/path (repeatable; default {DEFAULT_HUB})")
+                   help=f"host:port, :port or unix:/path (repeatable; default {common.DEFAULT_HUB})")
     h.add_argument("--state", metavar="DIR",
                    help="journal directory (default $XDG_STATE_HOME/gridd)")
     h.add_argument("--client-key", metavar="FILE",
@@ -72,7 +70,7 @@ def build_parser():
 
     c = sub.add_parser("ctl", help="inspect and steer a hub",
                        description="Ask a hub about its state, or tell it what to do.")
-    c.add_argument("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {DEFAULT_HUB})")
+    c.add_argument("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {common.DEFAULT_HUB})")
     c.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
     c.add_argument("command", choices=["status", "workers", "jobs", "cancel", "drain", "shutdown"])
     c.add_argument("arg", nargs="?", metavar="ID|WORKER")
@@ -111,7 +109,7 @@ def run_hub(opts, env):
     # wakeup fd installed by the loop does the real work).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda *a: None)
-    listen = [net.parse_address(a) for a in (opts.listen or [DEFAULT_HUB])]
+    listen = [net.parse_address(a) for a in (opts.listen or [common.DEFAULT_HUB])]
     client_key = net.read_key(opts.client_key) if opts.client_key \
         else net.key_from_env(env, "GRID_CLIENT_KEY")
     worker_key = net.read_key(opts.worker_key) if opts.worker_key \
@@ -174,7 +172,7 @@ def run_worker(opts, env):
 def run_ctl(opts, env):
     import json
     from gridtools import hubclient
-    hub = opts.hub or env.get("GRID_HUB") or DEFAULT_HUB
+    hub = common.hub_address(opts.hub, env)
     client = hubclient.Client(hub, env)
     try:
         verb = opts.command.upper()

@@ -13,7 +13,6 @@ import sys
 from gridtools import errors, output, runner, wire
 from gridtools.cli import common
 
-DEFAULT_HUB = "127.0.0.1:7711"
 
 EPILOG = """\
 exit status: without --wait or --result, 0 once every job is queued durably.
@@ -34,7 +33,7 @@ def build_parser():
                               description="Submit durable jobs to a hub and print their ids.")
     common.add_version(p)
     a = p.add_argument
-    a("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {DEFAULT_HUB})")
+    a("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {common.DEFAULT_HUB})")
     a("--wait", action="store_true",
       help="wait for the job, print its output and exit with its status")
     a("--result", metavar="ID", action="append", default=[],
@@ -135,7 +134,7 @@ def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     from gridtools import hubclient
     env = dict(os.environ)
-    hub = opts.hub or env.get("GRID_HUB") or DEFAULT_HUB
+    hub = common.hub_address(opts.hub, env)
     if opts.command == ["-"]:
         commands = read_commands()
         if not commands:
