@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 
-from gridtools import errors, hubdurable, hubjobs, journal, net, sched, wire
+from gridtools import errors, hubdurable, hubjobs, hubnames, journal, net, sched, wire
 from gridtools.hubjobs import log
 from gridtools.sched import HELD_MAX, HIGH, LOW
 
@@ -74,7 +74,7 @@ class Conn:
         self.blocked_by = 0         # write buffers this conn waits on
 
 
-class Hub(hubjobs.Jobs, hubdurable.Durable):
+class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     """The loop and the connections; the jobs' side lives in the mixins."""
 
     def __init__(self, opts):
@@ -92,6 +92,8 @@ class Hub(hubjobs.Jobs, hubdurable.Durable):
         self.resumed = set()        # unpaused conns with messages buffered
         self.next_hid = 1
         self.durable = {}           # did -> Job (queued or running)
+        self.names = {}             # announced name -> (conn, address)
+        self.lookups = {}           # name -> conns waiting for it
         self.after_commit = []      # callables run once the journal is committed
         self.journal = None
         self.draining = False
@@ -109,6 +111,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable):
                 "SUBMIT": self.on_submit, "RESULT": self.on_result, "FORGET": self.on_forget,
                 "CANCEL": self.on_cancel, "STATUS": self.on_status, "WORKERS": self.on_workers,
                 "JOBS": self.on_jobs, "DRAIN": self.on_drain, "SHUTDOWN": self.on_shutdown,
+                "ANNOUNCE": self.on_announce, "LOOKUP": self.on_lookup,
                 "PING": self.on_ping, "PONG": self.on_pong, "QUIT": self.on_quit,
                 "ERR": self.on_err,
             },
@@ -542,6 +545,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable):
             self.worker_gone(conn, quiet)
         elif conn.role == "client":
             self.client_gone(conn)
+            self.names_gone(conn)
 
     # -- handshake ------------------------------------------------------------
 

@@ -5,6 +5,7 @@ selectors loop (the pool cannot tell it from the local executor).
 
 import os
 import selectors
+import time
 
 from gridtools import errors, net, wire
 
@@ -37,6 +38,41 @@ class Client:
         except errors.GridError:
             pass
         self.chan.close()
+
+
+def announce(hub, env, name, host, port):
+    """Announce on hub that name is served at host:port; a wildcard host
+    (listening everywhere) is announced as our address facing the hub.  The
+    name lives as long as the returned Client: close it to withdraw."""
+    client = Client(hub, env)
+    try:
+        if host in ("0.0.0.0", "::", ""):
+            host = client.chan.sock.getsockname()[0]
+        client.request("ANNOUNCE", name, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def lookup(hub, env, name, wait=0.0):
+    """The address announced as name on hub; with wait, waits up to that
+    many seconds for it to be announced (UnavailableError if it is not)."""
+    client = Client(hub, env)
+    try:
+        if not wait:
+            return client.request("LOOKUP", name).arg(1)
+        client.send(wire.format("LOOKUP", name, wait=1))
+        t0 = time.monotonic()
+        try:
+            return client.recv(wait).arg(1)
+        except errors.UnavailableError:
+            if time.monotonic() - t0 < wait:
+                raise
+            raise errors.UnavailableError(
+                f"hub {hub}: nothing announced as {name} within {wait:g}s") from None
+    finally:
+        client.close()
 
 
 def job_request(command, argv, require=None, **kv):

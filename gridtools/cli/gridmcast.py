@@ -81,11 +81,20 @@ def build_parser():
                    help="bytes of a stream kept for repairs and catching up (default 64M)")
     s.add_argument("--timeout", type=_typed(float, "seconds"), default=30.0, metavar="SECS",
                    help="give up on a receiver that makes no progress for SECS (default 30)")
+    s.add_argument("--name", metavar="NAME",
+                   help="announce the control address on a hub under NAME until the start")
+    s.add_argument("--hub", metavar="HUB",
+                   help=f"the hub for --name (default $GRID_HUB or {common.DEFAULT_HUB})")
     s.add_argument("--json", action="store_true", help="print the outcome as JSON")
     s.add_argument("-q", "--quiet", action="store_true", help="print no per-receiver lines")
 
     r = sub.add_parser("recv", help="join a sender and write what it sends")
-    r.add_argument("control", metavar="HOST:PORT")
+    r.add_argument("control", nargs="?", metavar="HOST:PORT",
+                   help="the sender's control address (or give --name)")
+    r.add_argument("--name", metavar="NAME",
+                   help="join the sender announced on a hub as NAME")
+    r.add_argument("--hub", metavar="HUB",
+                   help=f"the hub for --name (default $GRID_HUB or {common.DEFAULT_HUB})")
     r.add_argument("-o", "--output", default="-", metavar="FILE",
                    help="write here (default stdout); a file appears only once verified")
     r.add_argument("--key-file", metavar="FILE", help="group key shared with the sender")
@@ -123,9 +132,21 @@ def parse_options(argv):
             if o.rate is not None and o.rate <= 0:
                 raise errors.UsageError("--rate must be positive")
         else:
-            o.control = wire.parse_hostport(o.control, "sender address")
+            if o.control is None and o.name is None:
+                raise errors.UsageError("give the sender's HOST:PORT, or --name NAME")
+            if o.control is not None and o.name is not None:
+                raise errors.UsageError("give the sender's HOST:PORT or --name NAME, not both")
+            if o.control is not None:
+                o.control = wire.parse_hostport(o.control, "sender address")
             if not 0.0 <= o.simulate_loss < 1.0:
                 raise errors.UsageError(f"--simulate-loss {o.simulate_loss} is outside 0..1")
+        if o.name is not None:
+            from gridtools import hubnames
+            if not hubnames.NAME.match(o.name):
+                raise errors.UsageError(f"--name {o.name!r}: 1-64 of A-Z a-z 0-9 . _ -, "
+                                        "not starting with . _ -")
+        elif o.hub is not None:
+            raise errors.UsageError("--hub is for --name")
     except errors.UsageError as e:
         p.error(str(e))
     return o
@@ -149,16 +170,46 @@ def _log(msg, always=False):
     print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
 
 
+class Announcement:
+    """--name: the control address announced on a hub from the moment the
+    sender listens until it starts (receivers that come later wait for the
+    next session under that name instead of being refused)."""
+
+    def __init__(self, name, hub):
+        self.name = name
+        self.hub = hub
+        self.client = None
+
+    def on_open(self, control):
+        from gridtools import hubclient
+        self.client = hubclient.announce(self.hub, dict(os.environ), self.name,
+                                         control[0], control[1])
+        _log(f"announced as {self.name} on hub {self.hub}")
+
+    def withdraw(self):
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 def _send(o):
     from gridtools import mcastsend, mcastsource
     key = read_key(o.key_file)
     source = mcastsource.open_source(o.file, o.datagram_size, o.buffer)
+    named = None
+    if o.name is not None:
+        named = Announcement(o.name, common.hub_address(o.hub, os.environ))
     opts = SimpleNamespace(control=o.control, group=o.group, ttl=o.ttl, interface=o.interface,
                            tcp=o.tcp, fec=o.fec, rate=o.rate, payload=o.datagram_size,
                            tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
                            key=key, evict=o.evict, timeout=o.timeout, no_gso=o.no_gso,
-                           debug=o.debug)
-    result = mcastsend.Sender(opts, source, _log).run()
+                           debug=o.debug, on_open=named and named.on_open,
+                           on_start=named and named.withdraw)
+    try:
+        result = mcastsend.Sender(opts, source, _log).run()
+    finally:
+        if named is not None:
+            named.withdraw()
     rows = result["receivers"]
     if o.json:
         print(json.dumps(result, sort_keys=True))
@@ -182,6 +233,11 @@ def _recv(o):
     # A receiver told to stop removes its partial file on the way out.
     signal.signal(signal.SIGTERM, _terminated)
     key = read_key(o.key_file)
+    if o.name is not None:
+        from gridtools import hubclient, mcastwire
+        hub = common.hub_address(o.hub, os.environ)
+        at = hubclient.lookup(hub, dict(os.environ), o.name, o.wait)
+        o.control = mcastwire.parse_hostport(at, f"address announced as {o.name}")
     stats = mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
                               interface=o.interface, timeout=o.timeout, wait=o.wait, log=_log,
                               debug=o.debug)
