@@ -190,7 +190,7 @@ class Sender:
         self.loop.watch(self.listener, self._on_accept)
         group = f" group {self.group[0]}:{self.group[1]}" if self.udp else " tcp chain"
         self.log(f"control {net.fmt_addr(self.control_addr)}{group}", always=True)
-        if getattr(o, "on_open", None):
+        if o.on_open:
             o.on_open(self.control_addr)
 
     def _on_accept(self):
@@ -389,7 +389,7 @@ class Sender:
 
     def start(self, joined):
         o = self.opts
-        if getattr(o, "on_start", None):
+        if o.on_start:
             o.on_start()
         self.gso_cmsg = [(net.SOL_UDP, net.UDP_SEGMENT, struct.pack("=H", self.seg_size))]
         mc = [m for m in joined if m.heard and self.udp and not o.tcp]
