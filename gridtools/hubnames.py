@@ -9,13 +9,13 @@ import re
 from gridtools import wire
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 PER_CONN = 64               # names one connection may hold, and lookups park
 
 
 def check_name(verb, name):
     if not NAME.match(name):
-        raise wire.WireError(f"{verb}: bad name {name[:64]!r}: 1-64 of A-Z a-z 0-9 . _ -",
-                             wire.E_USAGE)
+        raise wire.WireError(f"{verb}: bad name {name[:64]!r}: {RULE}", wire.E_USAGE)
     return name
 
 

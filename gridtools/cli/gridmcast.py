@@ -143,8 +143,7 @@ def parse_options(argv):
         if o.name is not None:
             from gridtools import hubnames
             if not hubnames.NAME.match(o.name):
-                raise errors.UsageError(f"--name {o.name!r}: 1-64 of A-Z a-z 0-9 . _ -, "
-                                        "not starting with . _ -")
+                raise errors.UsageError(f"--name {o.name!r}: {hubnames.RULE}")
         elif o.hub is not None:
             raise errors.UsageError("--hub is for --name")
     except errors.UsageError as e:
