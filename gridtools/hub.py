@@ -31,7 +31,7 @@ class Options:
 
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
-                 keep=7 * 86400.0):
+                 keep=7 * 86400.0, debug=False):
         self.listen = list(listen)
         self.state_dir = state_dir
         self.client_key = client_key
@@ -41,6 +41,7 @@ class Options:
         self.tls = tls
         self.heartbeat = heartbeat
         self.keep = keep
+        self.debug = debug          # tracebacks in the log ($GRID_DEBUG)
 
 
 class Conn:
@@ -174,12 +175,15 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 for key, mask in self.sel.select(timeout):
                     kind, obj, extra = key.data
                     if kind == "conn":
-                        self.on_event(obj, mask)
+                        self.guard(obj, self.on_event, obj, mask)
                     elif kind == "accept":
                         self.on_accept(obj, extra)
                     else:
                         self.on_signal(obj)
-                self.turn()
+                try:
+                    self.turn()
+                except Exception as e:  # noqa: BLE001 - the daemon outlives its bugs
+                    self.report(None, e)
                 if self.draining and (self.idle() or time.monotonic() > self.drain_deadline):
                     break
         finally:
@@ -209,11 +213,12 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             self.journal.commit()
         if self.after_commit:
             todo, self.after_commit = self.after_commit, []
-            for fn in todo:
-                fn()
+            for conn, fn in todo:
+                self.guard(conn, fn)
         self.flush_all()
         while self.resumed:
-            self.process(self.resumed.pop())
+            conn = self.resumed.pop()
+            self.guard(conn, self.process, conn)
             self.flush_all()
         if self.ack_conns:
             for conn in list(self.ack_conns):
@@ -429,7 +434,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             except StopIteration:
                 break
             except wire.WireError as e:
-                self.send(conn, wire.error(e.code, str(e)))
+                self.send(conn, e.reply())
                 if e.fatal:
                     self.flush(conn)
                     self.close(conn)
@@ -460,7 +465,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         try:
             handler(conn, msg)
         except wire.WireError as e:
-            self.send(conn, wire.error(e.code, str(e)))
+            self.send(conn, e.reply())
 
     def send(self, conn, data):
         if conn.closing:
@@ -471,7 +476,55 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     def flush_all(self):
         while self.dirty:
             conn = self.dirty.pop()
+            self.guard(conn, self.flush, conn)
+
+    # -- one peer's failure is that peer's ------------------------------------
+
+    def guard(self, conn, fn, *args):
+        """fn(*args) on conn's behalf: an exception costs conn (ERR 70,
+        closed, its jobs ended as if it vanished), never the hub."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - CPython socketserver's handle_error
+            self.fault(conn, e)
+
+    def fault(self, conn, exc):
+        self.report(conn, exc)
+        if conn is None or conn.closing:
+            return
+        try:
+            conn.out += wire.error(wire.E_SOFTWARE, "internal error in the hub while serving "
+                                   "this connection; it is closed")
             self.flush(conn)
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.close(conn)
+        except Exception as e:  # noqa: BLE001
+            self.report(conn, e)
+            self.forget_conn(conn)
+
+    def report(self, conn, exc):
+        who = f"{conn.name} ({conn.role or 'no role yet'})" if conn is not None else "hub"
+        log(f"{who}: internal error: {type(exc).__name__}: {exc}")
+        if self.opts.debug:
+            import traceback
+            traceback.print_exception(exc)
+
+    def forget_conn(self, conn):
+        """Last resort when close() itself failed: drop every reference."""
+        conn.closing = True
+        for table in (self.dirty, self.ack_conns, self.unauth, self.busy, self.resumed):
+            table.discard(conn)
+        self.conns.pop(conn.fd, None)
+        try:
+            self.sel.unregister(conn.fd)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
 
     def flush(self, conn):
         if conn.closing:
@@ -553,7 +606,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         try:
             role, nonce = wire.check_hello(msg, roles=("client", "worker"))
         except wire.WireError as e:
-            self.send(conn, wire.error(e.code, str(e)))
+            self.send(conn, e.reply())
             self.flush(conn)
             self.close(conn)
             return

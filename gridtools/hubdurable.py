@@ -22,7 +22,7 @@ class Durable:
         if not msg.body:
             raise wire.WireError("SUBMIT: needs a command as its body (bytes=N)", wire.E_USAGE)
         reqs, timeout = self._job_options(msg)
-        retries = msg.int("retries", 0, 0, 1000)
+        retries = msg.int("retries", 0, 0, sched.MAX_RETRIES)
         argv = msg.get("argv") == "1"
         did = self.journal.add(msg.body, argv, reqs, retries, timeout)
         job = self._new_job(msg.body, argv, False, reqs, retries, timeout)
@@ -31,8 +31,8 @@ class Durable:
         self.counts["submitted"] += 1
         ref = msg.get("ref")
         # Acknowledge only once the journal is committed (end of this turn).
-        self.after_commit.append(lambda: (self.send(conn, wire.format("JOB", did, ref=ref)),
-                                          self.push(job)))
+        self.after_commit.append((conn, lambda: (self.send(conn, wire.format("JOB", did, ref=ref)),
+                                                 self.push(job))))
 
     def reset_output(self, job):
         self.close_output(job)
@@ -52,10 +52,7 @@ class Durable:
         job.outfds = {}
 
     def durable_id(self, msg):
-        arg = msg.arg(0)
-        if not arg.isdigit():
-            raise wire.WireError(f"{msg.verb}: not a job id: {arg!r}", wire.E_USAGE)
-        return int(arg)
+        return msg.id_arg(0)
 
     def on_result(self, conn, msg):
         did = self.durable_id(msg)
@@ -126,15 +123,15 @@ class Durable:
         if self.journal is None or self.journal.get(did) is None:
             raise wire.WireError(f"no such job {did}", wire.E_DATA)
         self.journal.forget(did)
-        self.after_commit.append(lambda: self.send(conn, wire.format("OK", did)))
+        self.after_commit.append((conn, lambda: self.send(conn, wire.format("OK", did))))
 
     def on_cancel(self, conn, msg):
         arg = msg.arg(0)
         job = None
-        if arg.isdigit():
-            job = self.durable.get(int(arg))
-        elif arg.startswith("s") and arg[1:].isdigit():
-            hid = int(arg[1:])
+        if not arg.startswith("s"):
+            job = self.durable.get(msg.id_arg(0))
+        else:
+            hid = wire.uint(arg[1:], "CANCEL: session job id", 0, wire.MAX_ID, field="id")
             for c in self.conns.values():
                 if c.slots is not None and hid in c.slots.jobs:
                     job = c.slots.jobs[hid]

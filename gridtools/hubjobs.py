@@ -23,7 +23,7 @@ class Jobs:
     def on_ready(self, conn, msg):
         if conn.slots is not None:
             raise wire.WireError("READY: already announced", wire.E_USAGE)
-        slots = msg.int("slots", 1, 1, 100000)
+        slots = msg.int("slots", 1, 1, sched.MAX_SLOTS)
         name = msg.get("name") or conn.peer
         conn.name = name
         conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
@@ -60,7 +60,7 @@ class Jobs:
         if conn.slots is None:
             raise wire.WireError(f"{msg.verb}: say READY first", wire.E_PROTOCOL)
         arg = msg.arg(0)
-        job = conn.slots.jobs.get(int(arg)) if arg.isdigit() else None
+        job = conn.slots.jobs.get(msg.id_arg(0))
         if job is None:
             self.send(conn, wire.error(wire.E_DATA, f"{msg.verb}: no job {arg} on this worker",
                                        job=arg))
@@ -112,9 +112,13 @@ class Jobs:
         job = self.wjob(conn, msg)
         if job is None:
             return
-        exitcode = msg.int("exit")
-        sig = msg.int("sig", None, 1, 64)
+        exitcode = msg.int("exit", None, 0, 255)
+        sig = msg.int("sig", None, 1, sched.MAX_SIGNAL)
         outcome = msg.get("outcome")
+        if outcome is not None and outcome not in sched.OUTCOMES:
+            raise wire.WireError(f"DONE: outcome= must be one of {', '.join(sched.OUTCOMES)}, "
+                                 f"got {outcome[:40]!r}", wire.E_USAGE, field="outcome",
+                                 got=outcome)
         self.sched.release(conn, conn.slots, job)
         if not conn.slots.jobs:
             self.busy.discard(conn)
@@ -150,7 +154,7 @@ class Jobs:
         self.durable.pop(job.did, None)
         self.journal.finish(job.did, job.tries, exitcode, sig, outcome, worker)
         self.counts["done"] += 1
-        self.after_commit.append(lambda: self.committed(job))
+        self.after_commit.append((None, lambda: self.committed(job)))
 
     def committed(self, job):
         """job's result is durable: its followers may have the DONE now."""
@@ -201,16 +205,7 @@ class Jobs:
 
     def _job_options(self, msg):
         reqs = frozenset(wire.parse_tags(msg.kv, "req.").items())
-        timeout = msg.get("timeout")
-        if timeout is not None:
-            try:
-                timeout = float(timeout)
-            except ValueError:
-                raise wire.WireError(f"{msg.verb}: timeout= needs seconds, got {timeout!r}",
-                                     wire.E_USAGE)
-            if not timeout > 0:
-                raise wire.WireError(f"{msg.verb}: timeout= must be positive", wire.E_USAGE)
-        return reqs, timeout
+        return reqs, msg.seconds("timeout")
 
     def refuse_new(self, conn, cid=None):
         if self.draining:
@@ -220,7 +215,7 @@ class Jobs:
         return False
 
     def on_run(self, conn, msg):
-        cid = msg.arg(0)
+        cid = msg.ref_arg(0)
         if self.refuse_new(conn, cid):
             return
         if cid in conn.jobs:
@@ -282,7 +277,7 @@ class Jobs:
         job = self.cjob(conn, msg)
         if job is None:
             return
-        sig = msg.int("sig", signal.SIGTERM, 1, 64)
+        sig = msg.int("sig", signal.SIGTERM, 1, sched.MAX_SIGNAL)
         if job.worker is not None:
             self.send(job.worker, wire.format("KILL", job.hid, sig=sig))
         else:

@@ -19,6 +19,12 @@ ACK_EVERY = 1 << 18         # acknowledge relayed output in steps of this
 HELD_MAX = 64 << 20         # input held for a client's queued jobs
 JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
 
+# Bounds of the fields a peer sends about jobs and slots.
+MAX_SLOTS = 100000          # slots one worker may offer
+MAX_RETRIES = 1000          # retries one durable job may ask for
+MAX_SIGNAL = 64             # the highest signal number (SIGRTMAX on Linux)
+OUTCOMES = ("ok", "failed", "signal", "timeout", "cancelled", "lost")
+
 
 class Job:
     """A job at the hub: a session job (client, cid) or a durable one (did)."""

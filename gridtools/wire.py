@@ -21,10 +21,21 @@ MAX_HEADER = 4096               # bytes, newline included
 MAX_BODY = 16 << 20             # bytes in one message body
 MAX_ARGS = 64                   # tokens in one header
 
+# The field grammar: every number from a peer is ASCII digits within a
+# maximum, every duration finite and bounded (gridtools(7), FIELDS).
+MAX_ID = (1 << 63) - 1          # a job id: what the journal's INTEGER holds
+MAX_COUNT = (1 << 62)           # byte counts and other tallies
+MAX_SECONDS = 10_000_000        # a duration: about 115 days
+MAX_REF = 64                    # characters in a client's own job name
+
 # Stable error codes: the sysexits numbers the commands exit with.
-E_USAGE, E_DATA, E_UNAVAILABLE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = 64, 65, 69, 75, 76, 77
+E_USAGE, E_DATA, E_UNAVAILABLE, E_SOFTWARE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = \
+    64, 65, 69, 70, 75, 76, 77
 
 _VERB = re.compile(rb"[A-Za-z]{1,16}\Z")
+_UINT = re.compile(r"[0-9]{1,19}\Z", re.ASCII)
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?\Z", re.ASCII)
+_REF = re.compile(r"[A-Za-z0-9_.:+-]{1,%d}\Z" % MAX_REF, re.ASCII)
 _KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
 # Bytes that travel unescaped in args and values: printable ASCII but % and =.
 _SAFE = frozenset(range(0x21, 0x7F)) - {ord("%"), ord("=")}
@@ -38,10 +49,19 @@ class WireError(Exception):
     cannot be resynchronised (the connection must close after the reply).
     """
 
-    def __init__(self, text, code=E_PROTOCOL, fatal=False):
+    def __init__(self, text, code=E_PROTOCOL, fatal=False, field=None, got=None):
         super().__init__(text)
         self.code = code
         self.fatal = fatal
+        self.field = field          # the offending field's name, for the ERR line
+        self.got = got              # and the value received
+
+    def reply(self, **kv):
+        """The ERR line that answers this error."""
+        if self.field is not None:
+            kv.setdefault("field", self.field)
+            kv.setdefault("got", None if self.got is None else str(self.got)[:200])
+        return error(self.code, str(self), **kv)
 
 
 class Message:
@@ -66,20 +86,56 @@ class Message:
     def get(self, key, default=None):
         return self.kv.get(key, default)
 
-    def int(self, key, default=None, lo=0, hi=1 << 62):
+    def int(self, key, default=None, lo=0, hi=MAX_COUNT):
         """kv[key] as an int in [lo, hi]; default when absent."""
         v = self.kv.get(key)
         if v is None:
             return default
-        if not v.isdigit() or not lo <= int(v) <= hi:
-            raise WireError(f"{self.verb}: {key}= needs a number from {lo} to {hi}, got {v!r}",
-                            E_USAGE)
-        return int(v)
+        return uint(v, f"{self.verb}: {key}=", lo, hi, field=key)
+
+    def seconds(self, key, default=None):
+        """kv[key] as a positive, finite, bounded duration; default when absent."""
+        v = self.kv.get(key)
+        if v is None:
+            return default
+        return seconds(v, f"{self.verb}: {key}=", field=key)
 
     def arg(self, i):
         if i >= len(self.args):
             raise WireError(f"{self.verb}: missing argument {i + 1}", E_USAGE)
         return self.args[i]
+
+    def id_arg(self, i, hi=MAX_ID):
+        """Positional argument i as a job id (ASCII digits, at most hi)."""
+        return uint(self.arg(i), f"{self.verb}: job id", 0, hi, field="id")
+
+    def ref_arg(self, i):
+        """Positional argument i as a client's name for a job."""
+        v = self.arg(i)
+        if not _REF.match(v):
+            raise WireError(f"{self.verb}: a job name is 1 to {MAX_REF} of A-Z a-z 0-9 _ . : + -,"
+                            f" got {v[:80]!r}", E_USAGE, field="id", got=v)
+        return v
+
+
+def uint(text, what, lo=0, hi=MAX_COUNT, field=None):
+    """text as an int in [lo, hi]: ASCII digits only (str.isdigit() takes
+    '²', which int() refuses).  Raises WireError naming the field."""
+    if not isinstance(text, str) or not _UINT.match(text) or not lo <= int(text) <= hi:
+        raise WireError(f"{what} needs a number from {lo} to {hi}, got {str(text)[:80]!r}",
+                        E_USAGE, field=field, got=text)
+    return int(text)
+
+
+def seconds(text, what, field=None):
+    """text as a duration in seconds: ASCII digits with an optional
+    fraction, more than 0 and at most MAX_SECONDS (no exponent, inf, nan)."""
+    if isinstance(text, str) and _SECONDS.match(text):
+        value = float(text)
+        if 0 < value <= MAX_SECONDS:
+            return value
+    raise WireError(f"{what} needs seconds, more than 0 and at most {MAX_SECONDS}, "
+                    f"got {str(text)[:80]!r}", E_USAGE, field=field, got=text)
 
 
 def escape(text):
@@ -168,8 +224,8 @@ def parse_header(line):
     rest = words[1:]
     if verb == "ERR":
         # ERR code [key=value ...] free text
-        if not rest or not rest[0].isdigit():
-            raise WireError("ERR needs a numeric code")
+        if not rest or not re.fullmatch(rb"[0-9]{1,3}", rest[0]):
+            raise WireError("ERR needs a numeric code of 1 to 3 digits")
         args.append(rest[0].decode("ascii"))
         i = 1
         while i < len(rest) and b"=" in rest[i] and _KEY.match(
@@ -193,8 +249,9 @@ def parse_header(line):
     size = None
     if "bytes" in kv:
         v = kv.pop("bytes")
-        if not v.isdigit() or len(v) > 12:
-            raise WireError(f"{verb}: bytes= needs a byte count, got {v[:32]!r}", fatal=True)
+        if not _UINT.match(v) or len(v) > 12:
+            raise WireError(f"{verb}: bytes= needs a byte count, got {v[:32]!r}", fatal=True,
+                            field="bytes", got=v[:32])
         size = int(v)
         if size > MAX_BODY:
             raise WireError(f"{verb}: body of {size} bytes is over the limit of {MAX_BODY}",

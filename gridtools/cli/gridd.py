@@ -132,7 +132,8 @@ def run_hub(opts, env):
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
                             worker_key=worker_key, client_key_file=opts.client_key,
                             worker_key_file=opts.worker_key, tls=tls,
-                            heartbeat=opts.heartbeat, keep=opts.keep))
+                            heartbeat=opts.heartbeat, keep=opts.keep,
+                            debug=bool(env.get("GRID_DEBUG"))))
     import sqlite3
     try:
         h.open()
