@@ -139,7 +139,8 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.durable[did] = job
                 self.sched.submit(job)
             if self.durable:
-                log(f"journal: {len(self.durable)} unfinished durable jobs requeued")
+                n = len(self.durable)
+                log(f"journal: {n} unfinished durable job{'' if n == 1 else 's'} requeued")
         for addr in self.opts.listen:
             try:
                 s = net.listen(addr)

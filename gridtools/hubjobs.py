@@ -27,7 +27,7 @@ class Jobs:
         name = msg.get("name") or conn.peer
         conn.name = name
         conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
-        log(f"worker {name} joined from {conn.peer} with {slots} slots")
+        log(f"worker {name} joined from {conn.peer} with {slots} slot{'' if slots == 1 else 's'}")
         if self.draining:
             conn.slots.draining = True
             return
@@ -177,7 +177,8 @@ class Jobs:
             return
         jobs = self.sched.remove_worker(conn, conn.slots)
         if not quiet:
-            log(f"worker {conn.name} left ({len(jobs)} jobs running)")
+            n = len(jobs)
+            log(f"worker {conn.name} left ({n} job{'' if n == 1 else 's'} running)")
         for job in jobs:
             job.worker = None
             if job.did is None:

@@ -118,6 +118,11 @@ class Message:
         return v
 
 
+def is_uint(text):
+    """True when text is a number by the field grammar (ASCII digits)."""
+    return isinstance(text, str) and _UINT.match(text) is not None
+
+
 def uint(text, what, lo=0, hi=MAX_COUNT, field=None):
     """text as an int in [lo, hi]: ASCII digits only (str.isdigit() takes
     '²', which int() refuses).  Raises WireError naming the field."""

@@ -27,6 +27,9 @@ KILL_GRACE = 2.0            # seconds between SIGTERM and SIGKILL
 READ_SIZE = 1 << 16
 HANDSHAKE_TIMEOUT = 10.0
 
+MAX_SIGNAL = 64             # the highest signal number a hub may ask for
+MAX_SLOTS = 100000          # the most slots one worker may offer
+
 EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM = 69, 76, 77
 
 
@@ -147,7 +150,8 @@ class Job:
 
 
 class Worker:
-    def __init__(self, link, slots, name, tags):
+    def __init__(self, link, slots, name, tags, debug=False):
+        self.debug = debug
         self.link = link
         self.slots = slots
         self.name = name
@@ -219,7 +223,42 @@ class Worker:
             try:
                 handler(msg)
             except wire.WireError as e:
-                self.link.send(wire.error(e.code, f"worker: {e}"))
+                self.link.send(e.reply(job=self.job_named(msg)))
+                if msg.verb == "RUN":
+                    self.refuse(msg)
+            except (Lost, Fatal):
+                raise
+            except Exception as e:  # noqa: BLE001 - a job's fields never kill the worker
+                log(f"internal error on {msg.verb}: {type(e).__name__}: {e}")
+                if self.debug:
+                    import traceback
+                    traceback.print_exception(e)
+                self.link.send(wire.error(wire.E_SOFTWARE, f"worker: internal error on "
+                                          f"{msg.verb}", job=self.job_named(msg)))
+                self.fail_job(msg)
+
+    def job_named(self, msg):
+        """The job id a message names, if it is one (for an ERR's job=)."""
+        return msg.args[0] if msg.args and wire.is_uint(msg.args[0]) else None
+
+    def refuse(self, msg):
+        """A RUN we would not start still ends in one result at the hub."""
+        wid = self.job_named(msg)
+        if wid is not None and wid not in self.jobs:
+            self.link.send(wire.format("DONE", wid, exit=127, outcome="failed"))
+
+    def fail_job(self, msg):
+        """An internal error while handling msg: its job ends, once."""
+        wid = self.job_named(msg)
+        if wid is None:
+            return
+        job = self.jobs.get(wid)
+        if job is None:
+            if msg.verb == "RUN":
+                self.refuse(msg)
+            return
+        job.cancelled = True
+        self.terminate(job)
 
     def on_nothing(self, _):
         pass
@@ -236,6 +275,7 @@ class Worker:
     # -- jobs ---------------------------------------------------------------
 
     def on_run(self, msg):
+        msg.id_arg(0)
         wid = msg.arg(0)
         if wid in self.jobs:
             raise wire.WireError(f"RUN: job {wid} is already running", wire.E_USAGE)
@@ -244,8 +284,10 @@ class Worker:
             argv = wire.decode_argv(body)
         else:
             argv = runner.shell_argv(body.decode("utf-8", "surrogateescape"))
+        if not argv or not argv[0] or "\0" in argv[0]:
+            raise wire.WireError("RUN: an empty command", wire.E_USAGE, field="argv")
         fed = msg.get("stdin") == "1"
-        timeout = msg.get("timeout")
+        timeout = msg.seconds("timeout")
         try:
             child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
         except OSError as e:
@@ -258,14 +300,9 @@ class Worker:
         self.sel.register(child.pidfd, selectors.EVENT_READ, (self.on_exit, job))
         if not fed:
             job.input_done = True
-        if timeout:
-            try:
-                secs = float(timeout)
-            except ValueError:
-                secs = 0
-            if secs > 0:
-                job.deadline = time.monotonic() + secs
-                heapq.heappush(self.timers, (job.deadline, wid))
+        if timeout is not None:
+            job.deadline = time.monotonic() + timeout
+            heapq.heappush(self.timers, (job.deadline, wid))
 
     def job_for(self, msg):
         return self.jobs.get(msg.arg(0))
@@ -284,7 +321,7 @@ class Worker:
         job = self.job_for(msg)
         if job is None:
             return
-        sig = msg.int("sig", signal.SIGTERM, 1, 64)
+        sig = msg.int("sig", signal.SIGTERM, 1, MAX_SIGNAL)
         job.child.kill(sig)
 
     def on_cancel(self, msg):
@@ -534,7 +571,7 @@ def dial(hub, tls):
     return s
 
 
-def serve_connect(hub, key, slots, name, tags, tls=None, once=False):
+def serve_connect(hub, key, slots, name, tags, tls=None, once=False, debug=False):
     """Connect to the hub, serve, reconnect with backoff when it goes away."""
     delay = 0.1
     while True:
@@ -553,9 +590,9 @@ def serve_connect(hub, key, slots, name, tags, tls=None, once=False):
             link = Link(sock.fileno(), sock.fileno(), sock)
         try:
             handshake_connector(link, key)
-            log(f"connected to {hub} as {name} with {slots} slots")
+            log(f"connected to {hub} as {name} with {slots} slot{'' if slots == 1 else 's'}")
             delay = 0.1
-            w = Worker(link, slots, name, tags)
+            w = Worker(link, slots, name, tags, debug)
             w.run()
             if w.bye:
                 return 0
@@ -603,7 +640,7 @@ class TlsLink(Link):
         return True
 
 
-def serve_stdio(key, slots, name, tags):
+def serve_stdio(key, slots, name, tags, debug=False):
     """Speak the protocol on stdin/stdout (inetd nowait, ssh); exit on EOF.
 
     The channel is moved off fds 0 and 1, and fd 1 points at /dev/null, so
@@ -624,7 +661,7 @@ def serve_stdio(key, slots, name, tags):
     link = Link(rfd, wfd)
     try:
         handshake_acceptor(link, key)
-        Worker(link, slots, name, tags).run()
+        Worker(link, slots, name, tags, debug).run()
     except Lost:
         pass
     return 0
@@ -641,10 +678,11 @@ def main_worker(opts, key):
             log(f"cannot use --workdir {opts.workdir}: {e.strerror}")
             return 73
     try:
+        debug = getattr(opts, "debug", False)
         if opts.stdio:
-            return serve_stdio(key, opts.slots, opts.name, opts.tags)
+            return serve_stdio(key, opts.slots, opts.name, opts.tags, debug)
         return serve_connect(opts.connect, key, opts.slots, opts.name, opts.tags,
-                             getattr(opts, "tls", None), getattr(opts, "once", False))
+                             getattr(opts, "tls", None), getattr(opts, "once", False), debug)
     except Fatal as e:
         log(str(e))
         return e.code

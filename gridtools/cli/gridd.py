@@ -165,6 +165,7 @@ def run_worker(opts, env):
         opts.tls = net.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key)
     if opts.connect:
         net.parse_address(opts.connect)         # a usage error now, not a retry loop
+    opts.debug = bool(env.get("GRID_DEBUG"))
     return worker.main_worker(opts, key)
 
 
