@@ -48,6 +48,7 @@ class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
                  "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
                  "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
+                 "tls_hs_started",
                  "blocked_by")
 
     def __init__(self, sock, peer, tls=False):
@@ -67,7 +68,8 @@ class Conn:
         self.paused = False
         self.ackq = set()           # jobs whose relayed output awaits an ACK
         self.feeders = []           # generators refilling out (results)
-        self.tls_hs = tls
+        self.tls_hs = tls           # a TLS handshake is still to come
+        self.tls_hs_started = False  # ... and has begun (the socket is wrapped)
         self.tls = tls
         self.events = 0
         self.name = peer
@@ -331,11 +333,8 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 peer = f"{peer[0]}:{peer[1]}"
             else:
                 peer = f"unix:{addr.path}"
-            tls = False
-            if self.opts.tls is not None and sock.family != socket.AF_UNIX:
-                sock = self.opts.tls.wrap_socket(sock, server_side=True,
-                                                 do_handshake_on_connect=False)
-                tls = True
+            # A TLS port first sniffs the peer's first byte (see sniff).
+            tls = self.opts.tls is not None and sock.family != socket.AF_UNIX
             conn = Conn(sock, peer, tls)
             self.conns[conn.fd] = conn
             self.unauth.add(conn)
@@ -355,12 +354,45 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         if conn.closing:
             return
         if conn.tls_hs:
-            self.tls_handshake(conn)
+            if not conn.tls_hs_started:
+                self.sniff(conn)
+            else:
+                self.tls_handshake(conn)
             return
         if mask & selectors.EVENT_WRITE:
             self.flush(conn)
         if mask & selectors.EVENT_READ and not conn.paused:
             self.on_readable(conn)
+
+    def sniff(self, conn):
+        """On a TLS port, a plain-text peer (the usual mistake: no
+        GRID_TLS_CA) is told so at once in plain text instead of waiting
+        for a handshake that never comes.  Our plain clients open with a
+        blank line; a TLS ClientHello opens with the record type 0x16."""
+        try:
+            first = conn.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            first = b""
+        if not first:
+            self.close(conn, quiet=True)
+            return
+        if first != b"\x16":
+            conn.sock.setblocking(True)
+            conn.sock.settimeout(1.0)
+            try:
+                conn.sock.sendall(wire.error(wire.E_PROTOCOL, "this hub speaks TLS: connect "
+                                             "with TLS (GRID_TLS_CA or --tls-ca)"))
+            except OSError:
+                pass
+            log(f"{conn.peer}: plain text on a TLS port: refused")
+            self.close(conn, quiet=True)
+            return
+        conn.sock = self.opts.tls.wrap_socket(conn.sock, server_side=True,
+                                              do_handshake_on_connect=False)
+        conn.tls_hs_started = True
+        self.tls_handshake(conn)
 
     def tls_handshake(self, conn):
         import ssl

@@ -139,9 +139,25 @@ def connect(addr, tls=None, timeout=CONNECT_TIMEOUT):
             tune(s)
         if tls is not None:
             s = tls.wrap_socket(s, server_hostname=addr.host if addr.host else None)
+        else:
+            s.sendall(b"\n")       # lets a TLS hub tell us at once that it is one
     except OSError as e:
+        tls_error = tls_failure(e, addr)
+        if tls_error is not None:
+            raise tls_error from None
         raise errors.UnavailableError(f"cannot connect to {addr}: {e.strerror or e}")
     return s
+
+
+def tls_failure(exc, addr):
+    """The GridError for a failed TLS handshake, or None when exc is no TLS
+    error (the classes are wire.tls_refusal's)."""
+    found = wire.tls_refusal(exc)
+    if found is None:
+        return None
+    code, text = found
+    cls = errors.AuthError if code == errors.NOPERM else errors.ProtocolError
+    return cls(f"hub {addr}: {text}")
 
 
 # -- keys and TLS -------------------------------------------------------------
@@ -230,7 +246,9 @@ class Channel:
             except TimeoutError:
                 raise errors.UnavailableError(f"hub {self.addr}: no answer")
             except OSError as e:
-                raise errors.UnavailableError(f"hub {self.addr}: {e.strerror or e}")
+                # With TLS 1.3 a refused client certificate shows at the first read.
+                raise tls_failure(e, self.addr) or errors.UnavailableError(
+                    f"hub {self.addr}: {e.strerror or e}")
             if not data:
                 raise errors.UnavailableError(f"hub {self.addr} closed the connection")
             self.reader.feed(data)

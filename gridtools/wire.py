@@ -392,6 +392,28 @@ def check_hello(msg, roles=ROLES):
     return role, nonce
 
 
+def tls_refusal(exc):
+    """(exit code, sentence) for an exception from a TLS handshake, or None
+    when it is no TLS error.  A plain-text hub answers a ClientHello with
+    its HELLO line ("wrong version number"): a protocol mismatch (76).  A
+    certificate refused by either side is a permission error (77); with
+    TLS 1.3 the client learns that its certificate was refused only at
+    its first read, so callers check reads too."""
+    import ssl
+    if not isinstance(exc, ssl.SSLError):
+        return None
+    reason = getattr(exc, "reason", None) or ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return E_NOPERM, f"TLS: the hub's certificate was refused: {exc.verify_message or reason}"
+    if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL",
+                  "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST"):
+        return E_PROTOCOL, "does not speak TLS (unset GRID_TLS_CA, or drop --tls-ca)"
+    if "CERTIFICATE" in reason or "HANDSHAKE_FAILURE" in reason:
+        return E_NOPERM, (f"TLS handshake refused ({reason}): a client certificate is "
+                          f"required or was not accepted")
+    return E_PROTOCOL, f"TLS: {reason or exc}"
+
+
 def parse_tags(kv, prefix):
     """{"tag.site": "lab"} -> {"site": "lab"} for the given prefix."""
     n = len(prefix)

@@ -566,7 +566,16 @@ def dial(hub, tls):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         if tls is not None:
-            s = tls.wrap_socket(s, server_hostname=addr[0])
+            try:
+                s = tls.wrap_socket(s, server_hostname=addr[0])
+            except OSError as e:
+                s.close()
+                refusal = wire.tls_refusal(e)
+                if refusal is not None:
+                    raise Fatal(f"hub {hub}: {refusal[1]}", refusal[0]) from None
+                raise
+        else:
+            s.sendall(b"\n")       # lets a TLS hub tell us at once that it is one
     s.settimeout(None)
     return s
 
@@ -621,6 +630,9 @@ class TlsLink(Link):
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return True
         except OSError as e:
+            refusal = wire.tls_refusal(e)
+            if refusal is not None and refusal[0] == wire.E_NOPERM:
+                raise Fatal(f"hub refused: {refusal[1]}", refusal[0]) from None
             raise Lost(f"read: {e}")
         if not data:
             return False

@@ -6,12 +6,13 @@ import os
 import shutil
 import signal
 import socket
+import time
 import subprocess
 import threading
 
 import pytest
 
-from hubfixtures import clean_env, grid, raw, tool, wait_until  # noqa: F401
+from hubfixtures import Grid, clean_env, grid, raw, tool, wait_until  # noqa: F401
 from gridtools import wire
 
 
@@ -170,19 +171,39 @@ def test_tls_with_client_certificates(grid):
     r = subprocess.run([*tool("gridmap"), "--hub", grid.addr, "-k", "echo", "{}"],
                        input=b"1\n2\n3\n", capture_output=True, timeout=30, env=grid.client_env)
     assert (r.stdout, r.returncode) == (b"1\n2\n3\n", 0), r.stderr
-    # Without a client certificate the hub will not talk.
+    # Without a client certificate the hub will not talk: 77, and why.
     r = subprocess.run([*tool("gridsub"), "--hub", grid.addr, "true"], capture_output=True,
                        timeout=30, env=clean_env(GRID_TLS_CA=p("ca.pem")))
-    assert r.returncode in (69, 76), r.stderr
-    # A client that does not use TLS gets nothing sensible either.
+    assert r.returncode == 77, r.stderr
+    assert b"certificate" in r.stderr
+    # A client that does not use TLS is told so at once, in plain text.
     s = socket.create_connection(("127.0.0.1", grid.port), timeout=5)
     s.sendall(b"HELLO 1 role=client nonce=" + b"ab" * 32 + b"\n")
-    try:
-        got = s.recv(100)
-    except ConnectionResetError:
-        got = b""
-    assert not got.startswith(b"WELCOME")
+    got = s.makefile("rb").readline()
+    assert got.startswith(b"ERR 76 ") and b"TLS" in got, got
     s.close()
+    t0 = time.monotonic()
+    r = subprocess.run([*tool("gridsub"), "--hub", grid.addr, "true"], capture_output=True,
+                       timeout=30, env=clean_env())
+    assert r.returncode == 76 and b"speaks TLS" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 8      # not the 10 s handshake timeout
+    # A worker refused for a missing client certificate exits 77 at once,
+    # a plain worker at a TLS hub 76: neither retries forever.
+    for args, code in ((["--tls-ca", p("ca.pem")], 77), ([], 76)):
+        r = subprocess.run([*tool("gridd"), "worker", "--connect", grid.addr, *args],
+                           capture_output=True, timeout=30, env=clean_env())
+        assert r.returncode == code, (args, r.stderr)
+    # And a TLS client at a plain hub is told the hub does not speak TLS.
+    plain = Grid(os.path.join(d, "plain"))
+    os.makedirs(plain.tmp)
+    try:
+        plain.start_hub()
+        r = subprocess.run([*tool("gridsub"), "--hub", plain.addr, "true"],
+                           capture_output=True, timeout=30,
+                           env=clean_env(GRID_TLS_CA=p("ca.pem")))
+        assert r.returncode == 76 and b"does not speak TLS" in r.stderr, r.stderr
+    finally:
+        plain.close()
 
 
 def test_stdio_worker_checks_the_hub_key(tmp_path):
