@@ -1,6 +1,8 @@
 """gridmap's command line: parse_options in process, the small parsers, and
 the exit codes of the real command for its own trouble."""
 
+import os
+
 import pytest
 
 from conftest import run_gridmap
@@ -135,3 +137,30 @@ def test_command_starting_with_a_dash():
     assert p.returncode == 2
     assert b"-x: not found" in p.stderr and b"+x: not found" in p.stderr
 
+
+
+# -- where the jobs run: --hub, $GRID_HUB, --local -----------------------------
+
+def test_local_and_empty_hub_win_over_grid_hub(tmp_path):
+    env = dict(os.environ, GRID_HUB=f"unix:{tmp_path}/no-hub.sock")
+    p = run_gridmap(["echo", ":::", "a"], env=env)
+    assert p.returncode == 69 and b"no-hub.sock" in p.stderr     # $GRID_HUB is used
+    for choice in (["--local"], ["--hub", ""], ["--hub="]):
+        p = run_gridmap([*choice, "echo", ":::", "a"], env=env)
+        assert (p.returncode, p.stdout, p.stderr) == (0, b"a\n", b""), choice
+
+
+@pytest.mark.parametrize("args", [["--local", "--hub", "h:1"], ["--hub=h:1", "--local"]])
+def test_local_conflicts_with_hub(args):
+    p = run_gridmap([*args, "echo", ":::", "a"])
+    assert p.returncode == 64 and p.stdout == b""
+    assert p.stderr.startswith(b"usage: gridmap") and b"not allowed with" in p.stderr
+
+
+def test_hub_address_choice():
+    env = {"GRID_HUB": "h:1"}
+    assert gridmap.hub_address(gridmap.parse_options(["echo"]), env) == "h:1"
+    assert gridmap.hub_address(gridmap.parse_options(["--hub", "g:2", "echo"]), env) == "g:2"
+    assert gridmap.hub_address(gridmap.parse_options(["--local", "echo"]), env) is None
+    assert gridmap.hub_address(gridmap.parse_options(["--hub", "", "echo"]), env) is None
+    assert gridmap.hub_address(gridmap.parse_options(["echo"]), {"GRID_HUB": ""}) is None

@@ -69,7 +69,12 @@ def build_parser():
     a("--round-robin", action="store_true",
       help="--pipe: start -j jobs and deal the blocks among them")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
-    a("--hub", metavar="HUB", help="run the jobs on a hub's workers (default $GRID_HUB)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--hub", metavar="HUB",
+                       help="run the jobs on a hub's workers (default $GRID_HUB; "
+                            "empty: the local pool)")
+    where.add_argument("--local", action="store_true",
+                       help="run on the local pool even if $GRID_HUB is set")
     a("--require", metavar="K=V", action="append", default=[],
       help="--hub: only on workers tagged K=V (repeatable)")
     a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
@@ -305,6 +310,15 @@ class _NoExecutor:
         self.capacity = capacity
 
 
+def hub_address(opts, env):
+    """The hub to run on, or None for the local pool: --local, or an empty
+    --hub, is how a shell that exports GRID_HUB still gets the local pool."""
+    if opts.local:
+        return None
+    hub = opts.hub if opts.hub is not None else env.get("GRID_HUB")
+    return hub or None
+
+
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     slots = parse_jobs(opts.jobs)
@@ -321,7 +335,7 @@ def _main(argv):
         raise errors.UsageError("--timeout: need a positive number of seconds")
     halt = parse_halt(opts.halt)
     executor = None
-    hub = opts.hub or os.environ.get("GRID_HUB")
+    hub = hub_address(opts, os.environ)
     if hub and not opts.dry_run:
         from gridtools import hubclient
         executor = hubclient.HubExecutor(hub, os.environ, common.parse_pairs(opts.require, "--require"))
