@@ -309,6 +309,8 @@ class Pool:
             outcome = output.FAILED
         else:
             outcome = output.OK
+        if outcome in (output.TIMEOUT, output.LOST):
+            self._warn(job, outcome)
         # A --round-robin job is not tried again: the blocks it was dealt
         # are gone, and nothing would start it again.
         if outcome != output.OK and job.tries <= self.opts.retries \
@@ -317,6 +319,24 @@ class Pool:
             self.retry.append((job, (exitcode, sig, outcome, now)))
             return
         self._finish(job, exitcode, sig, outcome, now)
+
+    def _warn(self, job, outcome):
+        """One line for each try that timed out or was lost, retried or not,
+        as GNU parallel warns of every job its timeout killed: the exit
+        status only counts failures, and these are the ones to act on."""
+        if outcome == output.TIMEOUT:
+            what = f"timed out after {self.opts.timeout:g}s and was killed"
+        else:
+            what = f"lost (worker {job.host} vanished)"
+        self._say(f"warning: job {job.seq} {what}: {job.command}")
+
+    def _say(self, text):
+        """A line of gridmap's own on stderr, on one line whatever the
+        command holds, with the --bar line out of its way."""
+        if self.bar:
+            self.bar.clear()
+        sys.stderr.write(f"gridmap: {text.replace(chr(10), ' ')}\n")
+        sys.stderr.flush()
 
     def _end_retries(self):
         """Halting or stopping means no more tries: a job still waiting for
@@ -358,7 +378,7 @@ class Pool:
             return
         self.halting = h.when
         word = "failed" if r.failed else "succeeded"
-        sys.stderr.write(f"gridmap: halting ({h.when}): job {r.seq} {word}: {r.command}\n")
+        self._say(f"halting ({h.when}): job {r.seq} {word}: {r.command}")
         if h.kind == "success":
             self.halt_status = 0
         elif h.kind == "fail":

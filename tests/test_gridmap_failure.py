@@ -5,10 +5,13 @@ import base64
 import json
 import os
 import selectors
+import signal
+import subprocess
 
 import pytest
 
 from conftest import run_gridmap
+from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401
 from gridtools import jobs, pool
 from gridtools.template import Template
 
@@ -133,6 +136,58 @@ def test_timed_out_job_is_retried(tmp_path):
                      f"echo >> {c}; [ $(wc -l < {c}) -ge 2 ] || sleep 30; echo done {{}}",
                      ":::", "x"])
     assert (p.returncode, p.stdout) == (0, b"done x\n")
+
+
+def test_every_timed_out_try_is_warned_of():
+    # As GNU parallel warns of each job its timeout killed; a try that
+    # fails otherwise, or succeeds, says nothing.
+    p = run_gridmap(["-k", "--timeout", "0.5", "--retries", "1", "sleep {}; exit 3",
+                     ":::", "30", "0"])
+    assert p.returncode == 2
+    assert p.stderr.decode().splitlines() == [
+        "gridmap: warning: job 1 timed out after 0.5s and was killed: sleep 30; exit 3"] * 2
+
+
+def test_no_warning_without_a_timeout():
+    p = run_gridmap(["--timeout", "30", "exit {}", ":::", "0", "1"])
+    assert (p.returncode, p.stderr) == (1, b"")
+
+
+def test_timeout_and_lost_warnings_through_a_hub(grid):
+    grid.start_hub()
+    w = grid.start_worker(slots=2, name="vanishing")
+    sleeper = f"echo $$ > {grid.tmp}/{{}}.pid; exec sleep 30"
+    p = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "-k", "--json", sleeper,
+                          ":::", "j1", "j2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=clean_env(), cwd=grid.tmp)
+    pids = [int(wait_until(lambda: _read(f"{grid.tmp}/j{i}.pid"))) for i in (1, 2)]
+    w.kill()
+    out, err = p.communicate(timeout=30)
+    for pid in pids:
+        _kill(pid)
+    assert [json.loads(x)["status"] for x in out.splitlines()] == ["lost", "lost"]
+    assert sorted(err.decode().splitlines()) == [
+        f"gridmap: warning: job {i} lost (worker vanishing vanished): "
+        f"{sleeper.replace('{}', f'j{i}')}" for i in (1, 2)]
+    grid.start_worker(slots=1, name="slow")
+    r = grid.run("gridmap", "--timeout", "0.5", "sleep", ":::", "30")
+    assert r.returncode == 1
+    assert r.stderr == b"gridmap: warning: job 1 timed out after 0.5s and was killed: sleep 30\n"
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 # -- halt --------------------------------------------------------------------
