@@ -72,32 +72,46 @@ def joblog_line(r):
 def json_record(r):
     """One --json line: everything known about a finished job.
 
-    The line is ASCII: inputs that are not UTF-8 appear as \\udcXX escapes,
-    and output that is not UTF-8 goes in stdout_base64/stderr_base64 instead
-    of stdout/stderr, so no byte is lost and every line is valid JSON.
+    Every string is valid Unicode, so every consumer (jq, a strict UTF-8
+    decoder) can read the line: a value whose bytes are not UTF-8 is
+    given with U+FFFD for the bad bytes, and its exact bytes in base64 in a
+    FIELD_base64 companion (input_base64 is a list, one per input).  The
+    line itself is ASCII.
     """
     import json     # only --json and -k spills pay for the import
-    rec = {
-        "seq": r.seq,
-        "input": list(r.args),
-        "command": r.command,
-        "status": r.outcome,
-        "exit": r.exitcode,
-        "signal": r.signal,
-        "host": r.host,
-        "slot": r.slot,
-        "tries": r.tries,
-        "start": round(r.start, 6),
-        "runtime": round(r.runtime, 6),
-    }
-    for name, data in (("stdout", r.stdout), ("stderr", r.stderr)):
-        data = value(data)
-        try:
-            rec[name] = data.decode("utf-8")
-        except UnicodeDecodeError:
-            import base64
-            rec[name + "_base64"] = base64.b64encode(data).decode("ascii")
+    rec = {"seq": r.seq}
+    inputs = [os.fsencode(a) for a in r.args]
+    texts = [_text(a) for a in inputs]
+    rec["input"] = [text for text, _ in texts]
+    if any(exact is not None for _, exact in texts):
+        rec["input_base64"] = [_b64(a) for a in inputs]
+    _put(rec, "command", os.fsencode(r.command))
+    rec.update(status=r.outcome, exit=r.exitcode, signal=r.signal)
+    _put(rec, "host", os.fsencode(r.host))
+    rec.update(slot=r.slot, tries=r.tries, start=round(r.start, 6),
+               runtime=round(r.runtime, 6))
+    _put(rec, "stdout", value(r.stdout))
+    _put(rec, "stderr", value(r.stderr))
     return json.dumps(rec) + "\n"
+
+
+def _put(rec, name, data):
+    rec[name], exact = _text(data)
+    if exact is not None:
+        rec[name + "_base64"] = exact
+
+
+def _text(data):
+    """(text, None) for UTF-8 bytes; else (text with U+FFFD, base64 of data)."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), _b64(data)
+
+
+def _b64(data):
+    import base64
+    return base64.b64encode(data).decode("ascii")
 
 
 def tag_lines(prefix, data):

@@ -5,8 +5,10 @@ import base64
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -300,9 +302,57 @@ def test_json_records():
 def test_json_non_utf8():
     p = run_gridmap(["--json", "printf", "'\\377'{}"], input=b"\xfe\n")
     [rec] = [json.loads(line) for line in p.stdout.splitlines()]
-    assert base64.b64decode(rec["stdout_base64"]) == b"\xff\xfe"
-    assert os.fsencode(rec["input"][0]) == b"\xfe"
+    assert (rec["stdout"], base64.b64decode(rec["stdout_base64"])) == ("\ufffd\ufffd", b"\xff\xfe")
+    assert (rec["input"], rec["input_base64"]) == (["\ufffd"], ["/g=="])
+    assert base64.b64decode(rec["command_base64"]) == b"printf '\\377''\xfe'"
     assert p.stdout.isascii()
+
+
+def test_json_utf8_has_no_base64_companions():
+    p = run_gridmap(["-k", "--json", "echo", ":::", "\u00e9t\u00e9", "x"])
+    for rec in (json.loads(line) for line in p.stdout.splitlines()):
+        assert not [k for k in rec if k.endswith("_base64")], rec
+    assert json.loads(p.stdout.splitlines()[0])["stdout"] == "\u00e9t\u00e9\n"
+
+
+# A consumer that insists on valid Unicode: a lone surrogate (\udcff) in the
+# JSON fails it, as it fails jq and any strict UTF-8 decoder.
+STRICT_READER = ("import json, sys\n"
+                 "for line in sys.stdin:\n"
+                 "    json.dumps(json.loads(line), ensure_ascii=False).encode('utf-8')\n"
+                 "print('ok')\n")
+
+
+def test_json_with_undecodable_bytes_is_valid_unicode():
+    # Bytes that are not UTF-8 in an input, its command, stdout and stderr.
+    printf = subprocess.run(["sh", "-c", r"printf 'a\377b\nok\n'"], capture_output=True)
+    assert printf.stdout == b"a\xffb\nok\n"
+    p = run_gridmap(["-k", "--json", 'printf "%s\\n" {}; printf "\\376" >&2'],
+                    input=printf.stdout)
+    assert p.returncode == 0, p.stderr
+    bad, good = [json.loads(line) for line in p.stdout.splitlines()]
+    for field, exact in (("stdout", b"a\xffb\n"), ("stderr", b"\xfe")):
+        assert bad[field] == exact.decode("utf-8", "replace")
+        assert base64.b64decode(bad[field + "_base64"]) == exact
+    assert bad["input"] == ["a\ufffdb"]
+    assert [base64.b64decode(x) for x in bad["input_base64"]] == [b"a\xffb"]
+    assert base64.b64decode(bad["command_base64"]) == b'printf "%s\\n" \'a\xffb\'; printf "\\376" >&2'
+    assert (good["stdout"], good["input"]) == ("ok\n", ["ok"])
+    assert "stdout_base64" not in good and "input_base64" not in good
+    strict = subprocess.run([sys.executable, "-c", STRICT_READER], input=p.stdout,
+                            capture_output=True)
+    assert strict.stdout == b"ok\n", strict.stderr
+    # The old encoding (a lone surrogate) is what the strict reader refuses.
+    old = json.dumps({"input": [os.fsdecode(b"a\xffb")]}).encode() + b"\n"
+    assert subprocess.run([sys.executable, "-c", STRICT_READER], input=old,
+                          capture_output=True).returncode != 0
+    jq = shutil.which("jq")
+    if jq is None:
+        print("jq is not installed: the jq round trip is not checked")
+        return
+    r = subprocess.run([jq, "-c", "."], input=p.stdout, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line) for line in r.stdout.splitlines()] == [bad, good]
 
 
 # -- every job gets exactly one result ---------------------------------------
