@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from gridtools import sched, wire
+from gridtools import journal, sched, wire
 from gridtools.hubjobs import log
 from gridtools.sched import JOBS_LISTED
 
@@ -24,26 +24,39 @@ class Durable:
         reqs, timeout = self._job_options(msg)
         retries = msg.int("retries", 0, 0, sched.MAX_RETRIES)
         argv = msg.get("argv") == "1"
-        did = self.journal.add(msg.body, argv, reqs, retries, timeout)
+        ref = msg.get("ref")
+        try:
+            did = self.journal.add(msg.body, argv, reqs, retries, timeout)
+        except journal.JournalError as e:
+            self.journal_failed(e)
+            raise wire.WireError(f"SUBMIT: not stored, try again later: {e}",
+                                 wire.E_TEMPFAIL) from None
         job = self._new_job(msg.body, argv, False, reqs, retries, timeout)
         job.did = did
-        self.durable[did] = job
-        self.counts["submitted"] += 1
-        ref = msg.get("ref")
+
+        def stored():
+            self.durable[did] = job
+            self.counts["submitted"] += 1
+            self.send(conn, wire.format("JOB", did, ref=ref))
+            self.push(job)
+
+        def refused():
+            self.send(conn, wire.error(wire.E_TEMPFAIL, f"SUBMIT: not stored, try again "
+                                       f"later: {self.journal_problem}", ref=ref))
         # Acknowledge only once the journal is committed (end of this turn).
-        self.after_commit.append((conn, lambda: (self.send(conn, wire.format("JOB", did, ref=ref)),
-                                                 self.push(job))))
+        self.after_commit.append((conn, stored, refused))
 
     def reset_output(self, job):
         self.close_output(job)
         job.outfds = {}
+        job.note = None
         job.attempt += 1
         self.wake(job)
         for fd_no in (1, 2):
             try:
                 os.unlink(self.journal.out_path(job.did, fd_no))
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass                # not there yet, or nothing we can do about it
 
     def close_output(self, job):
         if job.outfds:
@@ -72,20 +85,27 @@ class Durable:
     def _tail(self, did, job):
         """OUT messages from a durable job's stored output, like tail -f,
         then its DONE once the result is in the journal.  Yields None when
-        there is nothing more yet (the job's next output wakes us)."""
+        there is nothing more yet (the job's next output wakes us).
+
+        Only the last try's output is sent, once: a try that may still be
+        retried is held back, and its files are read only if the job ends
+        with it (they hold that try's output alone: a new try starts them
+        afresh).  A try that cannot be retried is followed live."""
         offsets = {1: 0, 2: 0}
         files = {}
-        attempt = job.attempt if job is not None else 0
+        attempt = None
         try:
             while True:
+                finished = job is None or job.committed
+                if not finished and not last_try_running(job):
+                    yield None          # queued, or a try that may be retried
+                    continue
                 if job is not None and job.attempt != attempt:
-                    # A retry started afresh: follow the new output files.
                     attempt = job.attempt
                     for f in files.values():
                         os.close(f)
                     files.clear()
                     offsets = {1: 0, 2: 0}
-                finished = job is None or job.committed
                 progressed = False
                 for fd_no in (1, 2):
                     fd = files.get(fd_no)
@@ -122,8 +142,15 @@ class Durable:
             raise wire.WireError(f"FORGET: job {did} has not finished", wire.E_USAGE)
         if self.journal is None or self.journal.get(did) is None:
             raise wire.WireError(f"no such job {did}", wire.E_DATA)
-        self.journal.forget(did)
-        self.after_commit.append((conn, lambda: self.send(conn, wire.format("OK", did))))
+        try:
+            self.journal.forget(did)
+        except journal.JournalError as e:
+            self.journal_failed(e)
+            raise wire.WireError(f"FORGET: try again later: {e}", wire.E_TEMPFAIL) from None
+        self.after_commit.append((conn, lambda: self.send(conn, wire.format("OK", did)),
+                                  lambda: self.send(conn, wire.error(
+                                      wire.E_TEMPFAIL, f"FORGET: try again later: "
+                                      f"{self.journal_problem}", job=did))))
 
     def on_cancel(self, conn, msg):
         arg = msg.arg(0)
@@ -178,7 +205,10 @@ class Durable:
             "lost": self.counts["lost"], "submitted": self.counts["submitted"],
             "uptime": round(time.time() - self.started, 1),
             "state": "draining" if self.draining else "up",
-            "journal": self.opts.state_dir})
+            "journal": self.opts.state_dir,
+            "journal_state": "ok" if self.journal is None or self.journal.writable
+            else self.journal_problem or f"journal {self.journal.problem}",
+            "unstored": len(self.unstored)})
 
     def on_workers(self, conn, msg):
         self.info(conn, "workers", self.worker_rows())
@@ -232,3 +262,10 @@ class Durable:
 
     def on_err(self, conn, msg):
         log(f"{conn.name} says: ERR {' '.join(msg.args)}")
+
+
+def last_try_running(job):
+    """True while job runs a try the hub will not retry: its output is the
+    result's, and may be followed live.  (After a hub restart a job's tries
+    count from 0 again: its first try then is not the last.)"""
+    return job.state == sched.RUNNING and job.tries > job.retries

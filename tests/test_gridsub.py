@@ -180,4 +180,63 @@ def test_uncollected_results_expire(grid):
     grid.start_hub("--keep", "0")
     r = grid.run("gridsub", "--result", jid)
     assert r.returncode == 65, r.stderr
-    assert b"uncollected results expired" in open(grid.hub.logpath, "rb").read()
+    assert b"1 uncollected result expired" in open(grid.hub.logpath, "rb").read()
+
+
+def counted_try(grid, name, then="exit 3"):
+    """A command that logs each try, prints `out N` for try N, then runs
+    `then`; and the log, whose length is the number of tries so far."""
+    log = os.path.join(grid.tmp, name)
+    return f"echo try >> {log}; n=$(wc -l < {log}); echo out $n; echo err $n >&2; {then}", log
+
+
+def test_retries_keep_exactly_the_last_try_output(grid):
+    grid.start_hub()
+    grid.start_worker()
+    cmd, _ = counted_try(grid, "a")
+    r = grid.run("gridsub", "--retries", "2", "--wait", cmd)
+    assert (r.stdout, r.stderr, r.returncode) == (b"out 3\n", b"err 3\n", 3)
+    cmd, _ = counted_try(grid, "b")
+    jid = grid.run("gridsub", "--retries", "2", cmd).stdout.decode().strip()
+    r = grid.run("gridsub", "--result", jid)
+    assert (r.stdout, r.stderr, r.returncode) == (b"out 3\n", b"err 3\n", 3)
+
+
+def test_retries_last_try_is_followed_live(grid):
+    """With --retries the output appears when the last try starts."""
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    cmd, _ = counted_try(grid, "a", f"test $n = 1 && exit 1; "
+                                   f"while ! test -e {gate}; do sleep 0.05; done; echo done")
+    p = subprocess.Popen([*tool("gridsub"), "--wait", "--retries", "1", cmd],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         env=clean_env(GRID_HUB=grid.addr))
+    assert p.stdout.readline() == b"out 2\n"      # the last try, before it ends
+    open(gate, "w").close()
+    assert p.stdout.read() == b"done\n"
+    assert p.wait(15) == 0
+
+
+def test_last_try_output_across_a_hub_restart(grid):
+    """The hub is killed while a job with retries is in its second try: the
+    result, collected after a restart, holds only the very last try's
+    output (a restart does not count as a try: 2 before, 3 after)."""
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    cmd, log = counted_try(grid, "a", f"test $n -ge 2 && while ! test -e {gate}; "
+                                      f"do sleep 0.05; done; exit 3")
+    jid = grid.run("gridsub", "--retries", "2", cmd).stdout.decode().strip()
+    assert wait_until(lambda: os.path.exists(log) and len(open(log).readlines()) == 2)
+    assert grid.kill_hub() == -signal.SIGKILL
+    grid.start_hub()
+    # Collect while the first try after the restart (try 3) waits at the gate.
+    assert wait_until(lambda: len(open(log).readlines()) == 3)
+    p = subprocess.Popen([*tool("gridsub"), "--result", jid], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=clean_env(GRID_HUB=grid.addr))
+    grid.wait_for(lambda s: s["clients"] == 2, "status")    # it, and this question
+    open(gate, "w").close()
+    out, err = p.communicate(timeout=30)
+    assert (out, err, p.returncode) == (b"out 5\n", b"err 5\n", 3)
+    assert len(open(log).readlines()) == 5
