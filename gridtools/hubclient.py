@@ -75,6 +75,70 @@ def lookup(hub, env, name, wait=0.0):
         client.close()
 
 
+# -- durable jobs (gridsub) ---------------------------------------------------
+
+REPLY_TIMEOUT = 60.0        # seconds to wait for the answer to a request
+
+
+def submit(client, commands, require=None, retries=0, timeout=None):
+    """Queue one durable job per command line: a generator of the jobs' ids,
+    in order, each once the hub has the job in its journal.  Every SUBMIT
+    goes out before the first answer is read (the hub answers in order and
+    stores many with one fsync); a refusal raises where its answer comes,
+    so every id yielded before it is of a stored job."""
+    from gridtools import runner
+    for ref, line in enumerate(commands):
+        body, kv = job_request(line, runner.split_plain(line), require,
+                               retries=retries or None, timeout=timeout)
+        client.send(wire.format("SUBMIT", body=body, ref=ref, **kv))
+    for ref in range(len(commands)):
+        msg = client.recv(REPLY_TIMEOUT)
+        if msg.verb != "JOB" or msg.get("ref") != str(ref):
+            raise errors.ProtocolError(f"hub {client.hub}: expected JOB ID ref={ref}, "
+                                       f"got {msg.verb} {' '.join(msg.args)[:80]}")
+        yield _field(client, msg, lambda m: m.id_arg(0))
+
+
+def follow(client, did, write):
+    """Collect durable job did, waiting for it to finish: write(fd, data)
+    for each piece of its output (fd 1 or 2) as it comes, from the start of
+    what the hub stored (see Replay), then its result as a dict (see
+    done_record).  UnavailableError if the connection is lost meanwhile."""
+    client.send(wire.format("RESULT", did, wait=1))
+    name = str(did)
+    while True:
+        msg = client.recv(None)
+        if msg.verb == "OUT" and msg.args[:1] == [name]:
+            write(_field(client, msg, lambda m: m.int("fd", 1, 1, 2)), msg.body or b"")
+        elif msg.verb == "DONE" and msg.args[:1] == [name]:
+            return _field(client, msg, done_record)
+        else:
+            raise errors.ProtocolError(f"hub {client.hub}: expected OUT or DONE for job "
+                                       f"{did}, got {msg.verb} {' '.join(msg.args)[:80]}")
+
+
+def done_record(msg):
+    """A durable job's DONE as a dict: id, exit (0-255) or sig (1-64) or
+    neither, outcome, tries, worker (WireError for a malformed field)."""
+    return {"id": msg.id_arg(0), "exit": msg.int("exit", None, 0, 255),
+            "sig": msg.int("sig", None, 1, 64), "outcome": msg.get("outcome"),
+            "tries": msg.int("tries"), "worker": msg.get("worker")}
+
+
+def forget(client, did):
+    """Delete the collected result of durable job did from the hub."""
+    reply = client.request("FORGET", did)
+    if reply.verb != "OK":
+        raise errors.ProtocolError(f"hub {client.hub}: expected OK, got {reply.verb}")
+
+
+def _field(client, msg, decode):
+    try:
+        return decode(msg)
+    except wire.WireError as e:
+        raise errors.ProtocolError(f"hub {client.hub}: {e}") from None
+
+
 def job_request(command, argv, require=None, **kv):
     """(body, kv) for RUN or SUBMIT of a finished command."""
     if argv is not None:

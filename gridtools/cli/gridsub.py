@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from gridtools import errors, output, runner, wire
+from gridtools import errors, output, wire
 from gridtools.cli import common
 
 
@@ -56,9 +56,10 @@ def parse_options(argv):
         raise errors.UsageError("give a COMMAND or --result ID, not both")
     if not opts.result and not opts.command:
         raise errors.UsageError("nothing to submit: give a COMMAND, or - to read commands")
-    for r in opts.result:
-        if not r.isdigit():
-            raise errors.UsageError(f"--result: not a job id: {r!r}")
+    try:
+        opts.result = [wire.uint(r, "--result: a job id", 0, wire.MAX_ID) for r in opts.result]
+    except wire.WireError as e:
+        raise errors.UsageError(str(e)) from None
     if opts.retries < 0:
         raise errors.UsageError("--retries: need 0 or more")
     if opts.timeout is not None and opts.timeout <= 0:
@@ -78,56 +79,31 @@ def read_commands(fd=0):
     return [line for line in os.fsdecode(bytes(data)).split("\n") if line.strip()]
 
 
-def status_of(msg):
-    """gridsub's exit status for a DONE message."""
-    outcome = msg.get("outcome")
-    sig = msg.int("sig", None, 1, 64)
+def status_of(record):
+    """gridsub's exit status for a job's result (hubclient.done_record)."""
+    outcome = record["outcome"]
     if outcome == "lost":
         return LOST_STATUS
     if outcome == "timeout":
         return TIMEOUT_STATUS
-    if sig is not None:
-        return 128 + sig
-    code = msg.int("exit")
-    if code is None:
+    if record["sig"] is not None:
+        return 128 + record["sig"]
+    if record["exit"] is None:
         return 128 + 15 if outcome == "cancelled" else 1
-    return code
+    return record["exit"]
 
 
-def submit(client, commands, opts):
-    """Send every SUBMIT, then read the ids (the hub answers in order)."""
-    from gridtools import hubclient
-    for i, line in enumerate(commands):
-        body, kv = hubclient.job_request(line, runner.split_plain(line), opts.reqs,
-                                         retries=opts.retries or None, timeout=opts.timeout)
-        client.send(wire.format("SUBMIT", body=body, ref=i, **kv))
-    ids = []
-    for _ in commands:
-        msg = client.recv(60.0)
-        if msg.verb != "JOB":
-            raise errors.ProtocolError(f"hub {client.hub}: expected JOB, got {msg.verb}")
-        ids.append(msg.arg(0))
-    return ids
+def write_output(fd, data):
+    output.write_all(fd, data)
 
 
 def collect(client, did, keep):
     """Stream one job's stored output here; its exit status."""
-    client.send(wire.format("RESULT", did, wait=1))
-    while True:
-        msg = client.recv(None)
-        if msg.verb == "OUT":
-            output.write_all(1 if msg.get("fd") != "2" else 2, msg.body or b"")
-        elif msg.verb == "DONE":
-            break
-        else:
-            raise errors.ProtocolError(f"hub {client.hub}: expected OUT or DONE, "
-                                       f"got {msg.verb}")
+    from gridtools import hubclient
+    record = hubclient.follow(client, did, write_output)
     if not keep:
-        client.send(wire.format("FORGET", did))
-        reply = client.recv(60.0)
-        if reply.verb != "OK":
-            raise errors.ProtocolError(f"hub {client.hub}: expected OK, got {reply.verb}")
-    return status_of(msg)
+        hubclient.forget(client, did)
+    return status_of(record)
 
 
 def _main(argv):
@@ -147,7 +123,8 @@ def _main(argv):
     try:
         ids = opts.result
         if commands:
-            ids = submit(client, commands, opts)
+            ids = list(hubclient.submit(client, commands, opts.reqs, opts.retries,
+                                        opts.timeout))
             if not opts.wait:
                 sys.stdout.write("".join(f"{i}\n" for i in ids))
                 return 0
