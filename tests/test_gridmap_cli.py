@@ -103,9 +103,30 @@ def test_usage_errors_exit_64(args):
     assert b"Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["--timeout", "-1", "true"], ["--timeout", "nan", "true"], ["-j", "x", "true"],
+    ["--halt", "bad", "true"], ["-n", "0", "echo"], ["--require", "nokey", "true"],
+    ["--block", "x", "--pipe", "cat"], ["--round-robin", "echo"], ["--no-such-option"],
+])
+def test_usage_errors_print_the_usage_line(args):
+    # As argparse does for the errors it finds itself: the usage line, then
+    # the error, and nothing run.
+    p = run_gridmap(args, input=b"a\n")
+    lines = p.stderr.decode().splitlines()
+    assert p.returncode == 64 and p.stdout == b""
+    assert len(lines) == 2 and lines[0].startswith("usage: gridmap "), lines
+    assert lines[1].startswith("gridmap: error: ")
+
+
+def test_errors_that_are_not_usage_have_no_usage_line(tmp_path):
+    p = run_gridmap(["-a", str(tmp_path / "nope"), "echo"])
+    assert p.returncode == 66 and b"usage:" not in p.stderr
+
+
 def test_usage_error_in_process(capsys):
     assert gridmap.main(["--halt", "bad", "echo"]) == 64
-    assert "gridmap: error: --halt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gridmap ") and "gridmap: error: --halt" in err
 
 
 def test_missing_input_file_exits_66(tmp_path):

@@ -16,6 +16,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(errors.USAGE, f"{self.prog}: error: {message}\n")
 
 
+class OptionError(errors.UsageError):
+    """A bad option value found once argparse has parsed the line (a
+    negative --timeout, a -j that is not a count).  run() prints it as
+    argparse prints its own errors, after the usage line, but returns 64
+    instead of exiting, so a test can call main() in process."""
+
+    def __init__(self, message, usage):
+        super().__init__(message)
+        self.usage = usage
+
+
 def add_version(parser):
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s {__version__}")
@@ -44,10 +55,10 @@ def parse_pairs(items, option):
 def run(prog, work, argv):
     """Call work(argv) and map whatever escapes it to an exit code.
 
-    GridError prints `prog: error: message` and exits with its code; any
-    other exception is a bug and exits 70.  GRID_DEBUG adds the traceback
-    but keeps the exit code.  A reader that went away (`| head`) exits 141
-    without noise.
+    GridError prints `prog: error: message` (an OptionError after its
+    usage line) and exits with its code; any other exception is a bug and
+    exits 70.  GRID_DEBUG adds the traceback but keeps the exit code.  A
+    reader that went away (`| head`) exits 141 without noise.
     """
     debug = bool(os.environ.get("GRID_DEBUG"))
     try:
@@ -55,7 +66,7 @@ def run(prog, work, argv):
         sys.stdout.flush()
         return code
     except errors.GridError as e:
-        _report(prog, f"error: {e}", debug)
+        _report(prog, f"error: {e}", debug, getattr(e, "usage", ""))
         return e.code
     except BrokenPipeError:
         quiet_stdout()
@@ -73,12 +84,12 @@ def run(prog, work, argv):
         return errors.SOFTWARE
 
 
-def _report(prog, message, debug):
+def _report(prog, message, debug, usage=""):
     if debug:
         import traceback
         traceback.print_exc()
     try:
-        print(f"{prog}: {message}", file=sys.stderr)
+        print(f"{usage}{prog}: {message}", file=sys.stderr)
     except OSError:
         pass
 

@@ -5,6 +5,7 @@
 With no --hub this runs on an embedded local pool, one slot per core.
 """
 
+import math
 import os
 import re
 import resource
@@ -19,8 +20,11 @@ HUB_SLOTS_UNKNOWN = 64      # -j 100% with --hub when no worker has joined
 EPILOG = """\
 replacement strings: {} {.} {/} {//} {/.} {#} {%} {N} {-N} {N.} {N/} {N//} {N/.}
 exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than
-100 failed; with --halt, the status of the job that triggered it; 64 usage,
-65 bad input, 66 input file missing, 130/143 interrupted.  See gridmap(1).
+100 failed; with --halt, the status of the job that triggered it; 64 usage;
+66 an input file is missing; 69 the hub is unreachable; 70 internal error;
+73 the joblog cannot be created; 74 I/O error; 76 the hub broke the protocol;
+77 the hub refused the key; 129/130/131/143 stopped by SIGHUP/SIGINT/SIGQUIT/
+SIGTERM; 141 the reader of stdout went away.  See gridmap(1).
 """
 
 
@@ -99,7 +103,55 @@ def parse_options(argv):
     # belongs to the command (`gridmap sh -c 'echo {}'`).
     opts, rest = _parse_head(parser, head)
     opts.sources = _parse_sources(parser, tail)
+    try:
+        _check(opts)
+    except errors.UsageError as e:
+        # Found after argparse, reported the way argparse reports its own.
+        raise common.OptionError(str(e), parser.format_usage()) from None
     return opts
+
+
+def _check(opts):
+    """Judge the option values argparse cannot, before any work starts, and
+    keep what they parse to: halt_rule, tags, block_size, boundary, delim,
+    per_job."""
+    parse_jobs(opts.jobs)        # parsed again once a hub's slots are known
+    if opts.pipe and not opts.command:
+        raise errors.UsageError("--pipe needs a command to feed")
+    if opts.round_robin and not opts.pipe:
+        raise errors.UsageError("--round-robin goes with --pipe")
+    if opts.retries < 0:
+        raise errors.UsageError("--retries: need 0 or more")
+    # Written so that nan, which every comparison refuses, is refused too.
+    if opts.timeout is not None and not 0 < opts.timeout < math.inf:
+        raise errors.UsageError("--timeout: need a positive number of seconds")
+    opts.halt_rule = parse_halt(opts.halt)
+    opts.tags = common.parse_pairs(opts.require, "--require")
+    opts.block_size = _size(opts.block)
+    recend = _unescape(opts.recend) if opts.recend is not None else (
+        b"" if opts.recstart is not None else b"\n")
+    recstart = _unescape(opts.recstart) if opts.recstart is not None else b""
+    try:
+        opts.boundary = blocks.Boundary(recend, recstart)
+    except ValueError as e:
+        raise errors.UsageError(str(e))
+    opts.delim = b"\0" if opts.null else b"\n"
+    if opts.delimiter is not None:
+        opts.delim = inputs.parse_delimiter(opts.delimiter)
+        if not opts.delim:
+            raise errors.UsageError("-d: the delimiter cannot be empty")
+    if opts.colsep is not None:
+        try:
+            re.compile(opts.colsep)
+        except re.error as e:
+            raise errors.UsageError(f"--colsep: bad regular expression {opts.colsep!r}: {e}")
+    opts.per_job = 1
+    if opts.max_replace_args is not None:
+        opts.per_job = opts.max_replace_args
+    elif opts.max_args is not None:
+        opts.per_job = opts.max_args
+    if opts.per_job < 0 or (opts.per_job == 0 and opts.max_replace_args is None):
+        raise errors.UsageError("-n/-N: need a positive number of inputs per job")
 
 
 def _parse_head(parser, head):
@@ -234,26 +286,9 @@ def read_all(path, delim):
 def make_source(opts, slots):
     """The job source the options describe."""
     if opts.pipe:
-        size = _size(opts.block)
-        recend = _unescape(opts.recend) if opts.recend is not None else (
-            b"" if opts.recstart is not None else b"\n")
-        recstart = _unescape(opts.recstart) if opts.recstart is not None else b""
-        try:
-            boundary = blocks.Boundary(recend, recstart)
-        except ValueError as e:
-            raise errors.UsageError(str(e))
-        return jobs.PipeSource(0, size, boundary, opts.max_replace_args)
+        return jobs.PipeSource(0, opts.block_size, opts.boundary, opts.max_replace_args)
 
-    delim = b"\0" if opts.null else b"\n"
-    if opts.delimiter is not None:
-        delim = inputs.parse_delimiter(opts.delimiter)
-        if not delim:
-            raise errors.UsageError("-d: the delimiter cannot be empty")
-    if opts.colsep is not None:
-        try:
-            re.compile(opts.colsep)
-        except re.error as e:
-            raise errors.UsageError(f"--colsep: bad regular expression {opts.colsep!r}: {e}")
+    delim = opts.delim
     # As in GNU parallel, --colsep implies --trim lr (--trim n undoes it):
     # columns of aligned text come without their padding.
     trim = opts.trim or ("lr" if opts.colsep is not None else None)
@@ -270,15 +305,7 @@ def make_source(opts, slots):
             items = value if kind == "args" else read_all(value, delim)
             lists.append(([to_record(x) for x in items], linked))
         feed = jobs.IterFeed(inputs.combine(lists))
-
-    per_job = 1
-    if opts.max_replace_args is not None:
-        per_job = opts.max_replace_args
-    elif opts.max_args is not None:
-        per_job = opts.max_args
-    if per_job < 0 or (per_job == 0 and opts.max_replace_args is None):
-        raise errors.UsageError("-n/-N: need a positive number of inputs per job")
-    return jobs.RecordSource(feed, per_job, opts.xargs or opts.many, slots)
+    return jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots)
 
 
 def _size(text):
@@ -325,20 +352,11 @@ def _main(argv):
     budget = fd_budget()
     if slots > budget:
         slots = budget
-    if opts.pipe and not opts.command:
-        raise errors.UsageError("--pipe needs a command to feed")
-    if opts.round_robin and not opts.pipe:
-        raise errors.UsageError("--round-robin goes with --pipe")
-    if opts.retries < 0:
-        raise errors.UsageError("--retries: need 0 or more")
-    if opts.timeout is not None and opts.timeout <= 0:
-        raise errors.UsageError("--timeout: need a positive number of seconds")
-    halt = parse_halt(opts.halt)
     executor = None
     hub = hub_address(opts, os.environ)
     if hub and not opts.dry_run:
         from gridtools import hubclient
-        executor = hubclient.HubExecutor(hub, os.environ, common.parse_pairs(opts.require, "--require"))
+        executor = hubclient.HubExecutor(hub, os.environ, opts.tags)
         # -j counts the hub's slots; a hub with no worker yet still gets
         # enough jobs in flight for the workers that will join it.
         slots = executor.capacity = parse_jobs(
@@ -353,7 +371,7 @@ def _main(argv):
         tmpl = template.Template(" ".join(opts.command), context=context)
     source = make_source(opts, slots)
     popts = pool.Options(template=tmpl, retries=opts.retries, timeout=opts.timeout,
-                         halt=halt, line_buffer=opts.line_buffer and not opts.json,
+                         halt=opts.halt_rule, line_buffer=opts.line_buffer and not opts.json,
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots)
     if opts.dry_run:
