@@ -195,6 +195,16 @@ class Loop:
         else:
             self.sel.register(fileobj, events, (on_read, on_write))
 
+    def _current(self, key):
+        """False for an event a handler earlier in the same batch made
+        stale: it forgot the file (an EVICT drops the multicast socket, and
+        its pending read must not run on None) or changed its callbacks
+        (the file is level-triggered: a real event comes back next time)."""
+        try:
+            return self.sel.get_key(key.fileobj) is key
+        except (KeyError, ValueError):
+            return False
+
     def forget(self, fileobj):
         try:
             self.sel.unregister(fileobj)
@@ -203,6 +213,8 @@ class Loop:
 
     def once(self, timeout):
         for key, mask in self.sel.select(timeout):
+            if not self._current(key):
+                continue
             on_read, on_write = key.data
             if mask & selectors.EVENT_READ and on_read:
                 on_read()

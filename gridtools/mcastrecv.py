@@ -144,21 +144,21 @@ class Receiver:
                 t = net.now()
                 if self.ctl.eof and not self.done:
                     raise errors.UnavailableError(
-                        f"the sender went away after {self.sink.bytes} bytes")
+                        f"the sender went away after {wire.count(self.sink.bytes, 'byte')}")
                 if self.udp and self.started and t - last_tick >= NACK_TICK:
                     last_tick = t
                     self._nack(t)
                 if self.started and t - self.last_data > deadline_idle and not self.done:
                     raise errors.UnavailableError(
-                        f"no data for {deadline_idle:.0f} s after {self.sink.bytes} bytes")
+                        f"no data for {deadline_idle:.0f} s after {wire.count(self.sink.bytes, 'byte')}")
                 self._maybe_finish()
         except BaseException:
             self.sink.discard()
             raise
         finally:
             if self.stats["rejected"]:
-                self.log(f"rejected {self.stats['rejected']} datagrams or frames "
-                         "that failed their checks")
+                self.log(f"rejected {wire.count(self.stats['rejected'], 'block')} "
+                         "that failed the integrity check")
         self._drain_downstream()
         return self._result()
 
@@ -583,8 +583,8 @@ class Receiver:
             self._send(wire.format_line("FAILED", reason="digest"))
             self.ctl.flush()
             raise errors.DataError(
-                f"stream digest {got} ({self.sink.bytes} bytes) does not match "
-                f"the sender's {self.end_digest} ({self.end_bytes} bytes)")
+                f"stream digest {got} ({wire.count(self.sink.bytes, 'byte')}) does not match "
+                f"the sender's {self.end_digest} ({wire.count(self.end_bytes, 'byte')})")
         self.sink.commit()
         self.done = True
         self._send(wire.format_line("DONE", bytes=self.sink.bytes, digest=got))

@@ -72,7 +72,7 @@ def parse_datagram(tagger, buf, session=None):
     """
     n = len(buf)
     if n < OVERHEAD:
-        raise errors.ProtocolError(f"datagram of {n} bytes is shorter than a header")
+        raise errors.ProtocolError(f"datagram of {count(n, 'byte')} is shorter than a header")
     magic, version, kind, sess, seq = HEADER.unpack_from(buf)
     if magic != MAGIC or version != VERSION:
         raise errors.ProtocolError(
@@ -170,10 +170,15 @@ def join_segments(buf, seg_size):
     return b"".join([mv[off + SEGLEN:off + seg_size] for off in offs])
 
 
+def count(n, noun):
+    """`1 byte`, `2 bytes`: a number with its noun agreeing, for messages."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def parse_segment(buf):
     """Return (session, seq, inner kind, index, count, data view) of a piece."""
     if len(buf) < SEGLEN:
-        raise errors.ProtocolError(f"segment of {len(buf)} bytes is shorter than its header")
+        raise errors.ProtocolError(f"segment of {count(len(buf), 'byte')} is shorter than its header")
     magic, version, kind, session, seq, inner, _, index, count = SEGHEAD.unpack_from(buf)
     if magic != MAGIC or version != VERSION or kind != SEGMENT:
         raise errors.ProtocolError("not a gridmcast segment")

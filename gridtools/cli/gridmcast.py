@@ -4,6 +4,7 @@
 sends; `gridmcast recv HOST:PORT` joins and writes the stream out.
 """
 
+import collections
 import json
 import os
 import re
@@ -16,6 +17,15 @@ from gridtools.cli import common
 
 PROG = "gridmcast"
 MAX_KEY = 4096
+EPILOG = """\
+exit status: 0 every receiver (send) or this receiver (recv) has a verified
+copy; 64 usage; 65 recv: the stream digest did not match; 66 the input file or
+the key file cannot be read; 69 send: a receiver failed or none joined, recv:
+the sender went away or gave up on it; 70 internal error; 73 recv: the output
+file cannot be created; 74 I/O error; 75 recv: the session had started, try
+again; 76 the peer broke the protocol; 77 the group keys differ; 130/143
+interrupted; 141 recv: the reader of stdout went away.  See gridmcast(1).
+"""
 
 
 def _size(text):
@@ -46,13 +56,16 @@ def _typed(conv, what):
 
 
 def build_parser():
+    raw = common.argparse.RawDescriptionHelpFormatter
     p = common.ArgumentParser(prog=PROG, description="Reliable one-to-many delivery "
-                              "of a file or stream: IP multicast with NACK repair, or a TCP relay chain.")
+                              "of a file or stream: IP multicast with NACK repair, or a TCP relay chain.",
+                              epilog=EPILOG, formatter_class=raw)
     common.add_version(p)
     sub = p.add_subparsers(dest="command", metavar="send|recv")
     sub.required = True
 
-    s = sub.add_parser("send", help="offer a file or stdin to receivers")
+    s = sub.add_parser("send", help="offer a file or stdin to receivers",
+                       epilog=EPILOG, formatter_class=raw)
     s.add_argument("file", nargs="?", default="-", metavar="FILE|-")
     s.add_argument("--control", default="0.0.0.0:0", metavar="HOST:PORT",
                    help="TCP address receivers join (default 0.0.0.0:0, printed on stderr)")
@@ -87,8 +100,11 @@ def build_parser():
                    help=f"the hub for --name (default $GRID_HUB or {common.DEFAULT_HUB})")
     s.add_argument("--json", action="store_true", help="print the outcome as JSON")
     s.add_argument("-q", "--quiet", action="store_true", help="print no per-receiver lines")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="print notices (evictions, fallbacks to TCP) as they happen")
 
-    r = sub.add_parser("recv", help="join a sender and write what it sends")
+    r = sub.add_parser("recv", help="join a sender and write what it sends",
+                       epilog=EPILOG, formatter_class=raw)
     r.add_argument("control", nargs="?", metavar="HOST:PORT",
                    help="the sender's control address (or give --name)")
     r.add_argument("--name", metavar="NAME",
@@ -106,6 +122,9 @@ def build_parser():
                    help="give up after SECS without data once started (default 30)")
     r.add_argument("--wait", type=_typed(float, "seconds"), default=0.0, metavar="SECS",
                    help="keep trying for SECS to join a sender not listening yet (default 0)")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="print notices (an eviction, a fallback to TCP) as they happen")
+    p.commands = {"send": s, "recv": r}
     return p
 
 
@@ -147,7 +166,8 @@ def parse_options(argv):
         elif o.hub is not None:
             raise errors.UsageError("--hub is for --name")
     except errors.UsageError as e:
-        p.error(str(e))
+        # As argparse reports its own errors: after the subcommand's usage.
+        p.commands[o.command].error(str(e))
     return o
 
 
@@ -165,8 +185,30 @@ def read_key(path):
     return key
 
 
-def _log(msg, always=False):
-    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+class Notices:
+    """The log of a run, quiet on success as cron needs.  A notice (an
+    eviction, a fallback to TCP, rejected datagrams) is printed as it
+    happens only with -v; otherwise it is held, and printed only if the run
+    fails, where it helps explain why.  A line logged `always` (the control
+    address receivers need) is printed at once."""
+
+    HELD = 200          # the last notices are the ones that explain a failure
+
+    def __init__(self, verbose):
+        self.verbose = verbose
+        self.held = collections.deque(maxlen=self.HELD)
+
+    def __call__(self, msg, always=False):
+        line = f"{PROG}: {msg}"
+        if self.verbose or always:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.held.append(line)
+
+    def failed(self):
+        """The run failed: what it held back may tell why."""
+        while self.held:
+            print(self.held.popleft(), file=sys.stderr, flush=True)
 
 
 class Announcement:
@@ -174,16 +216,18 @@ class Announcement:
     sender listens until it starts (receivers that come later wait for the
     next session under that name instead of being refused)."""
 
-    def __init__(self, name, hub):
+    def __init__(self, name, hub, log):
         self.name = name
         self.hub = hub
+        self.log = log
         self.client = None
 
     def on_open(self, control):
         from gridtools import hubclient
         self.client = hubclient.announce(self.hub, dict(os.environ), self.name,
                                          control[0], control[1])
-        _log(f"announced as {self.name} on hub {self.hub}")
+        # Like the control address: where receivers find this sender.
+        self.log(f"announced as {self.name} on hub {self.hub}", always=True)
 
     def withdraw(self):
         if self.client is not None:
@@ -197,7 +241,7 @@ def _send(o):
     source = mcastsource.open_source(o.file, o.datagram_size, o.buffer)
     named = None
     if o.name is not None:
-        named = Announcement(o.name, common.hub_address(o.hub, os.environ))
+        named = Announcement(o.name, common.hub_address(o.hub, os.environ), o.log)
     opts = SimpleNamespace(control=o.control, group=o.group, ttl=o.ttl, interface=o.interface,
                            tcp=o.tcp, fec=o.fec, rate=o.rate, payload=o.datagram_size,
                            tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
@@ -205,7 +249,7 @@ def _send(o):
                            debug=o.debug, on_open=named and named.on_open,
                            on_start=named and named.withdraw)
     try:
-        result = mcastsend.Sender(opts, source, _log).run()
+        result = mcastsend.Sender(opts, source, o.log).run()
     finally:
         if named is not None:
             named.withdraw()
@@ -238,17 +282,25 @@ def _recv(o):
         at = hubclient.lookup(hub, dict(os.environ), o.name, o.wait)
         o.control = mcastwire.parse_hostport(at, f"address announced as {o.name}")
     stats = mcastrecv.receive(o.control, output=o.output, key=key, loss=o.simulate_loss,
-                              interface=o.interface, timeout=o.timeout, wait=o.wait, log=_log,
+                              interface=o.interface, timeout=o.timeout, wait=o.wait, log=o.log,
                               debug=o.debug)
     if o.debug:
-        _log(f"receiver counters: {json.dumps(stats, sort_keys=True)}")
+        o.log(f"receiver counters: {json.dumps(stats, sort_keys=True)}")
     return errors.OK
 
 
 def _main(argv):
     o = parse_options(argv)
     o.debug = bool(os.environ.get("GRID_DEBUG"))   # the environment, read once
-    return _send(o) if o.command == "send" else _recv(o)
+    o.log = Notices(o.verbose or o.debug)
+    try:
+        code = _send(o) if o.command == "send" else _recv(o)
+    except BaseException:
+        o.log.failed()
+        raise
+    if code != errors.OK:
+        o.log.failed()
+    return code
 
 
 def main(argv=None) -> int:
