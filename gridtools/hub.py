@@ -24,6 +24,7 @@ RECV = 1 << 18
 HANDSHAKE_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 30.0
 EXPIRE_EVERY = 3600.0
+STORE_RETRY = 2.0           # seconds between tries of a journal that could not write
 
 
 class Options:
@@ -97,8 +98,11 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         self.durable = {}           # did -> Job (queued or running)
         self.names = {}             # announced name -> (conn, address)
         self.lookups = {}           # name -> conns waiting for it
-        self.after_commit = []      # callables run once the journal is committed
+        self.after_commit = []      # (conn, done, failed) once the journal commits or cannot
+        self.unstored = []          # durable jobs whose result the journal could not take yet
+        self.next_store = 0.0       # when to try the journal again after a failure
         self.journal = None
+        self.journal_problem = None  # the last journal failure said, or None
         self.draining = False
         self.drain_deadline = None
         self.stop = False
@@ -132,6 +136,10 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         if self.opts.state_dir:
             self._lock_state()
             self.journal = journal.Journal(self.opts.state_dir)
+            if not self.journal.writable:
+                self.journal_problem = f"journal {self.journal.problem}"
+                log(f"{self.journal_problem}: durable jobs are refused (ERR 75) and stored "
+                    f"results served until it can write again")
             for row in self.journal.queued():
                 did, command, argv, reqs, retries, timeout, tries = row
                 job = self._new_job(command, bool(argv), False, journal.decode_reqs(reqs),
@@ -207,17 +215,8 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         if (self.busy or self.unauth) and now >= getattr(self, "_next_tick", 0):
             self._next_tick = now + min(1.0, self.opts.heartbeat / 2)
             self.tick(now)
-        if self.journal is not None and now >= self.next_expire:
-            self.next_expire = now + EXPIRE_EVERY
-            n = self.journal.expire(time.time() - self.opts.keep)
-            if n:
-                log(f"journal: {n} uncollected results expired")
-        if self.journal is not None and self.journal.in_tx:
-            self.journal.commit()
-        if self.after_commit:
-            todo, self.after_commit = self.after_commit, []
-            for conn, fn in todo:
-                self.guard(conn, fn)
+        if self.journal is not None:
+            self.journal_turn(now)
         self.flush_all()
         while self.resumed:
             conn = self.resumed.pop()
@@ -232,6 +231,47 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                     conn.ackq.clear()
             self.flush_all()
 
+    def journal_turn(self, now):
+        """Commit this turn's journal writes, then tell whoever waited; on
+        a failure, refuse what was not stored and retry results later."""
+        j = self.journal
+        if (not j.writable or self.unstored) and now >= self.next_store:
+            self.next_store = now + STORE_RETRY
+            if j.retry_write():
+                if self.journal_problem:
+                    log("journal: writing again")
+                    self.journal_problem = None
+                todo, self.unstored = self.unstored, []
+                for job in todo:
+                    self.store_result(job)
+        if now >= self.next_expire and j.writable:
+            self.next_expire = now + EXPIRE_EVERY
+            try:
+                n = j.expire(time.time() - self.opts.keep)
+            except journal.JournalError as e:
+                self.journal_failed(e)
+                n = 0
+            if n:
+                log(f"journal: {n} uncollected result{'' if n == 1 else 's'} expired")
+        ok = True
+        if j.in_tx:
+            try:
+                j.commit()
+            except journal.JournalError as e:
+                self.journal_failed(e)
+        if j.take_rolled_back():
+            ok = False              # nothing promised this turn was stored
+        if self.after_commit:
+            todo, self.after_commit = self.after_commit, []
+            for conn, done, failed in todo:
+                self.guard(conn, done if ok else failed)
+
+    def journal_failed(self, exc):
+        if self.journal_problem != str(exc):
+            self.journal_problem = str(exc)
+            log(f"{exc}: new durable jobs are refused (ERR 75) until it can write again")
+        self.next_store = time.monotonic() + STORE_RETRY
+
     def _timeout(self):
         if self.after_commit or (self.journal is not None and self.journal.in_tx) \
                 or self.resumed:
@@ -242,6 +282,8 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             t = max(0.0, getattr(self, "_next_tick", 0) - now)
         if self.journal is not None:
             e = max(0.0, self.next_expire - now)
+            if self.unstored or not self.journal.writable:
+                e = min(e, max(0.0, self.next_store - now))
             t = e if t is None else min(t, e)
         if self.draining:
             t = 0.2 if t is None else min(t, 0.2)

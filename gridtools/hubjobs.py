@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from gridtools import sched, wire
+from gridtools import journal, sched, wire
 from gridtools.sched import ACK_EVERY, HELD_MAX, HIGH
 
 
@@ -80,22 +80,30 @@ class Jobs:
                 client.ackq.add(job)
                 self.ack_conns.add(client)
             return
-        if job.did is not None and self.journal is not None:
-            fds = job.outfds
-            fd = fds.get(fd_no)
-            if fd is None:
-                fd = fds[fd_no] = os.open(self.journal.out_path(job.did, fd_no),
-                                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                          0o600)
+        if job.did is not None and self.journal is not None and job.note is None:
             try:
-                os.write(fd, data)
+                self.store_output(job, fd_no, data)
             except OSError as e:
-                log(f"job {job.did}: cannot store output: {e.strerror}")
+                # The result will say so: never "ok" with output cut short.
+                job.note = f"output not stored: {e.strerror}"
+                log(f"job {job.did}: {job.note}")
+                self.close_output(job)
             if job.waiters:
                 self.wake(job)
         job.acks += len(data)
         if job.acks >= ACK_EVERY:
             self.ack(job)
+
+    def store_output(self, job, fd_no, data):
+        fds = job.outfds
+        fd = fds.get(fd_no)
+        if fd is None:
+            fd = fds[fd_no] = os.open(self.journal.out_path(job.did, fd_no),
+                                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                      0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
 
     def ack(self, job):
         if job.acks and job.worker is not None and not job.worker.closing:
@@ -150,14 +158,31 @@ class Jobs:
             return
         if job.cancelled:
             outcome = "cancelled"
+        note = job.note
+        if note is not None:
+            # What it printed is not all stored: the job failed, visibly.
+            note += f" (the job ended {outcome}, exit {exitcode}, signal {sig})"
+            outcome, exitcode, sig = "failed", None, None
         job.state = sched.DONE
-        self.durable.pop(job.did, None)
-        self.journal.finish(job.did, job.tries, exitcode, sig, outcome, worker)
+        job.result = (job.tries, exitcode, sig, outcome, worker, note)
         self.counts["done"] += 1
-        self.after_commit.append((None, lambda: self.committed(job)))
+        self.store_result(job)
+
+    def store_result(self, job):
+        """Journal job's result; its followers hear of it once committed.
+        A journal that cannot write keeps the job in memory, retried."""
+        try:
+            self.journal.finish(job.did, *job.result)
+        except journal.JournalError as e:
+            self.journal_failed(e)
+            self.unstored.append(job)
+            return
+        self.after_commit.append((None, lambda: self.committed(job),
+                                  lambda: self.unstored.append(job)))
 
     def committed(self, job):
         """job's result is durable: its followers may have the DONE now."""
+        self.durable.pop(job.did, None)
         job.committed = True
         self.wake(job)
         job.waiters = []

@@ -32,7 +32,7 @@ class Job:
     __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
-                 "started", "attempt", "committed")
+                 "started", "attempt", "committed", "note", "result")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -58,6 +58,8 @@ class Job:
         self.waiters = []           # durable: connections following its output
         self.attempt = 0            # durable: bumped when a try starts afresh
         self.committed = False      # durable: its result is in the journal
+        self.note = None            # durable: why its result is not what it said
+        self.result = None          # durable: (tries, exit, sig, outcome, worker, note)
         self.cancelled = False
         self.submitted = 0.0
         self.started = 0.0

@@ -332,12 +332,13 @@ class Reader:
     def describe_pending(self):
         data = self.buf[self.pos:]
         nl = data.find(b"\n")
+        n = len(data)
         if nl < 0:
-            return f"{len(data)} bytes of an unfinished header"
+            return f"{n} byte{'' if n == 1 else 's'} of an unfinished header"
         try:
             verb, _, _, size = parse_header(bytes(data[:nl]))
         except WireError:
-            return f"{len(data)} bytes"
+            return f"{n} byte{'' if n == 1 else 's'}"
         got = len(data) - nl - 1
         return f"{verb} with {got} of {size} body bytes"
 

@@ -240,3 +240,116 @@ def test_last_try_output_across_a_hub_restart(grid):
     out, err = p.communicate(timeout=30)
     assert (out, err, p.returncode) == (b"out 5\n", b"err 5\n", 3)
     assert len(open(log).readlines()) == 5
+
+
+def said_ids(stderr):
+    """The job ids gridsub said on stderr."""
+    import re
+    return [int(m) for m in re.findall(rb"^gridsub: job (\d+) queued$", stderr, re.M)]
+
+
+def waiting(grid, *args):
+    return subprocess.Popen([*tool("gridsub"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=clean_env(GRID_HUB=grid.addr))
+
+
+def running_durable_ids(grid):
+    return [int(j["id"]) for j in grid.ctl("jobs") if j["kind"] == "durable"]
+
+
+def test_wait_reconnects_after_a_hub_restart_and_writes_each_byte_once(grid):
+    """kill -9 of the hub while --wait streams a job: gridsub says the id,
+    calls the hub again, and the job (run again after the restart) adds
+    only what was not written yet."""
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    p = waiting(grid, "--wait", f"echo first; echo to-err >&2; "
+                                f"while ! test -e {gate}; do sleep 0.05; done; echo second")
+    assert p.stdout.readline() == b"first\n"
+    [jid] = running_durable_ids(grid)
+    assert grid.kill_hub() == -signal.SIGKILL
+    grid.start_hub()
+    open(gate, "w").close()
+    out, err = p.communicate(timeout=60)
+    assert (out, p.returncode) == (b"second\n", 0), err
+    assert said_ids(err) == [jid]
+    assert b"lost the hub while waiting for job %d" % jid in err
+    assert err.count(b"to-err\n") == 1
+    r = grid.run("gridsub", "--result", str(jid))
+    assert r.returncode == 65                   # collected once, and forgotten
+
+
+def test_wait_across_a_restart_with_retries_prints_the_last_try_once(grid):
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    cmd, log = counted_try(grid, "a", f"test $n -ge 2 && while ! test -e {gate}; "
+                                      f"do sleep 0.05; done; exit 3")
+    p = waiting(grid, "--wait", "--retries", "2", cmd)
+    assert wait_until(lambda: os.path.exists(log) and len(open(log).readlines()) == 2)
+    assert grid.kill_hub() == -signal.SIGKILL
+    grid.start_hub()
+    open(gate, "w").close()
+    out, err = p.communicate(timeout=60)
+    assert (out, p.returncode) == (b"out 5\n", 3), err
+    assert [line for line in err.splitlines() if line.startswith(b"err")] == [b"err 5"]
+    assert len(said_ids(err)) == 1
+
+
+def test_wait_outlives_a_hub_drain_and_restart(grid):
+    """The hub drains (SIGTERM) while the job is still queued: gridsub used
+    to exit 69; now it waits for the hub to come back and the job to run."""
+    grid.start_hub()
+    p = waiting(grid, "--wait", "echo", "ran")
+    grid.wait_for(lambda s: s["durable"] == 1, "status")
+    grid.hub.send_signal(signal.SIGTERM)
+    assert grid.hub.wait(15) == 0
+    grid.start_hub()
+    grid.start_worker()
+    out, err = p.communicate(timeout=60)
+    assert (out, p.returncode) == (b"ran\n", 0), err
+    assert len(said_ids(err)) == 1 and b"lost the hub" in err
+
+
+def test_a_try_that_wrote_otherwise_after_a_restart_is_reported(grid):
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    cmd, log = counted_try(grid, "a", f"while ! test -e {gate}; do sleep 0.05; done")
+    p = waiting(grid, "--wait", cmd)
+    assert p.stdout.readline() == b"out 1\n"
+    assert grid.kill_hub() == -signal.SIGKILL
+    grid.start_hub()
+    assert wait_until(lambda: len(open(log).readlines()) == 2)
+    open(gate, "w").close()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and out == b""     # "out 2" is as long as "out 1"
+    assert b"wrote other output than its interrupted try had" in err
+
+
+def test_reconnect_0_gives_up_at_once_and_says_the_id(grid):
+    grid.start_hub()
+    p = waiting(grid, "--wait", "--reconnect", "0", "echo", "later")
+    grid.wait_for(lambda s: s["durable"] == 1, "status")
+    assert grid.kill_hub() == -signal.SIGKILL
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 69 and out == b"", err
+    [jid] = said_ids(err)
+    grid.start_hub()
+    grid.start_worker()
+    r = grid.run("gridsub", "--result", str(jid))
+    assert (r.stdout, r.returncode) == (b"later\n", 0)
+    r = grid.run("gridsub", "-v", "--wait", "true")
+    assert r.returncode == 0 and len(said_ids(r.stderr)) == 1
+    r = grid.run("gridsub", "--reconnect", "-1", "true")
+    assert r.returncode == 64
+
+
+def test_stopped_while_waiting_says_the_id(grid):
+    grid.start_hub()
+    p = waiting(grid, "--wait", "echo", "x")
+    grid.wait_for(lambda s: s["durable"] == 1 and s["clients"] == 2, "status")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 143 and len(said_ids(err)) == 1, err
