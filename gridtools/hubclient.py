@@ -3,7 +3,9 @@ HubExecutor, which runs gridmap's jobs on a grid from the pool's own
 selectors loop (the pool cannot tell it from the local executor).
 """
 
+import hashlib
 import os
+import random
 import selectors
 import time
 
@@ -130,6 +132,80 @@ def forget(client, did):
     reply = client.request("FORGET", did)
     if reply.verb != "OK":
         raise errors.ProtocolError(f"hub {client.hub}: expected OK, got {reply.verb}")
+
+
+class Replay:
+    """write(fd, data) for a job followed more than once: each byte once.
+
+    Followed again after a lost connection, a job's output comes from the
+    start of what the hub stored.  Per fd, the bytes written on an earlier
+    pass are skipped and compared (by SHA-256) with what was written: the
+    same try, or a deterministic job run again after a hub restart, writes
+    each byte exactly once.  A job that ran again and wrote something else
+    is reported by end(); from then on its new output is what counts."""
+
+    def __init__(self, write):
+        self.write = write
+        self.count = {1: 0, 2: 0}                   # bytes written
+        self.sums = {1: hashlib.sha256(), 2: hashlib.sha256()}     # of those bytes
+        self.skip = {1: 0, 2: 0}                    # this pass: bytes still to skip
+        self.seen = {}                              # this pass: SHA-256 of the skipped
+        self.differs = set()
+
+    def again(self):
+        """A new pass from the start of the output."""
+        self.skip = dict(self.count)
+        self.seen = {1: hashlib.sha256(), 2: hashlib.sha256()}
+
+    def __call__(self, fd, data):
+        skip = self.skip[fd]
+        if skip:
+            head = data[:skip]
+            self.seen[fd].update(head)
+            self.skip[fd] = skip - len(head)
+            if not self.skip[fd]:
+                self._compare(fd)
+            data = data[len(head):]
+        if data:
+            self.write(fd, data)
+            self.count[fd] += len(data)
+            self.sums[fd].update(data)
+
+    def _compare(self, fd):
+        if self.seen[fd].digest() != self.sums[fd].digest():
+            self.differs.add(fd)
+            self.sums[fd] = self.seen[fd]
+
+    def end(self):
+        """The pass reached the job's DONE: the fds whose output differed
+        from what was written before (shorter counts as different)."""
+        for fd, left in self.skip.items():
+            if left:
+                self.count[fd] -= left
+                self.skip[fd] = 0
+                self._compare(fd)
+                self.differs.add(fd)
+        differs, self.differs = self.differs, set()
+        return sorted(differs)
+
+
+def redial(hub, env, patience):
+    """A new Client for hub, dialling again after pauses that grow from
+    0.1 s to 5 s until the hub answers or patience seconds have passed
+    (then the last UnavailableError).  Refusals other than an unreachable
+    hub (a wrong key, a protocol error) raise at once."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return Client(hub, env, timeout=min(net.CONNECT_TIMEOUT, max(left, 1.0)))
+        except errors.UnavailableError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.UnavailableError(f"{e} (tried for {patience:g}s)") from None
+            time.sleep(min(left, delay * random.uniform(0.8, 1.2)))
+            delay = min(delay * 2, 5.0)
 
 
 def _field(client, msg, decode):

@@ -8,9 +8,11 @@
 
 import argparse
 import os
+import re
+import signal
 import sys
 
-from gridtools import errors, output, wire
+from gridtools import errors, output, sched, wire
 from gridtools.cli import common
 
 
@@ -18,12 +20,15 @@ EPILOG = """\
 exit status: without --wait or --result, 0 once every job is queued durably.
 With them, one job's own status (128+N for signal N, 124 timeout, 75 lost);
 for several jobs the number that failed (at most 101).  64 usage, 65 no such
-job, 69 hub unreachable, 76 protocol error, 77 authentication refused.
+job, 69 hub unreachable (also when it is not back within --reconnect SECS),
+76 protocol error, 77 authentication refused; 129, 130, 143 stopped by
+SIGHUP, SIGINT, SIGTERM while waiting (the jobs stay on the hub).
 See gridsub(1).
 """
 
 LOST_STATUS = errors.TEMPFAIL
 TIMEOUT_STATUS = 124
+RECONNECT = 60.0            # seconds to wait for a lost hub to come back (--reconnect)
 
 
 def build_parser():
@@ -39,11 +44,16 @@ def build_parser():
     a("--result", metavar="ID", action="append", default=[],
       help="collect a job submitted earlier, waiting if it has not finished (repeatable)")
     a("--keep", action="store_true", help="leave collected results on the hub")
-    a("--retries", metavar="N", type=int, default=0,
-      help="run a failed or lost job up to N more times")
-    a("--timeout", metavar="SECS", type=float, help="kill the job's process group after SECS")
+    a("--retries", metavar="N", default="0",
+      help=f"run a failed or lost job up to N more times (at most {sched.MAX_RETRIES})")
+    a("--timeout", metavar="SECS", help="kill the job's process group after SECS")
     a("--require", metavar="K=V", action="append", default=[],
       help="run only on workers tagged K=V (repeatable)")
+    a("--reconnect", metavar="SECS", default=None,
+      help="while waiting, if the hub is lost, call it again for up to SECS "
+           f"(default {RECONNECT:g}; 0: give up at once)")
+    a("-v", "--verbose", action="store_true",
+      help="say on stderr each job's id when waiting for it, and each reconnection")
     a("command", nargs=argparse.REMAINDER, metavar="COMMAND", help=argparse.SUPPRESS)
     return p
 
@@ -58,13 +68,19 @@ def parse_options(argv):
         raise errors.UsageError("nothing to submit: give a COMMAND, or - to read commands")
     try:
         opts.result = [wire.uint(r, "--result: a job id", 0, wire.MAX_ID) for r in opts.result]
+        opts.retries = wire.uint(opts.retries, "--retries", 0, sched.MAX_RETRIES)
+        if opts.timeout is not None:
+            opts.timeout = wire.seconds(opts.timeout, "--timeout")
+        if opts.reconnect is None:
+            opts.reconnect = RECONNECT
+        elif re.fullmatch(r"0+(\.0*)?", opts.reconnect, re.ASCII):
+            opts.reconnect = 0.0
+        else:
+            opts.reconnect = wire.seconds(opts.reconnect, "--reconnect (or 0)")
     except wire.WireError as e:
         raise errors.UsageError(str(e)) from None
-    if opts.retries < 0:
-        raise errors.UsageError("--retries: need 0 or more")
-    if opts.timeout is not None and opts.timeout <= 0:
-        raise errors.UsageError("--timeout: need a positive number of seconds")
     opts.reqs = common.parse_pairs(opts.require, "--require")
+    opts.tty = False            # is stderr a terminal?  (main looks)
     return opts
 
 
@@ -93,24 +109,110 @@ def status_of(record):
     return record["exit"]
 
 
+def say(text):
+    sys.stderr.write(f"gridsub: {text}\n")
+    sys.stderr.flush()
+
+
 def write_output(fd, data):
     output.write_all(fd, data)
 
 
-def collect(client, did, keep):
-    """Stream one job's stored output here; its exit status."""
-    from gridtools import hubclient
-    record = hubclient.follow(client, did, write_output)
-    if not keep:
-        hubclient.forget(client, did)
-    return status_of(record)
+class Stopped(Exception):
+    """A signal that stops the wait (the jobs stay on the hub)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop(signum, _frame):
+    raise Stopped(signum)
+
+
+class Link:
+    """gridsub's connection to its hub.  While waiting for jobs, a lost
+    connection is dialled again (--reconnect); the ids of the jobs waited
+    for are said on stderr when the wait is interrupted, so that they can
+    be collected later even by a script that never saw them."""
+
+    def __init__(self, opts, env):
+        from gridtools import hubclient
+        self.hubclient = hubclient
+        self.opts = opts
+        self.env = env
+        self.addr = common.hub_address(opts.hub, env)
+        self.client = hubclient.Client(self.addr, env)
+        self.unsaid = []            # ids waited for, not said on stderr yet
+
+    def close(self):
+        self.client.close()
+
+    def waiting_for(self, did):
+        """A job just submitted that we are to wait for."""
+        if self.opts.verbose or self.opts.tty:
+            say(f"job {did} queued")
+        else:
+            self.unsaid.append(did)
+
+    def collected(self, did):
+        if did in self.unsaid:
+            self.unsaid.remove(did)
+
+    def tell(self):
+        """The wait is interrupted: say the ids not said yet."""
+        for did in self.unsaid:
+            say(f"job {did} queued")
+        self.unsaid = []
+
+    def lost(self, err, did):
+        """The connection broke while waiting for job did: dial again."""
+        self.tell()
+        self.client.close()
+        if not self.opts.reconnect:
+            raise err
+        say(f"lost the hub while waiting for job {did} ({err}); "
+            f"calling it again for up to {self.opts.reconnect:g}s")
+        self.client = self.hubclient.redial(self.addr, self.env, self.opts.reconnect)
+        if self.opts.verbose:
+            say(f"reconnected to {self.addr}")
+
+    def collect(self, did):
+        """Write job did's output here, once, across reconnections; then
+        delete its result (unless --keep).  Its exit status."""
+        hubclient = self.hubclient
+        replay = hubclient.Replay(write_output)
+        record = None
+        forgetting = False
+        while True:
+            try:
+                if record is None:
+                    record = hubclient.follow(self.client, did, replay)
+                    if replay.end():
+                        say(f"job {did} ran again after the hub restarted and wrote other "
+                            f"output than its interrupted try had: the output above is "
+                            f"not one try's")
+                if not self.opts.keep:
+                    try:
+                        hubclient.forget(self.client, did)
+                    except errors.DataError:
+                        if not forgetting:
+                            raise
+                        # Our FORGET sent before the connection broke did it.
+                self.collected(did)
+                return status_of(record)
+            except errors.UnavailableError as e:
+                self.lost(e, did)
+                if record is None:
+                    replay.again()
+                else:
+                    forgetting = True
 
 
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
-    from gridtools import hubclient
     env = dict(os.environ)
-    hub = common.hub_address(opts.hub, env)
+    opts.tty = os.isatty(2)
     if opts.command == ["-"]:
         commands = read_commands()
         if not commands:
@@ -119,19 +221,41 @@ def _main(argv):
         commands = [" ".join(opts.command)]
     else:
         commands = []
-    client = hubclient.Client(hub, env)
+    old = {}
+    if opts.wait or not commands:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            old[s] = signal.signal(s, stop)
+    try:
+        return work(opts, env, commands)
+    except Stopped as e:
+        return 128 + e.signum
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def work(opts, env, commands):
+    link = Link(opts, env)
     try:
         ids = opts.result
         if commands:
-            ids = list(hubclient.submit(client, commands, opts.reqs, opts.retries,
-                                        opts.timeout))
+            ids = []
+            for did in link.hubclient.submit(link.client, commands, opts.reqs, opts.retries,
+                                             opts.timeout):
+                ids.append(did)
+                if opts.wait:
+                    link.waiting_for(did)
+                else:
+                    sys.stdout.write(f"{did}\n")
             if not opts.wait:
-                sys.stdout.write("".join(f"{i}\n" for i in ids))
                 return 0
         sys.stdout.flush()
-        statuses = [collect(client, did, opts.keep) for did in ids]
+        statuses = [link.collect(did) for did in ids]
+    except BaseException:
+        link.tell()
+        raise
     finally:
-        client.close()
+        link.close()
     if len(statuses) == 1:
         return statuses[0]
     return min(sum(1 for s in statuses if s), 101)
