@@ -177,7 +177,7 @@ def test_uncollected_results_expire(grid):
     grid.wait_for(lambda s: s["done"] == 1, "status")
     grid.hub.send_signal(signal.SIGTERM)
     assert grid.hub.wait(15) == 0
-    grid.start_hub("--keep", "0")
+    grid.start_hub("--keep", "0.001")
     r = grid.run("gridsub", "--result", jid)
     assert r.returncode == 65, r.stderr
     assert b"1 uncollected result expired" in open(grid.hub.logpath, "rb").read()
