@@ -25,6 +25,8 @@ HANDSHAKE_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 30.0
 EXPIRE_EVERY = 3600.0
 STORE_RETRY = 2.0           # seconds between tries of a journal that could not write
+MAX_JOBS = 10000            # session jobs (queued or running) per client before it is paused
+STALL_TIMEOUT = 60.0        # seconds a client may read nothing while its jobs hold slots
 
 
 class Options:
@@ -32,7 +34,8 @@ class Options:
 
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
-                 keep=7 * 86400.0, debug=False):
+                 keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
+                 stall_timeout=STALL_TIMEOUT):
         self.listen = list(listen)
         self.state_dir = state_dir
         self.client_key = client_key
@@ -43,13 +46,15 @@ class Options:
         self.heartbeat = heartbeat
         self.keep = keep
         self.debug = debug          # tracebacks in the log ($GRID_DEBUG)
+        self.max_jobs = max_jobs    # session jobs one client may have at the hub
+        self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
 
 
 class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
                  "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
                  "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
-                 "tls_hs_started",
+                 "tls_hs_started", "last_tx",
                  "blocked_by")
 
     def __init__(self, sock, peer, tls=False):
@@ -61,7 +66,7 @@ class Conn:
         self.out = bytearray()
         self.nonce = None
         self.closing = False
-        self.born = self.last_rx = time.monotonic()
+        self.born = self.last_rx = self.last_tx = time.monotonic()
         self.pinged = False
         self.slots = None           # workers: sched.Slots
         self.jobs = None            # clients: cid -> sched.Job
@@ -119,6 +124,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 "CANCEL": self.on_cancel, "STATUS": self.on_status, "WORKERS": self.on_workers,
                 "JOBS": self.on_jobs, "DRAIN": self.on_drain, "SHUTDOWN": self.on_shutdown,
                 "ANNOUNCE": self.on_announce, "LOOKUP": self.on_lookup,
+                "RESULTS": self.on_results,
                 "PING": self.on_ping, "PONG": self.on_pong, "QUIT": self.on_quit,
                 "ERR": self.on_err,
             },
@@ -299,6 +305,10 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             elif quiet > hb and not conn.pinged:
                 conn.pinged = True
                 self.send(conn, b"PING\n")
+        stall = self.opts.stall_timeout
+        for conn in [c for c in self.conns.values() if c.role == "client" and c.out
+                     and now - c.last_tx > stall and c.jobs]:
+            self.stalled(conn, now - conn.last_tx)
         for conn in list(self.unauth):
             if now - conn.born > HANDSHAKE_TIMEOUT:
                 self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
@@ -617,6 +627,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.close(conn)
                 return
             del out[:n]
+            conn.last_tx = time.monotonic()
         if conn.feeders and len(out) < LOW:
             before = len(out)
             self.pump(conn)
@@ -641,9 +652,22 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     def unblock(self, conn):
         for other in conn.blocked:
             other.blocked_by -= 1
-            if not other.blocked_by and other.held <= HELD_MAX // 2:
+            if self.may_resume(other):
                 self.resume(other)
         conn.blocked.clear()
+
+    def may_resume(self, conn):
+        """A paused client is read again once nothing holds it back: no
+        worker buffer it filled, its held input and its session jobs well
+        under their limits (hysteresis: half and three quarters)."""
+        return (not conn.blocked_by and conn.held <= HELD_MAX // 2
+                and (conn.jobs is None or len(conn.jobs) <= self.opts.max_jobs * 3 // 4))
+
+    def hold_back(self, conn):
+        """Stop reading a client until may_resume says otherwise."""
+        if not conn.paused:
+            conn.paused = True
+            self._want(conn, conn.events & ~selectors.EVENT_READ)
 
     def resume(self, conn):
         if conn.paused and not conn.closing:

@@ -144,7 +144,9 @@ class Jobs:
             if client is not None and not client.closing:
                 client.jobs.pop(job.cid, None)
                 self.send(client, wire.format("DONE", job.cid, exit=exitcode, sig=sig,
-                                              outcome=outcome, worker=worker))
+                                              outcome=outcome, worker=worker,
+                                              reason=job.reason))
+                self.jobs_left(client)
             job.state = sched.DONE
             self.counts["done"] += 1
             return
@@ -255,6 +257,8 @@ class Jobs:
         job.cid = cid
         conn.jobs[cid] = job
         self.push(job)
+        if len(conn.jobs) >= self.opts.max_jobs:
+            self.hold_back(conn)    # read on once some of them have ended
 
     def cjob(self, conn, msg):
         """The client's job named in msg, or None after an ERR that names
@@ -283,11 +287,10 @@ class Jobs:
             job.inq.append(data)
             job.held += len(data)
             conn.held += len(data)
-            if conn.held > HELD_MAX and not conn.paused:
+            if conn.held > HELD_MAX:
                 # Input for jobs still queued: stop reading this client
                 # until some of them have a worker to take it.
-                conn.paused = True
-                self._want(conn, conn.events & ~selectors.EVENT_READ)
+                self.hold_back(conn)
         job.in_eof = job.in_eof or eof
 
     def unhold(self, job):
@@ -295,8 +298,8 @@ class Jobs:
         client = job.client
         if client is not None and job.held:
             client.held -= job.held
-            if client.paused and client.held < HELD_MAX // 2 and not client.blocked_by:
-                self.resume(client)
+            job.held = 0
+            self.jobs_left(client)
         job.held = 0
 
     def on_kill(self, conn, msg):
@@ -308,11 +311,46 @@ class Jobs:
             self.send(job.worker, wire.format("KILL", job.hid, sig=sig))
         else:
             # Killed before it started: it ends here, as if by the signal.
-            self.sched.dequeue(job)
-            job.inq = []
-            self.unhold(job)
+            self.end_queued(conn, job, sig)
+
+    def stalled(self, conn, quiet):
+        """conn has read nothing for quiet seconds while its jobs hold
+        slots: every job of its ends now, cancelled with reason=stalled (one
+        DONE each, waiting in its buffer should it read again); running ones
+        are cancelled at their workers, and what they still print is
+        dropped, so the slots come free."""
+        running = [j for j in conn.jobs.values() if j.worker is not None]
+        if not running:
+            return
+        log(f"client {conn.name} read nothing for {quiet:.0f}s while {len(running)} of its "
+            f"jobs held slots: its {len(conn.jobs)} jobs are cancelled")
+        for job in list(conn.jobs.values()):
+            job.reason = "stalled"
+            if job.worker is None:
+                self.end_queued(conn, job)
+                continue
+            conn.ackq.discard(job)
             conn.jobs.pop(job.cid, None)
-            self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome="cancelled"))
+            job.client = None
+            self.send(conn, wire.format("DONE", job.cid, outcome="cancelled", reason="stalled"))
+            self.send(job.worker, wire.format("CANCEL", job.hid))
+            self.ack(job)
+        self.jobs_left(conn)
+
+    def end_queued(self, conn, job, sig=None):
+        """A session job that never started ends now, cancelled."""
+        self.sched.dequeue(job)
+        job.inq = []
+        self.unhold(job)
+        conn.jobs.pop(job.cid, None)
+        self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome="cancelled",
+                                    reason=job.reason))
+        self.jobs_left(conn)
+
+    def jobs_left(self, conn):
+        """conn has fewer session jobs: read it again if it was held back."""
+        if conn.paused and self.may_resume(conn):
+            self.resume(conn)
 
     def client_gone(self, conn):
         for job in conn.jobs.values():

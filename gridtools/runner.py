@@ -233,3 +233,88 @@ def _spawn(argv, stdin, stdout, stderr, env):
             os.close(fd)
         raise
     return Child(pid, pidfd, outs[0], outs[1], w_in, argv)
+
+
+class Lifeline:
+    """Jobs must not outlive their runner, even one killed by SIGKILL.
+
+    A small watcher process, forked once at start-up, reads a pipe on which
+    the runner names each job's process group as it starts and as it ends
+    (one short write each: nothing next to a spawn).  When the runner dies,
+    however it dies, the kernel closes the pipe; the watcher then kills
+    every process group still named and exits.  It sits in a session of its
+    own, so a signal to the runner's process group does not take it along.
+
+    Limits: a job that leaves its process group (setsid, setpgid) escapes;
+    a watcher killed together with the runner (kill -9 of both) kills
+    nothing; and the first jobs' groups die only when the pipe closes,
+    a moment after the runner.
+    """
+
+    def __init__(self):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:                        # the watcher
+            try:
+                os.close(w)
+                _watch(r)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.fd = w
+        self.pid = pid
+
+    def say(self, sign, pgid):
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, b"%c%d\n" % (sign, pgid))
+        except OSError:
+            self.fd = None                  # the watcher is gone: carry on without
+
+    def started(self, child):
+        self.say(43, child.pid)             # "+"
+
+    def ended(self, child):
+        """Call before reaping: a pid is not reused while it is a zombie."""
+        self.say(45, child.pid)             # "-"
+
+    def close(self):
+        """The runner ends cleanly: the watcher reaps nothing and exits."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _watch(fd):
+    """The watcher's life: follow the list, kill what is left at EOF."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(devnull, target)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(s, signal.SIG_IGN)
+    os.closerange(3, fd)
+    os.closerange(fd + 1, max(fd + 1, min(os.sysconf("SC_OPEN_MAX"), 1 << 20)))
+    groups = set()
+    rest = b""
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line[:1] == b"+":
+                groups.add(int(line[1:]))
+            elif line[:1] == b"-":
+                groups.discard(int(line[1:]))
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass

@@ -18,6 +18,7 @@ LOW = 1 << 20               # ... and below this it resumes them
 ACK_EVERY = 1 << 18         # acknowledge relayed output in steps of this
 HELD_MAX = 64 << 20         # input held for a client's queued jobs
 JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
+COMPACT_AFTER = 4096        # cancelled jobs left in the queues before they are swept out
 
 # Bounds of the fields a peer sends about jobs and slots.
 MAX_SLOTS = 100000          # slots one worker may offer
@@ -32,7 +33,7 @@ class Job:
     __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
-                 "started", "attempt", "committed", "note", "result")
+                 "started", "attempt", "committed", "note", "result", "reason")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -60,6 +61,7 @@ class Job:
         self.committed = False      # durable: its result is in the journal
         self.note = None            # durable: why its result is not what it said
         self.result = None          # durable: (tries, exit, sig, outcome, worker, note)
+        self.reason = None          # why the hub cancelled it (stalled), for its DONE
         self.cancelled = False
         self.submitted = 0.0
         self.started = 0.0
@@ -89,6 +91,7 @@ class Scheduler:
         self.queues = {}            # reqs -> deque of Job
         self.free = {}              # worker key -> Slots, insertion ordered
         self.seq = itertools.count(1)
+        self.gone = 0               # cancelled jobs still sitting in the queues
 
     def submit(self, job):
         """A new or requeued job: returns the worker key it goes to, or None."""
@@ -123,6 +126,7 @@ class Scheduler:
             for reqs, q in self.queues.items():
                 while q and q[0].state != QUEUED:
                     q.popleft()     # cancelled while queued
+                    self.gone = max(0, self.gone - 1)
                 if q and reqs <= w.tagset and (best is None or q[0].seq < best[0].seq):
                     best = q
             if best is None:
@@ -158,9 +162,24 @@ class Scheduler:
         self.free.pop(key, None)
 
     def dequeue(self, job):
-        """Cancel a queued job (removed lazily from its queue)."""
+        """Cancel a queued job: removed lazily from its queue, or all at
+        once when cancelled jobs are many (a client that left 100,000 of
+        them must not leave their memory behind)."""
         if job.state == QUEUED:
             job.state = GONE
+            self.gone += 1
+            if self.gone > COMPACT_AFTER:
+                self.compact()
+
+    def compact(self):
+        """Drop every cancelled job from the queues."""
+        for reqs in list(self.queues):
+            q = collections.deque(j for j in self.queues[reqs] if j.state == QUEUED)
+            if q:
+                self.queues[reqs] = q
+            else:
+                del self.queues[reqs]
+        self.gone = 0
 
     def waiting(self):
         return sum(1 for q in self.queues.values() for j in q if j.state == QUEUED)

@@ -149,9 +149,20 @@ class Job:
         self.killed = False
 
 
+class _NoLifeline:
+    """A Worker run in process by a test: nobody watches its jobs."""
+
+    def started(self, child):
+        pass
+
+    def ended(self, child):
+        pass
+
+
 class Worker:
-    def __init__(self, link, slots, name, tags, debug=False):
+    def __init__(self, link, slots, name, tags, debug=False, lifeline=None):
         self.debug = debug
+        self.lifeline = lifeline or _NoLifeline()
         self.link = link
         self.slots = slots
         self.name = name
@@ -290,6 +301,7 @@ class Worker:
         timeout = msg.seconds("timeout")
         try:
             child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
+            self.lifeline.started(child)
         except OSError as e:
             self.send_out(wid, 2, f"gridd worker: cannot run: {e.strerror}\n".encode())
             self.link.send(wire.format("DONE", wid, exit=127))
@@ -402,6 +414,7 @@ class Worker:
         if job.status is not None:
             return
         self.sel.unregister(job.child.pidfd)
+        self.lifeline.ended(job.child)
         job.status = job.child.reap()
         if job.reading:
             # What it wrote before exiting is in the pipes; a background
@@ -484,6 +497,7 @@ class Worker:
         for job in list(self.jobs.values()):
             job.child.kill(signal.SIGKILL)
             if job.status is None:
+                self.lifeline.ended(job.child)
                 job.child.reap()
             for fd in (job.child.stdout, job.child.stderr, job.child.stdin):
                 if fd is not None:
@@ -580,7 +594,8 @@ def dial(hub, tls):
     return s
 
 
-def serve_connect(hub, key, slots, name, tags, tls=None, once=False, debug=False):
+def serve_connect(hub, key, slots, name, tags, tls=None, once=False, debug=False,
+                  lifeline=None):
     """Connect to the hub, serve, reconnect with backoff when it goes away."""
     delay = 0.1
     while True:
@@ -601,7 +616,7 @@ def serve_connect(hub, key, slots, name, tags, tls=None, once=False, debug=False
             handshake_connector(link, key)
             log(f"connected to {hub} as {name} with {slots} slot{'' if slots == 1 else 's'}")
             delay = 0.1
-            w = Worker(link, slots, name, tags, debug)
+            w = Worker(link, slots, name, tags, debug, lifeline)
             w.run()
             if w.bye:
                 return 0
@@ -652,7 +667,7 @@ class TlsLink(Link):
         return True
 
 
-def serve_stdio(key, slots, name, tags, debug=False):
+def serve_stdio(key, slots, name, tags, debug=False, lifeline=None):
     """Speak the protocol on stdin/stdout (inetd nowait, ssh); exit on EOF.
 
     The channel is moved off fds 0 and 1, and fd 1 points at /dev/null, so
@@ -673,7 +688,7 @@ def serve_stdio(key, slots, name, tags, debug=False):
     link = Link(rfd, wfd)
     try:
         handshake_acceptor(link, key)
-        Worker(link, slots, name, tags, debug).run()
+        Worker(link, slots, name, tags, debug, lifeline).run()
     except Lost:
         pass
     return 0
@@ -689,15 +704,21 @@ def main_worker(opts, key):
         except OSError as e:
             log(f"cannot use --workdir {opts.workdir}: {e.strerror}")
             return 73
+    lifeline = None
     try:
         debug = getattr(opts, "debug", False)
+        lifeline = runner.Lifeline()
         if opts.stdio:
-            return serve_stdio(key, opts.slots, opts.name, opts.tags, debug)
+            return serve_stdio(key, opts.slots, opts.name, opts.tags, debug, lifeline)
         return serve_connect(opts.connect, key, opts.slots, opts.name, opts.tags,
-                             getattr(opts, "tls", None), getattr(opts, "once", False), debug)
+                             getattr(opts, "tls", None), getattr(opts, "once", False), debug,
+                             lifeline)
     except Fatal as e:
         log(str(e))
         return e.code
+    finally:
+        if lifeline is not None:
+            lifeline.close()
 
 
 if __name__ == "__main__":

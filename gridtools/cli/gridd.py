@@ -2,7 +2,7 @@
 
     gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE] ...
     gridd worker (--connect HUB | --stdio) [--slots N] [--tag K=V]... [--name NAME]
-    gridd ctl [--hub HUB] [--json] status|workers|jobs|cancel ID|drain WORKER|shutdown
+    gridd ctl [--hub HUB] [--json] status|workers|jobs|results|cancel ID|drain WORKER|shutdown
 """
 
 import argparse
@@ -49,6 +49,12 @@ def build_parser():
                    help="ping a busy worker silent this long; dead after 3x (default 10)")
     h.add_argument("--keep", metavar="SECS", type=float, default=7 * 86400.0,
                    help="forget uncollected durable results after SECS (default 7 days)")
+    h.add_argument("--max-jobs", metavar="N", type=int, default=10000,
+                   help="session jobs one client may have queued or running; past it the "
+                        "client is read no further until some end (default 10000)")
+    h.add_argument("--stall-timeout", metavar="SECS", type=float, default=60.0,
+                   help="a client that reads nothing this long while its jobs hold slots "
+                        "has its jobs cancelled (default 60)")
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
@@ -72,7 +78,8 @@ def build_parser():
                        description="Ask a hub about its state, or tell it what to do.")
     c.add_argument("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {common.DEFAULT_HUB})")
     c.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
-    c.add_argument("command", choices=["status", "workers", "jobs", "cancel", "drain", "shutdown"])
+    c.add_argument("command", choices=["status", "workers", "jobs", "results", "cancel", "drain",
+                                       "shutdown"])
     c.add_argument("arg", nargs="?", metavar="ID|WORKER")
     return p
 
@@ -125,15 +132,20 @@ def run_hub(opts, env):
             raise errors.UsageError(
                 f"refusing to listen on {a} without keys or TLS "
                 f"(give --client-key and --worker-key, --tls-cert, or --insecure)")
-    if opts.heartbeat <= 0:
-        raise errors.UsageError("--heartbeat: need a positive number of seconds")
+    for name, value in (("--heartbeat", opts.heartbeat), ("--stall-timeout", opts.stall_timeout),
+                        ("--keep", opts.keep)):
+        if not 0 < value < float("inf"):
+            raise errors.UsageError(f"{name}: need a positive number of seconds, got {value}")
+    if opts.max_jobs < 1:
+        raise errors.UsageError(f"--max-jobs: need 1 or more, got {opts.max_jobs}")
     state = opts.state or hub.default_state_dir(env)
     raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
                             worker_key=worker_key, client_key_file=opts.client_key,
                             worker_key_file=opts.worker_key, tls=tls,
                             heartbeat=opts.heartbeat, keep=opts.keep,
-                            debug=bool(env.get("GRID_DEBUG"))))
+                            debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
+                            stall_timeout=opts.stall_timeout))
     import sqlite3
     try:
         h.open()
@@ -206,9 +218,35 @@ def format_info(what, data):
                  ",".join(f"{k}={v}" for k, v in sorted(w["tags"].items())) or "-", w["peer"]]
                 for w in data]
         return table(rows, ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "PEER"])
+    if what == "results":
+        return format_results(data)
     rows = [[j["id"], j["kind"], j["state"], j["worker"] or "-", j["tries"], j["command"]]
             for j in data]
     return table(rows, ["ID", "KIND", "STATE", "WORKER", "TRIES", "COMMAND"])
+
+
+def format_results(rows):
+    """Durable jobs not collected (RESULTS), one per line: also what
+    gridsub --list prints."""
+    def result(r):
+        if r["state"] != "done":
+            return "-"
+        if r["outcome"] in ("timeout", "cancelled", "lost"):
+            return r["outcome"]
+        if r["sig"] is not None:
+            return f"signal {r['sig']}"
+        return f"exit {r['exit']}" if r["exit"] is not None else r["outcome"] or "-"
+
+    def age(secs):
+        for unit, size in (("s", 1), ("m", 60), ("h", 3600), ("d", 86400)):
+            if secs < 120 * size or unit == "d":
+                return f"{max(secs, 0) / size:.0f}{unit}"
+
+    def shown(text):
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+    return table([[r["id"], r["state"], age(r["age"]), r["tries"], result(r), shown(r["command"])]
+                  for r in rows], ["ID", "STATE", "AGE", "TRIES", "RESULT", "COMMAND"])
 
 
 def table(rows, headers):
