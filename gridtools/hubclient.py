@@ -4,6 +4,7 @@ selectors loop (the pool cannot tell it from the local executor).
 """
 
 import hashlib
+import json
 import os
 import random
 import selectors
@@ -208,6 +209,24 @@ def redial(hub, env, patience):
             delay = min(delay * 2, 5.0)
 
 
+def results(client):
+    """The durable jobs nobody has collected, oldest first (at most the
+    newest 10,000): dicts with id, state, tries, worker, exit, sig,
+    outcome, note, submitted, finished, age and command (see RESULTS in
+    gridtools(7))."""
+    reply = client.request("RESULTS")
+    rows = None
+    if reply.verb == "INFO" and reply.args[:1] == ["results"]:
+        try:
+            rows = json.loads(reply.body or b"")
+        except ValueError:
+            pass
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
+        raise errors.ProtocolError(f"hub {client.hub}: expected INFO results with a JSON "
+                                   f"list, got {reply.verb} {' '.join(reply.args)[:80]}")
+    return rows
+
+
 def _field(client, msg, decode):
     try:
         return decode(msg)
@@ -255,7 +274,7 @@ class HubExecutor:
         self.sel.register(self.sock, selectors.EVENT_READ, (self._event, None, 0))
         self.handlers = {"OUT": self._on_out, "DONE": self._on_done, "ACK": self._on_ack,
                          "ERR": self._on_err, "PING": self._on_ping, "PONG": _ignore,
-                         "BYE": self._on_bye}
+                         "BYE": self._on_bye, "NOTE": self._on_note}
 
     def attach(self, pool):
         self.pool = pool
@@ -400,6 +419,11 @@ class HubExecutor:
 
     def _on_ping(self, msg):
         self._send(b"PONG\n")
+
+    def _on_note(self, msg):
+        job = self.jobs.get(msg.get("job") or "")
+        first = f" (job {job.seq}: {job.command})" if job is not None else ""
+        self.pool.warn(f"{msg.get('text', 'a note from the hub')}{first}")
 
     def _on_bye(self, msg):
         raise errors.UnavailableError(f"hub {self.client.hub} said goodbye")

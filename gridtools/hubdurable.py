@@ -1,5 +1,6 @@
 """The hub's durable jobs (gridsub) and its control verbs (gridd ctl):
-SUBMIT, RESULT, FORGET, CANCEL, STATUS, WORKERS, JOBS, DRAIN, SHUTDOWN.
+SUBMIT, RESULT, RESULTS, FORGET, CANCEL, STATUS, WORKERS, JOBS, DRAIN,
+SHUTDOWN.
 A mixin of gridtools.hub.Hub."""
 
 import json
@@ -135,6 +136,27 @@ class Durable:
         yield wire.format("DONE", did, exit=row["exit"], sig=row["sig"],
                           outcome=row["outcome"], tries=row["tries"], worker=row["worker"])
 
+    def on_results(self, conn, msg):
+        """The durable jobs nobody has collected (for a script that lost an
+        id): the newest JOBS_LISTED, oldest first; a job not finished says
+        what the hub knows of it now."""
+        if self.journal is None:
+            raise wire.WireError("this hub keeps no journal (no --state)", wire.E_UNAVAILABLE)
+        now = time.time()
+        rows = []
+        for r in self.journal.results(JOBS_LISTED):
+            state, tries, worker = r["state"], r["tries"], r["worker"]
+            job = self.durable.get(r["id"])
+            if job is not None:
+                state, tries = job.state, job.tries
+                worker = job.worker.name if job.worker is not None else None
+            cmd = r["command"].replace(b"\0", b" ") if r["argv"] else r["command"]
+            rows.append({"id": r["id"], "state": state, "tries": tries, "worker": worker,
+                         "exit": r["exit"], "sig": r["sig"], "outcome": r["outcome"],
+                         "note": r["note"], "submitted": r["submitted"],
+                         "finished": r["finished"], "age": round(now - r["submitted"], 1),
+                         "command": cmd.decode("utf-8", "replace")})
+        self.info(conn, "results", rows)
 
     def on_forget(self, conn, msg):
         did = self.durable_id(msg)
@@ -220,9 +242,13 @@ class Durable:
             cmd = job.command
             text = " ".join(wire.decode_argv(cmd)) if job.argv else cmd.decode(
                 "utf-8", "replace")
+            why = None
+            if where is None:
+                why = self.why_waiting(job.reqs) if job.reqs else None
+                why = why or "waiting for a free slot"
             rows.append({"id": job.name, "state": job.state, "worker": where,
                          "tries": job.tries, "kind": "durable" if job.did else "session",
-                         "command": text[:200]})
+                         "command": text[:200], "why": why})
         for c in self.conns.values():
             if c.slots is not None:
                 for job in c.slots.jobs.values():

@@ -229,6 +229,18 @@ class Journal:
                 "worker", "submitted", "finished", "note")
         return dict(zip(keys, row))
 
+    def results(self, limit, command_bytes=200):
+        """The jobs nobody has collected, queued or done: the newest limit
+        of them, oldest first, as dicts like get()'s, each command cut to
+        its first command_bytes bytes (a listing, not the job)."""
+        rows = self.db.execute(
+            "SELECT id, substr(command, 1, ?), argv, state, exit, sig, outcome, tries, "
+            "worker, submitted, finished, note FROM jobs ORDER BY id DESC LIMIT ?",
+            (command_bytes, limit)).fetchall()
+        keys = ("id", "command", "argv", "state", "exit", "sig", "outcome", "tries",
+                "worker", "submitted", "finished", "note")
+        return [dict(zip(keys, row)) for row in reversed(rows)]
+
     def expire(self, older_than):
         """Forget results finished before the given time; how many."""
         rows = self.db.execute("SELECT id FROM jobs WHERE state='done' AND finished < ?",

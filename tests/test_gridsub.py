@@ -2,7 +2,9 @@
 kill -9 of the hub with jobs queued and running, then a restart, and every
 acknowledged job completes with exactly one result."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -244,7 +246,6 @@ def test_last_try_output_across_a_hub_restart(grid):
 
 def said_ids(stderr):
     """The job ids gridsub said on stderr."""
-    import re
     return [int(m) for m in re.findall(rb"^gridsub: job (\d+) queued$", stderr, re.M)]
 
 
@@ -353,3 +354,43 @@ def test_stopped_while_waiting_says_the_id(grid):
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 143 and len(said_ids(err)) == 1, err
+
+
+def test_list_shows_the_jobs_nobody_collected(grid):
+    """A script that lost an id finds it: gridsub --list and gridd ctl
+    results list queued, running and done jobs until they are collected."""
+    grid.start_hub()
+    grid.start_worker()
+    gate = os.path.join(grid.tmp, "gate")
+    done = grid.run("gridsub", "echo done; exit 3").stdout.decode().strip()
+    grid.wait_for(lambda s: s["done"] == 1, "status")
+    running = grid.run("gridsub", f"while ! test -e {gate}; do sleep 0.05; done").stdout
+    queued = grid.run("gridsub", "--require", "site=nowhere", "echo", "waits").stdout
+    running, queued = running.decode().strip(), queued.decode().strip()
+    grid.wait_for(lambda s: s["running"] == 1, "status")
+    r = grid.run("gridsub", "--list", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(str(j["id"]), j["state"], j["outcome"], j["exit"]) for j in rows] == [
+        (done, "done", "failed", 3), (running, "running", None, None),
+        (queued, "queued", None, None)]
+    assert rows[2]["command"] == "echo waits" and rows[0]["tries"] == 1
+    r = grid.run("gridsub", "--list")
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["ID", "STATE", "AGE", "TRIES", "RESULT", "COMMAND"]
+    row = re.compile(r"\s*(\d+)  (\w+) +\d+s +(\d+)  (exit 3|-) +(.*)")
+    assert [row.fullmatch(line).groups() for line in lines[1:]] == [
+        (done, "done", "1", "exit 3", "echo done; exit 3"),
+        (running, "running", "1", "-", f"while ! test -e {gate}; do sleep 0.05; done"),
+        (queued, "queued", "0", "-", "echo waits")]
+    r = grid.run("gridd", "ctl", "--hub", grid.addr, "--json", "results")
+    assert [str(j["id"]) for j in json.loads(r.stdout)] == [done, running, queued]
+    r = grid.run("gridd", "ctl", "--hub", grid.addr, "results")
+    assert r.returncode == 0 and r.stdout.decode().split("\n")[1].split()[:2] == [done, "done"]
+    open(gate, "w").close()
+    assert grid.run("gridsub", "--result", done).returncode == 3
+    assert grid.run("gridsub", "--result", running).returncode == 0
+    r = grid.run("gridsub", "--list", "--json")
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [int(queued)]
+    for args in (["--list", "true"], ["--list", "--wait"], ["--json", "true"]):
+        assert grid.run("gridsub", *args).returncode == 64, args

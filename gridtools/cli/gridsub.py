@@ -4,6 +4,7 @@
     gridsub [options] -                                one job per stdin line
     gridsub --wait ...                                 run it there as if here
     gridsub --result ID...                             collect earlier jobs
+    gridsub --list [--json]                            the jobs not collected yet
 """
 
 import argparse
@@ -17,12 +18,12 @@ from gridtools.cli import common
 
 
 EPILOG = """\
-exit status: without --wait or --result, 0 once every job is queued durably.
-With them, one job's own status (128+N for signal N, 124 timeout, 75 lost);
-for several jobs the number that failed (at most 101).  64 usage, 65 no such
-job, 69 hub unreachable (also when it is not back within --reconnect SECS),
-76 protocol error, 77 authentication refused; 129, 130, 143 stopped by
-SIGHUP, SIGINT, SIGTERM while waiting (the jobs stay on the hub).
+exit status: without --wait or --result, 0 once every job is queued durably
+(--list: once listed).  With them, one job's own status (128+N for signal N,
+124 timeout, 75 lost); for several jobs the number that failed (at most 101).
+64 usage, 65 no such job, 69 hub unreachable (also when it is not back within
+--reconnect SECS), 76 protocol error, 77 authentication refused; 129, 130, 143
+stopped by SIGHUP, SIGINT, SIGTERM while waiting (the jobs stay on the hub).
 See gridsub(1).
 """
 
@@ -34,7 +35,7 @@ RECONNECT = 60.0            # seconds to wait for a lost hub to come back (--rec
 def build_parser():
     p = common.ArgumentParser(prog="gridsub", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              usage="gridsub [options] COMMAND [ARGS...] | - | --result ID...",
+                              usage="gridsub [options] COMMAND [ARGS...] | - | --result ID... | --list",
                               description="Submit durable jobs to a hub and print their ids.")
     common.add_version(p)
     a = p.add_argument
@@ -44,6 +45,9 @@ def build_parser():
     a("--result", metavar="ID", action="append", default=[],
       help="collect a job submitted earlier, waiting if it has not finished (repeatable)")
     a("--keep", action="store_true", help="leave collected results on the hub")
+    a("--list", action="store_true",
+      help="list the jobs nobody has collected (queued, running or done), oldest first")
+    a("--json", action="store_true", help="with --list: one JSON object per line")
     a("--retries", metavar="N", default="0",
       help=f"run a failed or lost job up to N more times (at most {sched.MAX_RETRIES})")
     a("--timeout", metavar="SECS", help="kill the job's process group after SECS")
@@ -62,9 +66,13 @@ def parse_options(argv):
     opts = build_parser().parse_args(argv)
     if opts.command and opts.command[0] == "--":
         opts.command = opts.command[1:]
+    if opts.list and (opts.command or opts.result or opts.wait):
+        raise errors.UsageError("--list takes no COMMAND, --result or --wait")
+    if opts.json and not opts.list:
+        raise errors.UsageError("--json goes with --list")
     if opts.result and opts.command:
         raise errors.UsageError("give a COMMAND or --result ID, not both")
-    if not opts.result and not opts.command:
+    if not opts.result and not opts.command and not opts.list:
         raise errors.UsageError("nothing to submit: give a COMMAND, or - to read commands")
     try:
         opts.result = [wire.uint(r, "--result: a job id", 0, wire.MAX_ID) for r in opts.result]
@@ -213,6 +221,8 @@ def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     env = dict(os.environ)
     opts.tty = os.isatty(2)
+    if opts.list:
+        return list_results(opts, env)
     if opts.command == ["-"]:
         commands = read_commands()
         if not commands:
@@ -232,6 +242,23 @@ def _main(argv):
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def list_results(opts, env):
+    """--list: the jobs nobody has collected, as text or JSON lines."""
+    import json
+    from gridtools import hubclient
+    from gridtools.cli.gridd import format_results
+    client = hubclient.Client(common.hub_address(opts.hub, env), env)
+    try:
+        rows = hubclient.results(client)
+    finally:
+        client.close()
+    if opts.json:
+        sys.stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    else:
+        sys.stdout.write(format_results(rows) + "\n")
+    return 0
 
 
 def work(opts, env, commands):
