@@ -394,3 +394,58 @@ def test_list_shows_the_jobs_nobody_collected(grid):
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == [int(queued)]
     for args in (["--list", "true"], ["--list", "--wait"], ["--json", "true"]):
         assert grid.run("gridsub", *args).returncode == 64, args
+
+
+def test_dash_submits_a_long_input_in_batches(grid):
+    """More lines than one batch: every non-blank line is one job, ids in
+    the order of the lines."""
+    grid.start_hub()
+    lines = b"".join(b"echo %d\n" % i + (b"\n" if i % 7 == 0 else b"") for i in range(2500))
+    r = grid.run("gridsub", "-", input=lines)
+    assert r.returncode == 0, r.stderr
+    ids = [int(x) for x in r.stdout.split()]
+    assert len(ids) == 2500 and ids == sorted(set(ids))
+    rows = [json.loads(line) for line in grid.run("gridsub", "--list", "--json").stdout.splitlines()]
+    assert [j["command"] for j in rows] == [f"echo {i}" for i in range(2500)]
+
+
+def test_dash_refuses_a_line_past_the_longest_command(grid):
+    from gridtools.cli.gridsub import MAX_COMMAND
+    grid.start_hub()
+    grid.start_worker()
+    longest = b"echo " + b"x" * (MAX_COMMAND - 5)
+    r = grid.run("gridsub", "--wait", "-", input=b"echo a\n" + longest + b"\n")
+    assert (r.returncode, r.stdout) == (0, b"a\n" + longest[5:] + b"\n"), r.stderr
+    r = grid.run("gridsub", "-", input=b"echo a\n\necho b\n" + longest + b"y\necho c\n")
+    assert r.returncode == 65
+    assert r.stderr == (b"gridsub: error: standard input, line 4: a command longer than "
+                        b"%d bytes (the most one job takes)\n" % MAX_COMMAND)
+    ids = r.stdout.split()
+    assert len(ids) == 2                        # the lines before it are queued
+    assert [grid.run("gridsub", "--result", i).stdout for i in ids] == [b"a\n", b"b\n"]
+    r = grid.run("gridsub", "echo", "x" * MAX_COMMAND)
+    assert r.returncode == 64
+
+
+def test_dash_submits_each_batch_before_the_input_ends(grid):
+    """gridsub - holds one batch of lines, not all of its input: the first
+    batch's ids come out while stdin is still open."""
+    import select
+    from gridtools.cli.gridsub import BATCH_LINES
+    grid.start_hub()
+    p = subprocess.Popen([*tool("gridsub"), "-"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, env=clean_env(GRID_HUB=grid.addr))
+    p.stdin.write(b"true\n" * BATCH_LINES)
+    p.stdin.flush()
+    out = b""
+    deadline = time.monotonic() + 60            # a bound on failure, not a measurement
+    while out.count(b"\n") < BATCH_LINES and time.monotonic() < deadline:
+        if select.select([p.stdout], [], [], 1)[0]:
+            data = os.read(p.stdout.fileno(), 1 << 16)
+            if not data:
+                break
+            out += data
+    assert out.count(b"\n") == BATCH_LINES and p.poll() is None
+    p.stdin.write(b"true\n")
+    p.stdin.close()
+    assert p.wait(30) == 0 and len((out + p.stdout.read()).split()) == BATCH_LINES + 1

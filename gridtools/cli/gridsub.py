@@ -8,6 +8,7 @@
 """
 
 import argparse
+import itertools
 import os
 import re
 import signal
@@ -21,15 +22,18 @@ EPILOG = """\
 exit status: without --wait or --result, 0 once every job is queued durably
 (--list: once listed).  With them, one job's own status (128+N for signal N,
 124 timeout, 75 lost); for several jobs the number that failed (at most 101).
-64 usage, 65 no such job, 69 hub unreachable (also when it is not back within
---reconnect SECS), 76 protocol error, 77 authentication refused; 129, 130, 143
-stopped by SIGHUP, SIGINT, SIGTERM while waiting (the jobs stay on the hub).
-See gridsub(1).
+64 usage; 65 no such job, or a line of - longer than 64 KiB; 69 hub
+unreachable (also when it is not back within --reconnect SECS); 76 protocol
+error; 77 authentication refused; 129, 130, 143 stopped by SIGHUP, SIGINT,
+SIGTERM while waiting (the jobs stay on the hub).  See gridsub(1).
 """
 
 LOST_STATUS = errors.TEMPFAIL
 TIMEOUT_STATUS = 124
 RECONNECT = 60.0            # seconds to wait for a lost hub to come back (--reconnect)
+MAX_COMMAND = 64 << 10      # bytes in one command (the wire's bodies take 16 MiB)
+BATCH_LINES = 1000          # gridsub - submits this many lines at a time,
+BATCH_BYTES = 1 << 20       # or fewer once they hold this many bytes
 
 
 def build_parser():
@@ -87,20 +91,42 @@ def parse_options(argv):
             opts.reconnect = wire.seconds(opts.reconnect, "--reconnect (or 0)")
     except wire.WireError as e:
         raise errors.UsageError(str(e)) from None
+    if opts.command and opts.command != ["-"]:
+        size = len(os.fsencode(" ".join(opts.command)))
+        if size > MAX_COMMAND:
+            raise errors.UsageError(f"COMMAND: at most {MAX_COMMAND} bytes, got {size}")
     opts.reqs = common.parse_pairs(opts.require, "--require")
     opts.tty = False            # is stderr a terminal?  (main looks)
     return opts
 
 
-def read_commands(fd=0):
-    """One command per non-empty stdin line."""
-    data = bytearray()
+def read_batches(f, max_len=MAX_COMMAND, lines=BATCH_LINES, size=BATCH_BYTES):
+    """Commands from the binary file f, one per non-blank line, in lists
+    of at most `lines` commands or about `size` bytes: memory holds one
+    batch, however long the input.  A line longer than max_len bytes raises
+    DataError naming it, once every command before it has been yielded."""
+    batch, held, number = [], 0, 0
     while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
+        line = f.readline(max_len + 1)
+        if not line:
             break
-        data += chunk
-    return [line for line in os.fsdecode(bytes(data)).split("\n") if line.strip()]
+        number += 1
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        elif len(line) > max_len:
+            if batch:
+                yield batch
+            raise errors.DataError(f"standard input, line {number}: a command longer than "
+                                   f"{max_len} bytes (the most one job takes)")
+        if not line.strip():
+            continue
+        batch.append(os.fsdecode(line))
+        held += len(line)
+        if len(batch) >= lines or held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 def status_of(record):
@@ -224,19 +250,21 @@ def _main(argv):
     if opts.list:
         return list_results(opts, env)
     if opts.command == ["-"]:
-        commands = read_commands()
-        if not commands:
-            return 0
+        batches = read_batches(sys.stdin.buffer)
+        first = next(batches, None)
+        if first is None:
+            return 0                # nothing to submit: no need for a hub
+        batches = itertools.chain([first], batches)
     elif opts.command:
-        commands = [" ".join(opts.command)]
+        batches = [[" ".join(opts.command)]]
     else:
-        commands = []
+        batches = []
     old = {}
-    if opts.wait or not commands:
+    if opts.wait or opts.result:
         for s in (signal.SIGTERM, signal.SIGHUP):
             old[s] = signal.signal(s, stop)
     try:
-        return work(opts, env, commands)
+        return work(opts, env, batches)
     except Stopped as e:
         return 128 + e.signum
     finally:
@@ -261,12 +289,11 @@ def list_results(opts, env):
     return 0
 
 
-def work(opts, env, commands):
+def work(opts, env, batches):
     link = Link(opts, env)
     try:
-        ids = opts.result
-        if commands:
-            ids = []
+        ids = list(opts.result)
+        for commands in batches:
             for did in link.hubclient.submit(link.client, commands, opts.reqs, opts.retries,
                                              opts.timeout):
                 ids.append(did)
@@ -274,9 +301,9 @@ def work(opts, env, commands):
                     link.waiting_for(did)
                 else:
                     sys.stdout.write(f"{did}\n")
-            if not opts.wait:
-                return 0
-        sys.stdout.flush()
+            sys.stdout.flush()      # ids out as their jobs are stored: a later failure keeps them
+        if not opts.wait and not opts.result:
+            return 0
         statuses = [link.collect(did) for did in ids]
     except BaseException:
         link.tell()
