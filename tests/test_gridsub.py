@@ -405,7 +405,8 @@ def test_dash_submits_a_long_input_in_batches(grid):
     assert r.returncode == 0, r.stderr
     ids = [int(x) for x in r.stdout.split()]
     assert len(ids) == 2500 and ids == sorted(set(ids))
-    rows = [json.loads(line) for line in grid.run("gridsub", "--list", "--json").stdout.splitlines()]
+    r = grid.run("gridsub", "--list", "--json")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [j["command"] for j in rows] == [f"echo {i}" for i in range(2500)]
 
 

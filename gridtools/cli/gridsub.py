@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 
-from gridtools import errors, output, sched, wire
+from gridtools import errors, hubclient, output, sched, wire
 from gridtools.cli import common
 
 
@@ -39,7 +39,8 @@ BATCH_BYTES = 1 << 20       # or fewer once they hold this many bytes
 def build_parser():
     p = common.ArgumentParser(prog="gridsub", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              usage="gridsub [options] COMMAND [ARGS...] | - | --result ID... | --list",
+                              usage="gridsub [options] COMMAND [ARGS...] | - | --result ID... "
+                                    "| --list",
                               description="Submit durable jobs to a hub and print their ids.")
     common.add_version(p)
     a = p.add_argument
@@ -171,13 +172,11 @@ class Link:
     be collected later even by a script that never saw them."""
 
     def __init__(self, opts, env):
-        from gridtools import hubclient
-        self.hubclient = hubclient
         self.opts = opts
         self.env = env
         self.addr = common.hub_address(opts.hub, env)
         self.client = hubclient.Client(self.addr, env)
-        self.unsaid = []            # ids waited for, not said on stderr yet
+        self.unsaid = {}            # ids waited for, not said on stderr yet (ordered)
 
     def close(self):
         self.client.close()
@@ -187,17 +186,16 @@ class Link:
         if self.opts.verbose or self.opts.tty:
             say(f"job {did} queued")
         else:
-            self.unsaid.append(did)
+            self.unsaid[did] = None
 
     def collected(self, did):
-        if did in self.unsaid:
-            self.unsaid.remove(did)
+        self.unsaid.pop(did, None)
 
     def tell(self):
         """The wait is interrupted: say the ids not said yet."""
         for did in self.unsaid:
             say(f"job {did} queued")
-        self.unsaid = []
+        self.unsaid = {}
 
     def lost(self, err, did):
         """The connection broke while waiting for job did: dial again."""
@@ -207,14 +205,13 @@ class Link:
             raise err
         say(f"lost the hub while waiting for job {did} ({err}); "
             f"calling it again for up to {self.opts.reconnect:g}s")
-        self.client = self.hubclient.redial(self.addr, self.env, self.opts.reconnect)
+        self.client = hubclient.redial(self.addr, self.env, self.opts.reconnect)
         if self.opts.verbose:
             say(f"reconnected to {self.addr}")
 
     def collect(self, did):
         """Write job did's output here, once, across reconnections; then
         delete its result (unless --keep).  Its exit status."""
-        hubclient = self.hubclient
         replay = hubclient.Replay(write_output)
         record = None
         forgetting = False
@@ -275,7 +272,6 @@ def _main(argv):
 def list_results(opts, env):
     """--list: the jobs nobody has collected, as text or JSON lines."""
     import json
-    from gridtools import hubclient
     from gridtools.cli.gridd import format_results
     client = hubclient.Client(common.hub_address(opts.hub, env), env)
     try:
@@ -294,8 +290,8 @@ def work(opts, env, batches):
     try:
         ids = list(opts.result)
         for commands in batches:
-            for did in link.hubclient.submit(link.client, commands, opts.reqs, opts.retries,
-                                             opts.timeout):
+            for did in hubclient.submit(link.client, commands, opts.reqs, opts.retries,
+                                        opts.timeout):
                 ids.append(did)
                 if opts.wait:
                     link.waiting_for(did)
