@@ -37,3 +37,9 @@ install-man:
 	@for f in $(MAN1); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man1/$$(basename $$f); done
 	@for f in $(MAN7); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man7/$$(basename $$f); done
 	@for f in $(MAN8); do install -Dm644 $$f $(DESTDIR)$(MANDIR)/man8/$$(basename $$f); done
+
+# Kill workers and hubs with SIGKILL while jobs flow, then count missing and
+# doubled results (a few minutes; not part of `make test`).
+.PHONY: chaos
+chaos:
+	$(PYTHON) tests/chaos.py
