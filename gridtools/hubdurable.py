@@ -138,24 +138,30 @@ class Durable:
 
     def on_results(self, conn, msg):
         """The durable jobs nobody has collected (for a script that lost an
-        id): the newest JOBS_LISTED, oldest first; a job not finished says
-        what the hub knows of it now."""
+        id): the newest JOBS_LISTED, oldest first, fewer if they would not
+        fit in one body; a job not finished says what the hub knows of it now."""
         if self.journal is None:
             raise wire.WireError("this hub keeps no journal (no --state)", wire.E_UNAVAILABLE)
         now = time.time()
         rows = []
-        for r in self.journal.results(JOBS_LISTED):
+        room = wire.MAX_BODY - 2            # the list's brackets
+        for r in reversed(self.journal.results(JOBS_LISTED)):
             state, tries, worker = r["state"], r["tries"], r["worker"]
             job = self.durable.get(r["id"])
             if job is not None:
                 state, tries = job.state, job.tries
                 worker = job.worker.name if job.worker is not None else None
             cmd = r["command"].replace(b"\0", b" ") if r["argv"] else r["command"]
-            rows.append({"id": r["id"], "state": state, "tries": tries, "worker": worker,
-                         "exit": r["exit"], "sig": r["sig"], "outcome": r["outcome"],
-                         "note": r["note"], "submitted": r["submitted"],
-                         "finished": r["finished"], "age": round(now - r["submitted"], 1),
-                         "command": cmd.decode("utf-8", "replace")})
+            row = {"id": r["id"], "state": state, "tries": tries, "worker": worker,
+                   "exit": r["exit"], "sig": r["sig"], "outcome": r["outcome"],
+                   "note": r["note"], "submitted": r["submitted"],
+                   "finished": r["finished"], "age": round(now - r["submitted"], 1),
+                   "command": cmd.decode("utf-8", "replace")}
+            room -= len(json.dumps(row, sort_keys=True)) + 2    # and ", " (as info() writes)
+            if room < 0:
+                break
+            rows.append(row)
+        rows.reverse()
         self.info(conn, "results", rows)
 
     def on_forget(self, conn, msg):
