@@ -17,7 +17,7 @@ import socket
 import time
 
 from gridtools import errors, hubdurable, hubjobs, hubnames, journal, net, sched, wire
-from gridtools.hubjobs import log
+from gridtools.hubjobs import NOTE_AFTER, log
 from gridtools.sched import HELD_MAX, HIGH, LOW
 
 RECV = 1 << 18
@@ -54,7 +54,7 @@ class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
                  "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
                  "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
-                 "tls_hs_started", "last_tx",
+                 "tls_hs_started", "last_tx", "noted",
                  "blocked_by")
 
     def __init__(self, sock, peer, tls=False):
@@ -81,6 +81,7 @@ class Conn:
         self.name = peer
         self.held = 0               # input bytes held for queued jobs
         self.blocked_by = 0         # write buffers this conn waits on
+        self.noted = set()          # requirement sets it was told no worker has
 
 
 class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
@@ -106,6 +107,9 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         self.after_commit = []      # (conn, done, failed) once the journal commits or cannot
         self.unstored = []          # durable jobs whose result the journal could not take yet
         self.next_store = 0.0       # when to try the journal again after a failure
+        self.next_tick = 0.0        # heartbeats, handshake and stall timeouts
+        self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
+        self.next_note = 0.0        # when to tell clients of jobs no worker can take
         self.journal = None
         self.journal_problem = None  # the last journal failure said, or None
         self.draining = False
@@ -218,9 +222,12 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     def turn(self):
         """End of a loop turn: timers, commit, answer, flush, acknowledge."""
         now = time.monotonic()
-        if (self.busy or self.unauth) and now >= getattr(self, "_next_tick", 0):
-            self._next_tick = now + min(1.0, self.opts.heartbeat / 2)
+        if (self.busy or self.unauth) and now >= self.next_tick:
+            self.next_tick = now + min(1.0, self.opts.heartbeat / 2)
             self.tick(now)
+        if self.reqs_waiting and now >= self.next_note:
+            self.next_note = now + NOTE_AFTER
+            self.note_unmatched(now)
         if self.journal is not None:
             self.journal_turn(now)
         self.flush_all()
@@ -273,10 +280,15 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.guard(conn, done if ok else failed)
 
     def journal_failed(self, exc):
+        """The journal could not write: say so once, and try it again in a
+        while (a retry already planned stays planned: refusals while the
+        disk is full must not keep pushing it back)."""
         if self.journal_problem != str(exc):
             self.journal_problem = str(exc)
             log(f"{exc}: new durable jobs are refused (ERR 75) until it can write again")
-        self.next_store = time.monotonic() + STORE_RETRY
+        now = time.monotonic()
+        if self.next_store <= now:
+            self.next_store = now + STORE_RETRY
 
     def _timeout(self):
         if self.after_commit or (self.journal is not None and self.journal.in_tx) \
@@ -285,7 +297,10 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         t = None
         now = time.monotonic()
         if self.busy or self.unauth:
-            t = max(0.0, getattr(self, "_next_tick", 0) - now)
+            t = max(0.0, self.next_tick - now)
+        if self.reqs_waiting:
+            n = max(0.0, self.next_note - now)
+            t = n if t is None else min(t, n)
         if self.journal is not None:
             e = max(0.0, self.next_expire - now)
             if self.unstored or not self.journal.writable:

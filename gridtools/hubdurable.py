@@ -252,6 +252,7 @@ class Durable:
             if where is None:
                 why = self.why_waiting(job.reqs) if job.reqs else None
                 why = why or "waiting for a free slot"
+            where = where[:200] if where else where
             rows.append({"id": job.name, "state": job.state, "worker": where,
                          "tries": job.tries, "kind": "durable" if job.did else "session",
                          "command": text[:200], "why": why})

@@ -11,6 +11,8 @@ import time
 from gridtools import journal, sched, wire
 from gridtools.sched import ACK_EVERY, HELD_MAX, HIGH
 
+NOTE_AFTER = 5.0            # seconds a job waits for tags no worker has before we say so
+
 
 def log(text):
     sys.stderr.write(f"gridd hub: {text}\n")
@@ -55,6 +57,44 @@ class Jobs:
         wconn = self.sched.submit(job)
         if wconn is not None:
             self.start(wconn, job)
+        elif job.reqs and job.reqs not in self.reqs_waiting:
+            if not self.reqs_waiting:
+                self.next_note = time.monotonic() + NOTE_AFTER
+            self.reqs_waiting.add(job.reqs)
+
+    def why_waiting(self, reqs):
+        """Why jobs needing reqs wait: None when some worker could take them."""
+        for c in self.conns.values():
+            if c.slots is not None and not c.slots.draining and reqs <= c.slots.tagset:
+                return None
+        tags = " ".join(f"{k}={v}" for k, v in sorted(reqs))
+        return f"no connected worker is tagged {tags}"
+
+    def note_unmatched(self, now):
+        """Tell each client, once per requirement set, that some of its jobs
+        wait for tags no connected worker has (and followers of durable
+        jobs the same): a NOTE line, not an error; the jobs stay queued."""
+        for reqs in list(self.reqs_waiting):
+            queue = self.sched.queues.get(reqs)
+            if not queue:
+                self.reqs_waiting.discard(reqs)
+                continue
+            why = self.why_waiting(reqs)
+            if why is None:
+                continue
+            counts = {}
+            for job in queue:
+                if job.state != sched.QUEUED or now - job.queued_at < NOTE_AFTER:
+                    continue
+                for conn in ([job.client] if job.client is not None else job.waiters):
+                    if conn.closing or reqs in conn.noted:
+                        continue
+                    first, n = counts.get(conn, (job, 0))
+                    counts[conn] = (first, n + 1)
+            for conn, (first, n) in counts.items():
+                conn.noted.add(reqs)
+                self.send(conn, wire.format("NOTE", job=first.cid or first.name, jobs=n,
+                                            text=f"{n} job{' waits' if n == 1 else 's wait'}: {why}"))
 
     def wjob(self, conn, msg):
         if conn.slots is None:
@@ -154,7 +194,12 @@ class Jobs:
         if outcome is None:
             outcome = "ok" if exitcode == 0 else "signal" if sig is not None else "failed"
         if outcome != "ok" and outcome != "cancelled" and not job.cancelled \
-                and job.tries <= job.retries and not self.draining:
+                and job.tries <= job.retries:
+            if self.draining:
+                # Its retry is the next hub's: it stays queued in the journal.
+                log(f"job {job.did}: {outcome}; retried after the restart")
+                job.state = sched.QUEUED
+                return
             log(f"job {job.did}: {outcome}; retry {job.tries} of {job.retries}")
             self.push(job)
             return

@@ -60,7 +60,7 @@ def parse_address(text, default_host="127.0.0.1"):
         host, sep, port = text.rpartition(":")
         if not sep:
             raise errors.UsageError(f"address {text!r}: expected host:port, :port or unix:/path")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not wire.is_uint(port) or int(port) > 65535:
         raise errors.UsageError(f"address {text!r}: bad port {port!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return Address(family, host or default_host, int(port))
@@ -262,7 +262,7 @@ class Channel:
 
 def raise_err(msg, where):
     """Turn an ERR message into the matching GridError."""
-    code = int(msg.args[0]) if msg.args and msg.args[0].isdigit() else errors.PROTOCOL
+    code = wire.err_code(msg)
     text = msg.args[1] if len(msg.args) > 1 else "error"
     cls = {errors.NOPERM: errors.AuthError, errors.UNAVAILABLE: errors.UnavailableError,
            errors.PROTOCOL: errors.ProtocolError, errors.USAGE: errors.UsageError,

@@ -330,6 +330,10 @@ class Pool:
             what = f"lost (worker {job.host} vanished)"
         self._say(f"warning: job {job.seq} {what}: {job.command}")
 
+    def warn(self, text):
+        """A warning from the grid (a hub's NOTE) on stderr."""
+        self._say(f"warning: {text}")
+
     def _say(self, text):
         """A line of gridmap's own on stderr, on one line whatever the
         command holds, with the --bar line out of its way."""

@@ -9,6 +9,7 @@ the head of each queue whose requirements it meets and takes the oldest.
 
 import collections
 import itertools
+import time
 
 QUEUED, RUNNING, DONE, GONE = "queued", "running", "done", "gone"
 
@@ -33,7 +34,7 @@ class Job:
     __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
-                 "started", "attempt", "committed", "note", "result", "reason")
+                 "started", "attempt", "committed", "note", "result", "reason", "queued_at")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -62,6 +63,7 @@ class Job:
         self.note = None            # durable: why its result is not what it said
         self.result = None          # durable: (tries, exit, sig, outcome, worker, note)
         self.reason = None          # why the hub cancelled it (stalled), for its DONE
+        self.queued_at = 0.0        # monotonic time it last joined a queue
         self.cancelled = False
         self.submitted = 0.0
         self.started = 0.0
@@ -98,6 +100,7 @@ class Scheduler:
         job.state = QUEUED
         job.worker = None
         job.seq = next(self.seq)
+        job.queued_at = time.monotonic()
         for key, w in self.free.items():
             if job.reqs <= w.tagset:
                 self._take(key, w, job)

@@ -123,6 +123,11 @@ def is_uint(text):
     return isinstance(text, str) and _UINT.match(text) is not None
 
 
+def err_code(msg):
+    """The code of an ERR message (parse_header made sure it is digits)."""
+    return int(msg.args[0]) if msg.args and is_uint(msg.args[0]) else E_PROTOCOL
+
+
 def uint(text, what, lo=0, hi=MAX_COUNT, field=None):
     """text as an int in [lo, hi]: ASCII digits only (str.isdigit() takes
     '²', which int() refuses).  Raises WireError naming the field."""

@@ -515,7 +515,7 @@ def handshake_connector(link, key):
     """We called the hub: answer its HELLO, check its WELCOME."""
     msg = link.recv_blocking(HANDSHAKE_TIMEOUT)
     if msg.verb == "ERR":
-        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", int(msg.args[0]))
+        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", wire.err_code(msg))
     try:
         hub_role, hub_nonce = wire.check_hello(msg, roles=("hub",))
     except wire.WireError as e:
@@ -528,8 +528,7 @@ def handshake_connector(link, key):
     link.flush_blocking()
     msg = link.recv_blocking(HANDSHAKE_TIMEOUT)
     if msg.verb == "ERR":
-        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", int(msg.args[0])
-                    if msg.args[0].isdigit() else EX_PROTOCOL)
+        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", wire.err_code(msg))
     if msg.verb != "WELCOME":
         raise Fatal(f"expected WELCOME, got {msg.verb}", EX_PROTOCOL)
     if key is not None and not wire.check_mac(key, hub_role, nonce, hub_nonce, msg.get("mac")):
@@ -564,8 +563,9 @@ def parse_hub(text):
         host, _, port = text[1:].partition("]:")
     else:
         host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise Fatal(f"bad hub address {text!r}: expected host:port or unix:/path", 64)
+    if not wire.is_uint(port) or int(port) > 65535:
+        raise Fatal(f"bad hub address {text!r}: expected host:port (port 0 to 65535) "
+                    f"or unix:/path", 64)
     return socket.AF_INET6 if ":" in host else socket.AF_INET, (host or "127.0.0.1", int(port))
 
 

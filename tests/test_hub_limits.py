@@ -101,3 +101,29 @@ def test_a_client_that_reads_nothing_loses_its_jobs_after_the_stall_timeout(grid
     s.close()
     assert grid.ctl("status")["running"] == 0
 
+
+
+def test_jobs_no_worker_can_take_are_said_on_stderr_and_in_ctl_jobs(grid):
+    grid.start_hub()
+    grid.start_worker(slots=1, name="plain")
+    p = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--require", "site=lab9",
+                          "echo", "{}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdin.write(b"a\nb\n")
+    p.stdin.close()
+    p.stdin = None
+    # gridmap keeps as many jobs at the hub as the grid has slots: one.
+    jobs = grid.wait_for(lambda rows: len(rows) == 1, "jobs")
+    assert {j["why"] for j in jobs} == {"no connected worker is tagged site=lab9"}, jobs
+    r = subprocess.run([*tool("gridd"), "ctl", "--hub", grid.addr, "jobs"],
+                       capture_output=True, timeout=30)
+    assert b"no connected worker is tagged site=lab9" in r.stdout, r.stdout
+    # After a few seconds the client hears why, once; a worker with the
+    # tag then takes the jobs and the run ends well.
+    line = p.stderr.readline()
+    assert line.startswith(b"gridmap: warning: 1 job waits: no connected worker is tagged "
+                           b"site=lab9 (job 1: echo a)"), line
+    grid.start_worker("--tag", "site=lab9", slots=1, name="lab9")
+    out, err = p.communicate(timeout=60)
+    assert (p.returncode, sorted(out.split())) == (0, [b"a", b"b"]), err
+    assert b"wait:" not in err

@@ -15,9 +15,10 @@ from gridtools import errors
 from gridtools.cli import common
 
 EPILOG = """\
-exit status: 0 ok (a hub drained after SIGTERM); 64 usage; 69 hub unreachable or
-cannot listen; 75 state dir in use; 76 protocol error; 77 authentication refused;
-78 bad key or certificate file.  See gridd(8).
+exit status: 0 ok (a hub drained after SIGTERM); 64 usage; 65 ctl: no such job or
+worker; 69 hub unreachable or cannot listen; 73 state dir or --workdir unusable;
+75 state dir in use; 76 protocol error (or TLS on one side only); 77 authentication
+or certificate refused; 78 bad key or certificate file.  See gridd(8).
 """
 
 
@@ -220,9 +221,10 @@ def format_info(what, data):
         return table(rows, ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "PEER"])
     if what == "results":
         return format_results(data)
-    rows = [[j["id"], j["kind"], j["state"], j["worker"] or "-", j["tries"], j["command"]]
+    rows = [[j["id"], j["kind"], j["state"], j["worker"] or "-", j["tries"],
+             j.get("why") or "-", j["command"]]
             for j in data]
-    return table(rows, ["ID", "KIND", "STATE", "WORKER", "TRIES", "COMMAND"])
+    return table(rows, ["ID", "KIND", "STATE", "WORKER", "TRIES", "WHY", "COMMAND"])
 
 
 def format_results(rows):
@@ -252,7 +254,8 @@ def format_results(rows):
 def table(rows, headers):
     cells = [headers] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    nums = [all(r[i].isdigit() for r in cells[1:]) and rows for i in range(len(headers))]
+    nums = [all(r[i].isascii() and r[i].isdigit() for r in cells[1:]) and rows
+            for i in range(len(headers))]
     out = []
     for r in cells:
         out.append("  ".join(c.rjust(w) if n else c.ljust(w)
