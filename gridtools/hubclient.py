@@ -125,7 +125,7 @@ def done_record(msg):
     neither, outcome, tries, worker (WireError for a malformed field)."""
     return {"id": msg.id_arg(0), "exit": msg.int("exit", None, 0, 255),
             "sig": msg.int("sig", None, 1, 64), "outcome": msg.get("outcome"),
-            "tries": msg.int("tries"), "worker": msg.get("worker")}
+            "tries": msg.int("tries"), "worker": msg.get("worker"), "note": msg.get("note")}
 
 
 def forget(client, did):

@@ -134,7 +134,8 @@ class Durable:
             yield wire.error(wire.E_DATA, f"no such job {did}", job=did)
             return
         yield wire.format("DONE", did, exit=row["exit"], sig=row["sig"],
-                          outcome=row["outcome"], tries=row["tries"], worker=row["worker"])
+                          outcome=row["outcome"], tries=row["tries"], worker=row["worker"],
+                          note=row["note"])
 
     def on_results(self, conn, msg):
         """The durable jobs nobody has collected (for a script that lost an

@@ -827,3 +827,28 @@ def test_a_full_disk_refuses_durable_jobs_and_serves_the_rest(tmp_path, small_tm
         assert_alive(g)
     finally:
         g.close()
+
+
+def test_output_the_disk_could_not_hold_fails_the_job_visibly(tmp_path, small_tmpfs):
+    """Never "ok" with output cut short: the result says what happened."""
+    g = Grid(tmp_path)
+    g.state = os.path.join(small_tmpfs, "state")
+    try:
+        g.start_hub()
+        g.start_worker(slots=1)
+        go = os.path.join(g.tmp, "go")
+        r = g.run("gridsub", f"while [ ! -e {go} ]; do sleep 0.05; done; "
+                  f"head -c 3000000 /dev/zero; exit 0")
+        assert r.returncode == 0, r.stderr
+        did = r.stdout.decode().strip()
+        filler = fill(small_tmpfs)
+        open(go, "w").close()
+        g.wait_for(lambda s: s["running"] == 0, "status", timeout=30)
+        os.unlink(filler)
+        r = g.run("gridsub", "--result", did, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert b"output not stored" in r.stderr and b"exit 0" in r.stderr, r.stderr
+        assert len(r.stdout) < 3000000
+        assert_alive(g)
+    finally:
+        g.close()

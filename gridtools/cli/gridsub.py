@@ -23,8 +23,8 @@ exit status: without --wait or --result, 0 once every job is queued durably
 (--list: once listed).  With them, one job's own status (128+N for signal N,
 124 timeout, 75 lost); for several jobs the number that failed (at most 101).
 64 usage; 65 no such job, or a line of - longer than 64 KiB; 69 hub
-unreachable (also when it is not back within --reconnect SECS); 76 protocol
-error; 77 authentication refused; 129, 130, 143 stopped by SIGHUP, SIGINT,
+unreachable (also when it is not back within --reconnect SECS); 75 the hub
+could not store a job (try again); 76 protocol error; 77 authentication refused; 129, 130, 143 stopped by SIGHUP, SIGINT,
 SIGTERM while waiting (the jobs stay on the hub).  See gridsub(1).
 """
 
@@ -231,6 +231,8 @@ class Link:
                             raise
                         # Our FORGET sent before the connection broke did it.
                 self.collected(did)
+                if record["note"]:
+                    say(f"job {did}: {record['note']}")
                 return status_of(record)
             except errors.UnavailableError as e:
                 self.lost(e, did)
