@@ -54,7 +54,7 @@ class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
                  "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
                  "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
-                 "tls_hs_started", "last_tx", "noted",
+                 "tls_hs_started", "sent", "sent_seen", "sent_since", "noted",
                  "blocked_by")
 
     def __init__(self, sock, peer, tls=False):
@@ -66,7 +66,8 @@ class Conn:
         self.out = bytearray()
         self.nonce = None
         self.closing = False
-        self.born = self.last_rx = self.last_tx = time.monotonic()
+        self.born = self.last_rx = self.sent_since = time.monotonic()
+        self.sent = self.sent_seen = 0  # bytes sent, and as of the last tick
         self.pinged = False
         self.slots = None           # workers: sched.Slots
         self.jobs = None            # clients: cid -> sched.Job
@@ -108,6 +109,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         self.unstored = []          # durable jobs whose result the journal could not take yet
         self.next_store = 0.0       # when to try the journal again after a failure
         self.next_tick = 0.0        # heartbeats, handshake and stall timeouts
+        self.ticked = 0.0           # when they last ran
         self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
         self.next_note = 0.0        # when to tell clients of jobs no worker can take
         self.journal = None
@@ -196,7 +198,10 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 for key, mask in self.sel.select(timeout):
                     kind, obj, extra = key.data
                     if kind == "conn":
-                        self.guard(obj, self.on_event, obj, mask)
+                        try:
+                            self.on_event(obj, mask)
+                        except Exception as e:  # noqa: BLE001 - costs that peer only
+                            self.fault(obj, e)
                     elif kind == "accept":
                         self.on_accept(obj, extra)
                     else:
@@ -320,10 +325,18 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             elif quiet > hb and not conn.pinged:
                 conn.pinged = True
                 self.send(conn, b"PING\n")
+        # A client stalls while it has bytes waiting and none leave: the
+        # count of bytes sent is compared tick by tick (cheaper than a
+        # clock read per send).
         stall = self.opts.stall_timeout
-        for conn in [c for c in self.conns.values() if c.role == "client" and c.out
-                     and now - c.last_tx > stall and c.jobs]:
-            self.stalled(conn, now - conn.last_tx)
+        resumed = now - self.ticked > 2.0    # the ticks paused while nothing ran
+        self.ticked = now
+        for conn in [c for c in self.conns.values() if c.role == "client"]:
+            if not conn.out or conn.sent != conn.sent_seen or resumed:
+                conn.sent_seen = conn.sent
+                conn.sent_since = now
+            elif now - conn.sent_since > stall and conn.jobs:
+                self.stalled(conn, now - conn.sent_since)
         for conn in list(self.unauth):
             if now - conn.born > HANDSHAKE_TIMEOUT:
                 self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
@@ -576,7 +589,10 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     def flush_all(self):
         while self.dirty:
             conn = self.dirty.pop()
-            self.guard(conn, self.flush, conn)
+            try:
+                self.flush(conn)
+            except Exception as e:  # noqa: BLE001 - costs that peer only
+                self.fault(conn, e)
 
     # -- one peer's failure is that peer's ------------------------------------
 
@@ -642,7 +658,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.close(conn)
                 return
             del out[:n]
-            conn.last_tx = time.monotonic()
+            conn.sent += n
         if conn.feeders and len(out) < LOW:
             before = len(out)
             self.pump(conn)

@@ -40,8 +40,8 @@ class Jobs:
         """Job was given to worker wconn: send it, and its held stdin."""
         self.busy.add(wconn)
         job.started = time.time()
-        self.send(wconn, wire.format("RUN", job.hid, argv=job.argv, stdin=job.stdin,
-                                     timeout=job.timeout, body=job.command))
+        self.send(wconn, wire.format_run(job.hid, wire.run_flags(job.argv, job.stdin,
+                                                                 job.timeout), job.command))
         if job.inq:
             for chunk in job.inq:
                 self.send(wconn, wire.format("IN", job.hid, body=chunk))
@@ -183,9 +183,9 @@ class Jobs:
             client = job.client
             if client is not None and not client.closing:
                 client.jobs.pop(job.cid, None)
-                self.send(client, wire.format("DONE", job.cid, exit=exitcode, sig=sig,
-                                              outcome=outcome, worker=worker,
-                                              reason=job.reason))
+                self.send(client, wire.format_done(
+                    job.cid.encode("ascii"), exitcode, sig, outcome,
+                    None if worker is None else wire.escape(worker), job.reason))
                 self.jobs_left(client)
             job.state = sched.DONE
             self.counts["done"] += 1

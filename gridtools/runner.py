@@ -12,6 +12,7 @@ so the user sees the shell's own message and status (127, 126) either way.
 """
 
 import errno
+import mmap
 import os
 import shlex
 import signal
@@ -235,52 +236,56 @@ def _spawn(argv, stdin, stdout, stderr, env):
     return Child(pid, pidfd, outs[0], outs[1], w_in, argv)
 
 
+
 class Lifeline:
     """Jobs must not outlive their runner, even one killed by SIGKILL.
 
-    A small watcher process, forked once at start-up, reads a pipe on which
-    the runner names each job's process group as it starts and as it ends
-    (one short write each: nothing next to a spawn).  When the runner dies,
-    however it dies, the kernel closes the pipe; the watcher then kills
-    every process group still named and exits.  It sits in a session of its
-    own, so a signal to the runner's process group does not take it along.
+    A small watcher process, forked once at start-up, shares a table of
+    the running jobs' process groups with the runner (an anonymous shared
+    mapping: writing an entry is a store to memory, no system call, and
+    the watcher is not woken).  The watcher waits on a pipe nobody writes
+    to; when the runner dies, however it dies, the kernel closes the pipe,
+    and the watcher kills every process group still in the table and exits.
+    It sits in a session of its own, so a signal to the runner's process
+    group does not take it along.
 
     Limits: a job that leaves its process group (setsid, setpgid) escapes;
-    a watcher killed together with the runner (kill -9 of both) kills
-    nothing; and the first jobs' groups die only when the pipe closes,
-    a moment after the runner.
+    a watcher killed together with the runner kills nothing; jobs past the
+    table's capacity (the runner's slots and some spare) are not watched.
     """
 
-    def __init__(self):
+    def __init__(self, capacity):
+        self.capacity = capacity + 16
+        self.map = mmap.mmap(-1, 4 * self.capacity)     # shared with the watcher
+        self.table = memoryview(self.map).cast("i")
+        self.free = list(range(self.capacity - 1, -1, -1))
+        self.where = {}                                 # pid -> index in table
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
-        if pid == 0:                        # the watcher
+        if pid == 0:                                    # the watcher
             try:
                 os.close(w)
-                _watch(r)
+                _watch(r, self.table)
             finally:
                 os._exit(0)
         os.close(r)
         self.fd = w
         self.pid = pid
 
-    def say(self, sign, pgid):
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, b"%c%d\n" % (sign, pgid))
-        except OSError:
-            self.fd = None                  # the watcher is gone: carry on without
-
     def started(self, child):
-        self.say(43, child.pid)             # "+"
+        if self.free:
+            i = self.where[child.pid] = self.free.pop()
+            self.table[i] = child.pid
 
     def ended(self, child):
         """Call before reaping: a pid is not reused while it is a zombie."""
-        self.say(45, child.pid)             # "-"
+        i = self.where.pop(child.pid, None)
+        if i is not None:
+            self.table[i] = 0
+            self.free.append(i)
 
     def close(self):
-        """The runner ends cleanly: the watcher reaps nothing and exits."""
+        """The runner ends cleanly: the watcher kills what is left, exits."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -290,8 +295,9 @@ class Lifeline:
             pass
 
 
-def _watch(fd):
-    """The watcher's life: follow the list, kill what is left at EOF."""
+def _watch(fd, table):
+    """The watcher's life: wait for the runner to die, then kill what is
+    left in the table."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     for target in (0, 1, 2):
@@ -300,21 +306,11 @@ def _watch(fd):
         signal.signal(s, signal.SIG_IGN)
     os.closerange(3, fd)
     os.closerange(fd + 1, max(fd + 1, min(os.sysconf("SC_OPEN_MAX"), 1 << 20)))
-    groups = set()
-    rest = b""
-    while True:
-        data = os.read(fd, 1 << 16)
-        if not data:
-            break
-        lines = (rest + data).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            if line[:1] == b"+":
-                groups.add(int(line[1:]))
-            elif line[:1] == b"-":
-                groups.discard(int(line[1:]))
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
+    while os.read(fd, 1):
+        pass
+    for pgid in table:
+        if pgid > 0:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass

@@ -100,11 +100,11 @@ class Scheduler:
         job.state = QUEUED
         job.worker = None
         job.seq = next(self.seq)
-        job.queued_at = time.monotonic()
         for key, w in self.free.items():
             if job.reqs <= w.tagset:
                 self._take(key, w, job)
                 return key
+        job.queued_at = time.monotonic()
         q = self.queues.get(job.reqs)
         if q is None:
             q = self.queues[job.reqs] = collections.deque()

@@ -707,7 +707,7 @@ def main_worker(opts, key):
     lifeline = None
     try:
         debug = getattr(opts, "debug", False)
-        lifeline = runner.Lifeline()
+        lifeline = runner.Lifeline(opts.slots)
         if opts.stdio:
             return serve_stdio(key, opts.slots, opts.name, opts.tags, debug, lifeline)
         return serve_connect(opts.connect, key, opts.slots, opts.name, opts.tags,

@@ -386,7 +386,7 @@ def test_bad_field_about_a_running_job(hub, data, field):
 # DRAIN are left out: they stop things on purpose.
 
 BATCH = 25                  # messages between two health checks
-BATCHES = 200               # hypothesis examples, each a batch
+BATCHES = int(os.environ.get("GRID_MUTATOR_BATCHES", "200"))  # hypothesis examples, each a batch
 GRIDMAP_EVERY = 6           # batches between two real gridmap runs
 
 SAFE_BODIES = [b"true", b"echo fuzz", b"printf x", b"exit 3", b"cat"]

@@ -228,3 +228,22 @@ def test_check_hello():
                 b"PING\n"):
         with pytest.raises(wire.WireError):
             wire.check_hello(roundtrip(bad))
+
+
+def test_the_hot_formats_match_the_general_one():
+    for argv in (False, True):
+        for stdin in (False, True):
+            for timeout in (None, 2.5, 10.0):
+                want = wire.format("RUN", 17, argv=argv, stdin=stdin, timeout=timeout,
+                                   body=b"echo x")
+                assert wire.format_run(17, wire.run_flags(argv, stdin, timeout),
+                                       b"echo x") == want
+    cases = [dict(exit=0), dict(sig=9), dict(exit=3, outcome="failed", worker="w 1"),
+             dict(outcome="cancelled", reason="stalled"), dict(outcome="lost", worker="n")]
+    for kv in cases:
+        want = wire.format("DONE", "a.1", **kv)
+        worker = kv.get("worker")
+        got = wire.format_done(b"a.1", kv.get("exit"), kv.get("sig"), kv.get("outcome"),
+                               None if worker is None else wire.escape(worker),
+                               kv.get("reason"))
+        assert got == want, (got, want)

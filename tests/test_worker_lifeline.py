@@ -38,7 +38,7 @@ def test_jobs_die_with_a_worker_killed_by_sigkill(grid):
 
 
 def test_a_clean_exit_leaves_no_watcher_and_kills_nothing_else():
-    life = runner.Lifeline()
+    life = runner.Lifeline(4)
     child = runner.spawn(["sleep", "300"])
     life.started(child)
     other = subprocess.Popen(["sleep", "300"], start_new_session=True)
@@ -54,7 +54,7 @@ def test_a_clean_exit_leaves_no_watcher_and_kills_nothing_else():
 
 
 def test_the_watcher_kills_the_groups_still_named_when_the_pipe_closes():
-    life = runner.Lifeline()
+    life = runner.Lifeline(4)
     child = runner.spawn(["sh", "-c", "sleep 300 & wait"])
     life.started(child)
     os.close(life.fd)            # as a SIGKILL of the runner would
