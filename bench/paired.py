@@ -11,7 +11,6 @@ per job read from /proc; and the median round trip of one `true` job through
 that hub.  Prints medians, and new/old ratios (below 1 is faster).
 """
 
-import argparse
 import os
 import shutil
 import statistics

@@ -3,7 +3,6 @@ ACK, KILL; retries, losses and the one result per job.  A mixin of
 gridtools.hub.Hub, which owns the connections and the loop."""
 
 import os
-import selectors
 import signal
 import sys
 import time

@@ -11,7 +11,7 @@ import hmac
 import re
 import struct
 
-from gridtools import errors
+from gridtools import address, errors
 
 VERSION = 1
 MAGIC = b"GM"
@@ -179,12 +179,12 @@ def parse_segment(buf):
     """Return (session, seq, inner kind, index, count, data view) of a piece."""
     if len(buf) < SEGLEN:
         raise errors.ProtocolError(f"segment of {count(len(buf), 'byte')} is shorter than its header")
-    magic, version, kind, session, seq, inner, _, index, count = SEGHEAD.unpack_from(buf)
+    magic, version, kind, session, seq, inner, _, index, pieces = SEGHEAD.unpack_from(buf)
     if magic != MAGIC or version != VERSION or kind != SEGMENT:
         raise errors.ProtocolError("not a gridmcast segment")
-    if not 0 <= index < count or count > 1024:
-        raise errors.ProtocolError(f"segment {index} of {count}")
-    return session, seq, inner, index, count, memoryview(buf)[SEGLEN:]
+    if not 0 <= index < pieces or pieces > 1024:
+        raise errors.ProtocolError(f"segment {index} of {pieces}")
+    return session, seq, inner, index, pieces, memoryview(buf)[SEGLEN:]
 
 
 # Parity: body = K members (length, tag), then the XOR of their payloads
@@ -302,18 +302,12 @@ def parse_ranges(text, limit=1 << 16):
 
 
 def parse_hostport(text, what="address"):
-    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise errors.UsageError(f"{what} {text!r} is not HOST:PORT")
-    host = host.strip("[]")
+    """'HOST:PORT', ':PORT' or '[V6]:PORT' -> (host, port) (UsageError)."""
     try:
-        p = int(port)
-    except ValueError:
-        raise errors.UsageError(f"{what} {text!r} has a bad port") from None
-    if not 0 <= p <= 65535:
-        raise errors.UsageError(f"{what} {text!r} has a port out of range")
-    return host, p
+        a = address.parse(text, unix=False)
+    except address.AddressError as e:
+        raise errors.UsageError(f"{what}: {e}") from None
+    return a.host, a.port
 
 
 def mac(key, role, mine, theirs):

@@ -9,61 +9,20 @@ import os
 import socket
 import stat
 
-from gridtools import errors, wire
+from gridtools import address, errors, wire
 
 CONNECT_TIMEOUT = 10.0
 
 
-class Address:
-    __slots__ = ("family", "host", "port", "path")
-
-    def __init__(self, family, host=None, port=None, path=None):
-        self.family = family
-        self.host = host
-        self.port = port
-        self.path = path
-
-    def __str__(self):
-        if self.family == socket.AF_UNIX:
-            return f"unix:{self.path}"
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
-
-    @property
-    def is_loopback(self):
-        if self.family == socket.AF_UNIX:
-            return True
-        import ipaddress
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+Address = address.Address
 
 
 def parse_address(text, default_host="127.0.0.1"):
     """host:port, :port, [v6]:port or unix:/path -> Address (UsageError)."""
-    if text.startswith("unix:"):
-        path = text[5:]
-        if not path:
-            raise errors.UsageError(f"address {text!r}: unix: needs a path")
-        if len(os.fsencode(path)) >= 108:
-            raise errors.UsageError(f"address {text!r}: socket path longer than 107 bytes")
-        return Address(socket.AF_UNIX, path=path)
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise errors.UsageError(f"address {text!r}: expected [v6addr]:port")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise errors.UsageError(f"address {text!r}: expected host:port, :port or unix:/path")
-    if not wire.is_uint(port) or int(port) > 65535:
-        raise errors.UsageError(f"address {text!r}: bad port {port!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return Address(family, host or default_host, int(port))
+    try:
+        return address.parse(text, default_host)
+    except address.AddressError as e:
+        raise errors.UsageError(str(e)) from None
 
 
 def listen(addr, backlog=1024):

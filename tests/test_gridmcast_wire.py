@@ -106,7 +106,8 @@ def test_lines_round_trip_and_limits():
 def test_hostport():
     assert wire.parse_hostport("127.0.0.1:80") == ("127.0.0.1", 80)
     assert wire.parse_hostport("[::1]:80") == ("::1", 80)
-    for bad in ("nope", ":80", "h:x", "h:70000"):
+    assert wire.parse_hostport(":80") == ("127.0.0.1", 80)     # loopback, as everywhere
+    for bad in ("nope", "h:x", "h:70000", "[::1]x:5"):
         with pytest.raises(errors.UsageError):
             wire.parse_hostport(bad)
 
@@ -138,3 +139,8 @@ def test_segments_join_back_whole(body, seg, seq):
     assert wire.join_segments(other[:seg] + b"".join(cut[1:]), seg) is None
     for i, piece in enumerate(cut):
         assert wire.parse_segment(piece)[3:5] == (i, count)
+
+
+def test_a_segment_shorter_than_its_header_is_a_protocol_error():
+    with pytest.raises(errors.ProtocolError, match="3 bytes is shorter"):
+        wire.parse_segment(b"abc")
