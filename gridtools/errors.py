@@ -1,7 +1,7 @@
 """The exit-code contract and the error types every command reports through.
 
 Written once here and in man/gridtools.7; commands never invent codes of
-their own.  Job-failure codes (1-101 for gridmap, the job's own status for
+their own.  Pure and stdlib-only: it ships with the worker.  Job-failure codes (1-101 for gridmap, the job's own status for
 gridsub --wait) are each command's business and are documented with it.
 """
 
@@ -21,6 +21,12 @@ CONFIG = 78        # bad configuration
 INTERRUPTED = 130  # SIGINT
 BROKEN_PIPE = 141  # our reader went away (as a SIGPIPE death would report)
 TERMINATED = 143   # SIGTERM
+TIMED_OUT = 124    # a job killed by its timeout, as timeout(1) reports it
+
+# A finished job's outcome, as the wire, the journal, the joblog and --json
+# name it.
+OUTCOME_OK, FAILED, SIGNALED, TIMEOUT, CANCELLED, LOST = OUTCOMES = (
+    "ok", "failed", "signal", "timeout", "cancelled", "lost")
 
 
 class GridError(Exception):

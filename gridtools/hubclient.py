@@ -401,10 +401,10 @@ class HubExecutor:
         self.unacked.pop(cid, None)
         job.host = msg.get("worker") or job.host
         outcome = msg.get("outcome")
-        if outcome == "cancelled":
+        if outcome == errors.CANCELLED:
             job.cancelled = True        # by gridd ctl cancel: not to be retried
         self.pool.job_done(job, msg.int("exit"), msg.int("sig", None, 1, 64),
-                           outcome if outcome == "lost" else None)
+                           outcome if outcome == errors.LOST else None)
 
     def _on_ack(self, msg):
         cid = msg.arg(0)

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from gridtools import journal, sched, wire
+from gridtools import errors, journal, sched, wire
 from gridtools.hubjobs import log
 from gridtools.sched import JOBS_LISTED
 
@@ -202,7 +202,7 @@ class Durable:
             self.send(job.worker, wire.format("CANCEL", job.hid))
         elif job.state == sched.QUEUED:
             self.sched.dequeue(job)
-            self.finished(job, None, None, "cancelled", None)
+            self.finished(job, None, None, errors.CANCELLED, None)
         self.send(conn, wire.format("OK", arg))
 
     # -- control (gridd ctl) ----------------------------------------------------

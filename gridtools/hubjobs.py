@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 
-from gridtools import journal, sched, wire
+from gridtools import errors, journal, sched, wire
 from gridtools.sched import ACK_EVERY, HELD_MAX, HIGH
 
 NOTE_AFTER = 5.0            # seconds a job waits for tags no worker has before we say so
@@ -24,7 +24,7 @@ class Jobs:
     def on_ready(self, conn, msg):
         if conn.slots is not None:
             raise wire.WireError("READY: already announced", wire.E_USAGE)
-        slots = msg.int("slots", 1, 1, sched.MAX_SLOTS)
+        slots = msg.int("slots", 1, 1, wire.MAX_SLOTS)
         name = msg.get("name") or conn.peer
         conn.name = name
         conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
@@ -160,10 +160,10 @@ class Jobs:
         if job is None:
             return
         exitcode = msg.int("exit", None, 0, 255)
-        sig = msg.int("sig", None, 1, sched.MAX_SIGNAL)
+        sig = msg.int("sig", None, 1, wire.MAX_SIGNAL)
         outcome = msg.get("outcome")
-        if outcome is not None and outcome not in sched.OUTCOMES:
-            raise wire.WireError(f"DONE: outcome= must be one of {', '.join(sched.OUTCOMES)}, "
+        if outcome is not None and outcome not in errors.OUTCOMES:
+            raise wire.WireError(f"DONE: outcome= must be one of {', '.join(errors.OUTCOMES)}, "
                                  f"got {outcome[:40]!r}", wire.E_USAGE, field="outcome",
                                  got=outcome)
         self.sched.release(conn, conn.slots, job)
@@ -191,8 +191,9 @@ class Jobs:
             return
         self.close_output(job)
         if outcome is None:
-            outcome = "ok" if exitcode == 0 else "signal" if sig is not None else "failed"
-        if outcome != "ok" and outcome != "cancelled" and not job.cancelled \
+            outcome = errors.OUTCOME_OK if exitcode == 0 else errors.SIGNALED \
+                if sig is not None else errors.FAILED
+        if outcome not in (errors.OUTCOME_OK, errors.CANCELLED) and not job.cancelled \
                 and job.tries <= job.retries:
             if self.draining:
                 # Its retry is the next hub's: it stays queued in the journal.
@@ -203,12 +204,12 @@ class Jobs:
             self.push(job)
             return
         if job.cancelled:
-            outcome = "cancelled"
+            outcome = errors.CANCELLED
         note = job.note
         if note is not None:
             # What it printed is not all stored: the job failed, visibly.
             note += f" (the job ended {outcome}, exit {exitcode}, signal {sig})"
-            outcome, exitcode, sig = "failed", None, None
+            outcome, exitcode, sig = errors.FAILED, None, None
         job.state = sched.DONE
         job.result = (job.tries, exitcode, sig, outcome, worker, note)
         self.counts["done"] += 1
@@ -254,9 +255,9 @@ class Jobs:
             job.worker = None
             if job.did is None:
                 self.counts["lost"] += 1
-                self.finished(job, None, None, "lost", conn.name)
+                self.finished(job, None, None, errors.LOST, conn.name)
             elif job.cancelled:
-                self.finished(job, None, None, "cancelled", conn.name)
+                self.finished(job, None, None, errors.CANCELLED, conn.name)
             elif self.draining and quiet:
                 self.close_output(job)      # stays queued in the journal
             elif job.tries <= job.retries:
@@ -265,7 +266,7 @@ class Jobs:
                 self.push(job)
             else:
                 self.counts["lost"] += 1
-                self.finished(job, None, None, "lost", conn.name)
+                self.finished(job, None, None, errors.LOST, conn.name)
 
     # -- session jobs (gridmap) -------------------------------------------------
 
@@ -350,7 +351,7 @@ class Jobs:
         job = self.cjob(conn, msg)
         if job is None:
             return
-        sig = msg.int("sig", signal.SIGTERM, 1, sched.MAX_SIGNAL)
+        sig = msg.int("sig", signal.SIGTERM, 1, wire.MAX_SIGNAL)
         if job.worker is not None:
             self.send(job.worker, wire.format("KILL", job.hid, sig=sig))
         else:
@@ -376,7 +377,8 @@ class Jobs:
             conn.ackq.discard(job)
             conn.jobs.pop(job.cid, None)
             job.client = None
-            self.send(conn, wire.format("DONE", job.cid, outcome="cancelled", reason="stalled"))
+            self.send(conn, wire.format("DONE", job.cid, outcome=errors.CANCELLED,
+                                        reason="stalled"))
             self.send(job.worker, wire.format("CANCEL", job.hid))
             self.ack(job)
         self.jobs_left(conn)
@@ -387,7 +389,7 @@ class Jobs:
         job.inq = []
         self.unhold(job)
         conn.jobs.pop(job.cid, None)
-        self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome="cancelled",
+        self.send(conn, wire.format("DONE", job.cid, sig=sig, outcome=errors.CANCELLED,
                                     reason=job.reason))
         self.jobs_left(conn)
 

@@ -11,11 +11,12 @@ import os
 import select
 import struct
 
+from gridtools import errors
+
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
 
-# A finished job's outcome as the tools print it.
-OK, FAILED, SIGNALED, TIMEOUT, CANCELLED, LOST = (
-    "ok", "failed", "signal", "timeout", "cancelled", "lost")
+# A finished job's outcome as the tools print it (named once, in errors).
+OK, FAILED, SIGNALED, TIMEOUT, CANCELLED, LOST = errors.OUTCOMES
 
 
 def write_all(fd, data):

@@ -22,10 +22,7 @@ JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
 COMPACT_AFTER = 4096        # cancelled jobs left in the queues before they are swept out
 
 # Bounds of the fields a peer sends about jobs and slots.
-MAX_SLOTS = 100000          # slots one worker may offer
 MAX_RETRIES = 1000          # retries one durable job may ask for
-MAX_SIGNAL = 64             # the highest signal number (SIGRTMAX on Linux)
-OUTCOMES = ("ok", "failed", "signal", "timeout", "cancelled", "lost")
 
 
 class Job:

@@ -16,6 +16,8 @@ import hmac
 import re
 import secrets
 
+from gridtools import errors
+
 VERSION = "1"
 MAX_HEADER = 4096               # bytes, newline included
 MAX_BODY = 16 << 20             # bytes in one message body
@@ -29,8 +31,11 @@ MAX_SECONDS = 10_000_000        # a duration: about 115 days
 MAX_REF = 64                    # characters in a client's own job name
 
 # Stable error codes: the sysexits numbers the commands exit with.
-E_USAGE, E_DATA, E_UNAVAILABLE, E_SOFTWARE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = \
-    64, 65, 69, 70, 75, 76, 77
+E_USAGE, E_DATA, E_UNAVAILABLE, E_SOFTWARE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = (
+    errors.USAGE, errors.DATAERR, errors.UNAVAILABLE, errors.SOFTWARE, errors.TEMPFAIL,
+    errors.PROTOCOL, errors.NOPERM)
+MAX_SLOTS = 100000              # slots one worker may offer
+MAX_SIGNAL = 64                 # the highest signal number (SIGRTMAX on Linux)
 
 _VERB = re.compile(rb"[A-Za-z]{1,16}\Z")
 _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?\Z", re.ASCII)

@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from gridtools import address, runner, wire
+from gridtools import address, errors, runner, wire
 
 WINDOW = 1 << 20            # unacknowledged output bytes per job
 KILL_GRACE = 2.0            # seconds between SIGTERM and SIGKILL
@@ -30,13 +30,10 @@ HANDSHAKE_TIMEOUT = 10.0
 # What a host needs to run a worker, nothing else: these modules are what
 # ships as source where gridtools is not installed (a test holds this list
 # to the worker's real import closure in a fresh interpreter).
-MANIFEST = ("gridtools", "gridtools.address", "gridtools.runner", "gridtools.wire",
-            "gridtools.worker")
+MANIFEST = ("gridtools", "gridtools.address", "gridtools.errors", "gridtools.runner",
+            "gridtools.wire", "gridtools.worker")
 
-MAX_SIGNAL = 64             # the highest signal number a hub may ask for
-MAX_SLOTS = 100000          # the most slots one worker may offer
-
-EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM = 69, 76, 77
+EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM = errors.UNAVAILABLE, errors.PROTOCOL, errors.NOPERM
 
 
 def log(text):
@@ -262,7 +259,7 @@ class Worker:
         """A RUN we would not start still ends in one result at the hub."""
         wid = self.job_named(msg)
         if wid is not None and wid not in self.jobs:
-            self.link.send(wire.format("DONE", wid, exit=127, outcome="failed"))
+            self.link.send(wire.format("DONE", wid, exit=127, outcome=errors.FAILED))
 
     def fail_job(self, msg):
         """An internal error while handling msg: its job ends, once."""
@@ -339,7 +336,7 @@ class Worker:
         job = self.job_for(msg)
         if job is None:
             return
-        sig = msg.int("sig", signal.SIGTERM, 1, MAX_SIGNAL)
+        sig = msg.int("sig", signal.SIGTERM, 1, wire.MAX_SIGNAL)
         job.child.kill(sig)
 
     def on_cancel(self, msg):
@@ -447,7 +444,8 @@ class Worker:
         self.close_stdin(job)
         del self.jobs[job.wid]
         code, sig = job.status
-        outcome = "timeout" if job.timed_out else "cancelled" if job.cancelled else None
+        outcome = errors.TIMEOUT if job.timed_out else errors.CANCELLED if job.cancelled \
+            else None
         self.link.send(wire.format("DONE", job.wid, exit=code, sig=sig, outcome=outcome))
 
     def want_write(self, job):

@@ -233,7 +233,7 @@ def format_results(rows):
     def result(r):
         if r["state"] != "done":
             return "-"
-        if r["outcome"] in ("timeout", "cancelled", "lost"):
+        if r["outcome"] in (errors.TIMEOUT, errors.CANCELLED, errors.LOST):
             return r["outcome"]
         if r["sig"] is not None:
             return f"signal {r['sig']}"
