@@ -8,20 +8,9 @@ boundary within the block size, or, when one record is larger than a block,
 at the first boundary after it.
 """
 
-import re
+from gridtools import units
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text):
-    """A size like 1M, 10k, 512: GNU parallel's units, powers of 1024."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([bkmgtBKMGT]?)\s*", text)
-    if not m:
-        raise ValueError(f"not a size: {text!r} (expected e.g. 1M, 512k, 4096)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if n < 1:
-        raise ValueError(f"size must be at least 1 byte: {text!r}")
-    return n
+parse_size = units.parse_size      # --block's grammar is every command's
 
 
 class Boundary:

@@ -47,3 +47,30 @@ def test_the_commands_share_it():
     with pytest.raises(worker.Fatal) as e:
         worker.parse_hub("h:70000")
     assert e.value.code == 64
+
+
+def test_one_size_grammar_for_every_command():
+    from gridtools import blocks, units
+    from gridtools.cli import gridmcast
+    assert blocks.parse_size is units.parse_size is gridmcast._size
+    for text, n in (("1M", 1 << 20), ("1MiB", 1 << 20), ("1MB", 1 << 20), ("64m", 64 << 20),
+                    ("1.5k", 1536), ("512", 512), ("4096b", 4096)):
+        assert units.parse_size(text) == n, text
+    for text in ("", "0", "1Q", "1iB", "-1", "1e3", "²"):
+        with pytest.raises(ValueError):
+            units.parse_size(text)
+    assert units.parse_rate("200M") == 200e6 and units.parse_rate("800kbit/s") == 800e3
+
+
+def test_one_key_reader(tmp_path):
+    """A key file that cannot be read is the same failure, with the same
+    exit code (78), for every command that takes one."""
+    from gridtools import errors, net
+    from gridtools.cli import gridmcast
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"  \n")
+    for read in (net.read_key, gridmcast.read_key):
+        for path in (str(empty), str(tmp_path / "missing")):
+            with pytest.raises(errors.GridError) as e:
+                read(path)
+            assert e.value.code == errors.CONFIG

@@ -40,6 +40,20 @@ def hub_address(given, env):
     return given or env.get("GRID_HUB") or DEFAULT_HUB
 
 
+def raise_fd_limit():
+    """Every connection and job pipe is a descriptor: take all the hard
+    limit allows.  The soft limit now in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def parse_pairs(items, option):
     """["site=lab2", ...] given to option -> {"site": "lab2"}: the shape of
     worker tags and of the requirements jobs make of them."""

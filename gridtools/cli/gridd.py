@@ -140,7 +140,7 @@ def run_hub(opts, env):
     if opts.max_jobs < 1:
         raise errors.UsageError(f"--max-jobs: need 1 or more, got {opts.max_jobs}")
     state = opts.state or hub.default_state_dir(env)
-    raise_fd_limit()
+    common.raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
                             worker_key=worker_key, client_key_file=opts.client_key,
                             worker_key_file=opts.worker_key, tls=tls,
@@ -155,17 +155,6 @@ def run_hub(opts, env):
     except sqlite3.Error as e:
         raise errors.GridError(f"journal in {state}: {e}", errors.CANTCREAT)
     return h.serve()
-
-
-def raise_fd_limit():
-    """Every connection is a descriptor: take all the hard limit allows."""
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
 
 
 # -- worker --------------------------------------------------------------------

@@ -8,7 +8,6 @@ With no --hub this runs on an embedded local pool, one slot per core.
 import math
 import os
 import re
-import resource
 import sys
 
 from gridtools import blocks, errors, inputs, jobs, output, pool, template
@@ -228,14 +227,7 @@ def parse_jobs(text, cores=None):
 
 def fd_budget():
     """How many jobs we can run at once: each needs about four descriptors."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return max(1, (soft - 32) // 5)
+    return max(1, (common.raise_fd_limit() - 32) // 5)
 
 
 def parse_halt(text):

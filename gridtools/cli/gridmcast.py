@@ -7,42 +7,28 @@ sends; `gridmcast recv HOST:PORT` joins and writes the stream out.
 import collections
 import json
 import os
-import re
 import signal
 import sys
 from types import SimpleNamespace
 
-from gridtools import errors
+from gridtools import errors, net, units
 from gridtools.cli import common
 
 PROG = "gridmcast"
-MAX_KEY = 4096
 EPILOG = """\
 exit status: 0 every receiver (send) or this receiver (recv) has a verified
-copy; 64 usage; 65 recv: the stream digest did not match; 66 the input file or
-the key file cannot be read; 69 send: a receiver failed or none joined, recv:
-the sender went away or gave up on it; 70 internal error; 73 recv: the output
-file cannot be created; 74 I/O error; 75 recv: the session had started, try
-again; 76 the peer broke the protocol; 77 the group keys differ; 130/143
-interrupted; 141 recv: the reader of stdout went away.  See gridmcast(1).
+copy; 64 usage; 65 recv: the stream digest did not match; 66 send: the input
+file cannot be read; 69 send: a receiver failed or none joined, recv: the
+sender went away or gave up on it; 70 internal error; 73 recv: the output file
+cannot be created; 74 I/O error; 75 recv: the session had started, try again;
+76 the peer broke the protocol; 77 the group keys differ; 78 the key file
+cannot be read or holds no key; 130/143 interrupted; 141 recv: the reader of
+stdout went away.  See gridmcast(1).
 """
 
 
-def _size(text):
-    m = re.fullmatch(r"(\d+)([kKmMgG]?)(i?[bB]?)", text.strip())
-    if not m:
-        raise ValueError(text)
-    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
-    return int(m.group(1)) * mult
-
-
-def _rate(text):
-    """Bits per second, with k/M/G meaning powers of ten as network rates do."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgG]?)(?:bit|bps|b)?(?:/s)?", text.strip())
-    if not m:
-        raise ValueError(text)
-    mult = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
-    return float(m.group(1)) * mult
+_size = units.parse_size
+_rate = units.parse_rate
 
 
 def _typed(conv, what):
@@ -172,17 +158,8 @@ def parse_options(argv):
 
 
 def read_key(path):
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            key = f.read(MAX_KEY + 1)
-    except OSError as e:
-        raise errors.NoInputError(f"cannot read key file {path}: {e.strerror}") from None
-    key = key.strip()
-    if not key or len(key) > MAX_KEY:
-        raise errors.UsageError(f"key file {path} is empty or longer than {MAX_KEY} bytes")
-    return key
+    """The group key, read as every command reads a key file (net.read_key)."""
+    return None if path is None else net.read_key(path)
 
 
 class Notices:
