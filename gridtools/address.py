@@ -1,8 +1,8 @@
 """Addresses, written once for every command: parse and format
 `host:port`, `:port` (loopback), `[v6addr]:port` and `unix:/path`.
 
-Pure functions and one small class, no I/O; shipped to remote workers as
-source, so it imports only the standard library.
+Pure functions and one small class, no I/O; in the worker's MANIFEST, so it
+imports only the standard library.
 """
 
 import os

@@ -14,6 +14,8 @@ from gridtools import mcastwire as wire
 from gridtools.mcastsink import Sink
 
 ACK_EVERY = 64            # blocks between progress reports
+PENDING_BEFORE_START = 256  # out-of-order blocks kept before START says the window
+WINDOW_SLACK = 64           # blocks of slack past the window (acks lag a little)
 NACK_TICK = 0.005         # how often gaps are looked at
 NACK_RETRY = 0.06         # a gap NACKed this long ago without repair is asked again
 RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
@@ -47,6 +49,7 @@ class Receiver:
         self.next = 0               # next block to write
         self.top = -1               # highest block seen
         self.pending = {}           # seq -> (payload, tag), waiting for a gap to fill
+        self.window = PENDING_BEFORE_START  # blocks past next that may be kept
         self.recent = {}            # written payloads still needed by parity groups
         self.parity = {}            # group -> (members, xor)
         self.nacked = {}            # seq -> time last asked
@@ -61,6 +64,7 @@ class Receiver:
         self.pieces = {}            # (kind, seq) -> (count, {index: piece})
         self.last_data = net.now()
         self.stats = {"datagrams": 0, "dropped": 0, "rejected": 0, "duplicates": 0,
+                      "beyond_window": 0,
                       "nacks": 0, "recovered": 0, "frames": 0, "reads": 0}
 
     # --- joining -----------------------------------------------------------
@@ -93,11 +97,10 @@ class Receiver:
             want = wire.mac(self.key, "server", theirs, mine)
             if not wire.tag_matches(want.encode(), kv.get("mac", "").encode()):
                 raise errors.AuthError("the sender did not prove it holds the group key")
-        try:
-            self.session = int(kv["session"])
-            self.fec = int(kv.get("fec", "0"))
-        except (KeyError, ValueError):
-            raise errors.ProtocolError(f"bad WELCOME from the sender: {kv}") from None
+        if "session" not in kv:
+            raise errors.ProtocolError(f"bad WELCOME from the sender: {kv}")
+        self.session = wire.number(kv["session"], "WELCOME session=")
+        self.fec = wire.number(kv.get("fec", "0"), "WELCOME fec=", 0, wire.MAX_FEC)
         group = kv.get("group", "-")
         if group != "-" and self._can_multicast(local_ip):
             ghost, gport = wire.parse_hostport(group, "group")
@@ -126,7 +129,7 @@ class Receiver:
             raise errors.UnavailableError("sender closed the connection during the handshake")
         verb, args, kv = wire.parse_line(line)
         if verb == "REFUSED":
-            code = int(kv.get("code", errors.UNAVAILABLE))
+            code = wire.number(kv.get("code", str(errors.UNAVAILABLE)), "REFUSED code=", 1, 255)
             raise errors.GridError("the sender refused: " + " ".join(args), code)
         if verb != want:
             raise errors.ProtocolError(f"expected {want} but got {line[:80]!r}")
@@ -178,7 +181,11 @@ class Receiver:
 
     def _c_start(self, args, kv):
         self.mode = kv.get("mode", "mcast")
-        self.payload = int(kv.get("payload", "0"))
+        self.payload = wire.number(kv.get("payload", "0"), "START payload=", 0, wire.MAX_PAYLOAD)
+        # The sender never runs further ahead of us than its window: blocks
+        # past it are no one's we will need, and are not kept.
+        self.window = wire.number(kv.get("window", str(PENDING_BEFORE_START)),
+                                  "START window=", 1, 1 << 20)
         self.started = True
         self.last_data = net.now()
         if self.mode != "mcast":
@@ -193,26 +200,18 @@ class Receiver:
         self.mode = "evicted"
         self._drop_udp()
 
-    def _c_forward(self, args, kv):
-        self._forward_to(kv.get("to") or (args[0] if args else ""))
-
     def _c_end(self, args, kv):
-        try:
-            self.total = int(kv["count"])
-            self.end_bytes = int(kv["bytes"])
-            self.end_digest = kv["digest"]
-        except (KeyError, ValueError):
-            raise errors.ProtocolError(f"bad END from the sender: {kv}") from None
+        if not {"count", "bytes", "digest"} <= kv.keys():
+            raise errors.ProtocolError(f"bad END from the sender: {kv}")
+        self.total = wire.number(kv["count"], "END count=")
+        self.end_bytes = wire.number(kv["bytes"], "END bytes=")
+        self.end_digest = kv["digest"]
         self.last_data = net.now()
-
-    def _c_fail(self, args, kv):
-        raise errors.UnavailableError("the sender gave up on us: " + " ".join(args))
 
     def _c_ping(self, args, kv):
         self.last_data = net.now()
 
-    CONTROL = {"START": _c_start, "EVICT": _c_evict, "FORWARD": _c_forward,
-               "END": _c_end, "FAIL": _c_fail, "PING": _c_ping}
+    CONTROL = {"START": _c_start, "EVICT": _c_evict, "END": _c_end, "PING": _c_ping}
 
     def _send(self, line):
         self.ctl.send(line)
@@ -320,6 +319,11 @@ class Receiver:
             self.stats["rejected"] += 1
             return
         if seq != self.next:
+            if seq - self.next >= self.window + self.fec + WINDOW_SLACK:
+                # Past anything the sender may have in flight: a stranger's
+                # block, or a sender gone wrong.  Not kept: memory is bounded.
+                self.stats["beyond_window"] += 1
+                return
             # Kept for later: copy out of the receive buffer it points into.
             self.pending[seq] = (bytes(payload), tag)
             if self.fec:

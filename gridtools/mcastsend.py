@@ -237,10 +237,7 @@ class Sender:
                 self._lose(m, "refused", "wrong group key")
                 return
         m.relay = kv.get("relay")
-        try:
-            m.rcvbuf = int(kv.get("rcvbuf", "0"))
-        except ValueError:
-            m.rcvbuf = 0
+        m.rcvbuf = wire.number(kv.get("rcvbuf", "0"), "HELLO rcvbuf=")
         if not m.relay:
             raise errors.ProtocolError("HELLO without a relay address")
         group = f"{self.group[0]}:{self.group[1]}" if self.udp else "-"
@@ -255,10 +252,9 @@ class Sender:
         m.heard = True
 
     def _c_ack(self, m, args, kv):
-        try:
-            ack = int(args[0])
-        except (IndexError, ValueError):
-            raise errors.ProtocolError(f"bad ACK {args}") from None
+        if not args:
+            raise errors.ProtocolError("ACK without a block number")
+        ack = wire.number(args[0], "ACK")
         if ack > m.ack:
             m.ack = ack
             m.last_progress = net.now()
@@ -290,10 +286,7 @@ class Sender:
 
     def _c_done(self, m, args, kv):
         m.t_end = net.now()
-        try:
-            m.bytes = int(kv.get("bytes", "0"))
-        except ValueError:
-            m.bytes = 0
+        m.bytes = wire.number(kv.get("bytes", "0"), "DONE bytes=")
         if self.end_line is None or kv.get("digest") != self.digest_hex:
             self._lose(m, "failed", f"reported digest {kv.get('digest')}")
             return
@@ -413,7 +406,8 @@ class Sender:
             m.last_progress = t
         for m in mc:
             m.mode = "mcast"
-            m.conn.send(wire.format_line("START", mode="mcast", payload=self.payload))
+            m.conn.send(wire.format_line("START", mode="mcast", payload=self.payload,
+                                         window=self.window))
         for i, m in enumerate(chain):
             m.mode = "tcp"
             m.downstream = chain[i + 1] if i + 1 < len(chain) else None

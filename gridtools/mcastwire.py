@@ -235,6 +235,16 @@ def recover(xor, others, length):
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 
 
+def number(text, what, lo=0, hi=1 << 62):
+    """A number from a control line: ASCII digits only (int() would take
+    '+5', '-1' and '1_000'), within [lo, hi]; ProtocolError otherwise."""
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 19
+            and lo <= int(text) <= hi):
+        raise errors.ProtocolError(f"{what}: expected a number from {lo} to {hi}, "
+                                   f"got {str(text)[:40]!r}")
+    return int(text)
+
+
 def format_line(verb, *args, **kv):
     parts = [verb] + [str(a) for a in args]
     parts += [f"{k}={v}" for k, v in kv.items() if v is not None]

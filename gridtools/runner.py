@@ -1,7 +1,7 @@
 """Run one job as a child process: spawn, pipes, kill, exit status.
 
-This module is shipped as source to remote workers, so it imports nothing
-but the standard library and nothing from the rest of gridtools.  It does no
+The worker's MANIFEST includes this module, so it imports nothing but the
+standard library and nothing from the rest of gridtools.  It does no
 waiting of its own: the caller's selectors loop watches the descriptors a
 Child exposes (stdout, stderr, stdin for fed jobs, and a pidfd for the exit).
 

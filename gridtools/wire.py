@@ -1,7 +1,7 @@
 """The gridtools wire protocol: parse and format messages, and the HMAC
 handshake arithmetic.  Pure functions and one small buffer class; no I/O.
 
-Shipped to remote workers as source, so it imports only the standard library.
+In the worker's MANIFEST, so it imports only the standard library and errors.
 The grammar is specified in man/gridtools.7 (section PROTOCOL):
 
     header  = VERB *( SP token ) LF          at most MAX_HEADER bytes

@@ -1,8 +1,8 @@
 """The worker: takes jobs from a hub, runs each as a child process in its own
 process group, relays its output as framed data, reports one DONE per job.
 
-Shipped as source to hosts where nothing is installed, so it imports only
-the standard library, gridtools.wire and gridtools.runner.  One selectors
+It imports only the standard library and the modules in MANIFEST, so a
+copy of those runs it on a host where nothing is installed.  One selectors
 loop watches the hub channel, every job's pipes and every job's pidfd.
 
 Flow control: a job may have WINDOW bytes of output sent and not yet
@@ -669,7 +669,7 @@ class TlsLink(Link):
 
 
 def serve_stdio(key, slots, name, tags, debug=False, lifeline=None):
-    """Speak the protocol on stdin/stdout (inetd nowait, ssh); exit on EOF.
+    """Speak the protocol on stdin/stdout, HELLO first; exit on EOF.
 
     The channel is moved off fds 0 and 1, and fd 1 points at /dev/null, so
     a stray print() cannot corrupt the framing.
@@ -723,7 +723,7 @@ def main_worker(opts, key):
 
 
 if __name__ == "__main__":
-    # Run alone (e.g. shipped as source): python3 -m gridtools.worker HUB [SLOTS]
+    # Run alone from a copy of MANIFEST: python3 -m gridtools.worker HUB [SLOTS]
     class _Opts:
         stdio = sys.argv[1:2] == ["--stdio"]
         connect = None if stdio else (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:7711")

@@ -126,9 +126,6 @@ def test_the_version_scan_sees_each_kind_of_use():
 NOT_COMMANDS = {"gridtools", "grids", "gridded"}
 _COMMAND = re.compile(r"(?<![\w./-])grid[a-z]+(?![\w-])")
 
-# gridmap(1) is being edited apart from this test; its SEE ALSO still names
-# gridcat(1).  Drop this entry once that line is gone.
-KNOWN_UNTIL_FIXED = {"gridmap.1": {"gridcat"}}
 
 
 def commands_named(text):
@@ -140,8 +137,6 @@ def test_every_command_named_is_in_bin(doc):
     named = commands_named(doc.read_text(encoding="utf-8"))
     assert named, f"{doc.name} names no command at all; is the scan broken?"
     missing = sorted(c for c in named if not (BIN / c).is_file())
-    if missing and set(missing) <= KNOWN_UNTIL_FIXED.get(doc.name, set()):
-        pytest.xfail(f"{doc.name} still names {', '.join(missing)} (being edited)")
     assert not missing, f"{doc.name} names {', '.join(missing)}, which bin/ does not have"
 
 

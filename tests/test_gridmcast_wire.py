@@ -144,3 +144,28 @@ def test_segments_join_back_whole(body, seg, seq):
 def test_a_segment_shorter_than_its_header_is_a_protocol_error():
     with pytest.raises(errors.ProtocolError, match="3 bytes is shorter"):
         wire.parse_segment(b"abc")
+
+
+def test_a_receiver_keeps_no_block_past_the_senders_window(tmp_path):
+    """Out-of-order blocks wait for their gap only within the window the
+    sender announced: a stranger on an unkeyed group cannot fill memory."""
+    from gridtools import mcastrecv
+    r = mcastrecv.Receiver(("127.0.0.1", 1), output=str(tmp_path / "out"))
+    r.session = 1
+    for seq in range(1, 100000, 7):
+        r._block(seq, b"x" * 1000, b"")
+    kept = len(r.pending)
+    assert kept <= mcastrecv.PENDING_BEFORE_START + mcastrecv.WINDOW_SLACK
+    assert r.stats["beyond_window"] > 0
+    r.window = 32                       # as START window=32 says
+    r.pending.clear()
+    for seq in range(1, 1000):
+        r._block(seq, b"x" * 1000, b"")
+    assert max(r.pending) < 32 + mcastrecv.WINDOW_SLACK
+
+
+def test_control_numbers_are_ascii_digits():
+    assert wire.number("17", "x") == 17
+    for bad in ("+5", "-1", "1_000", " 5", "", "²", "99999999999999999999"):
+        with pytest.raises(errors.ProtocolError):
+            wire.number(bad, "x")

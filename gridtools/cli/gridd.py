@@ -62,7 +62,7 @@ def build_parser():
     how = w.add_mutually_exclusive_group(required=True)
     how.add_argument("--connect", metavar="HUB", help="connect to the hub at HUB (and reconnect)")
     how.add_argument("--stdio", action="store_true",
-                     help="speak the protocol on stdin/stdout (inetd, ssh); exit on EOF")
+                     help="speak the protocol on stdin/stdout, saying HELLO first; exit on EOF")
     w.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
                    help="jobs at once (default: the number of cores)")
     w.add_argument("--tag", metavar="K=V", action="append", default=[],
