@@ -221,39 +221,25 @@ class Channel:
 
 def raise_err(msg, where):
     """Turn an ERR message into the matching GridError."""
-    code = wire.err_code(msg)
-    text = msg.args[1] if len(msg.args) > 1 else "error"
+    return grid_error(wire.err_code(msg), f"{where}: {msg.args[1] if len(msg.args) > 1 else 'error'}")
+
+
+def grid_error(code, text):
+    """The GridError class that goes with a protocol error code."""
     cls = {errors.NOPERM: errors.AuthError, errors.UNAVAILABLE: errors.UnavailableError,
            errors.PROTOCOL: errors.ProtocolError, errors.USAGE: errors.UsageError,
            errors.DATAERR: errors.DataError}.get(code, errors.GridError)
-    return cls(f"{where}: {text}", code)
+    return cls(text, code)
 
 
 def handshake(chan, role, key, timeout=CONNECT_TIMEOUT, **extra):
     """Answer the hub's HELLO as `role`; return the hub's WELCOME message."""
-    where = f"hub {chan.addr}"
-    msg = chan.recv(timeout)
-    if msg.verb == "ERR":
-        raise raise_err(msg, where)
     try:
-        hub_role, hub_nonce = wire.check_hello(msg, roles=("hub",))
+        line, check = wire.connect_as(chan.recv(timeout), role, key, **extra)
+        chan.send(line)
+        return check(chan.recv(timeout))
     except wire.WireError as e:
-        raise errors.ProtocolError(f"{where}: {e}")
-    wants_auth = msg.get("auth", "none") != "none"
-    if wants_auth and key is None:
-        raise errors.AuthError(f"{where} requires a {role} key "
-                               f"(set GRID_KEY_FILE or GRID_KEY)")
-    nonce = wire.new_nonce()
-    mac = wire.mac(key, role, hub_nonce, nonce) if key is not None else None
-    chan.send(wire.hello(role, nonce, mac=mac, **extra))
-    msg = chan.recv(timeout)
-    if msg.verb == "ERR":
-        raise raise_err(msg, where)
-    if msg.verb != "WELCOME":
-        raise errors.ProtocolError(f"{where}: expected WELCOME, got {msg.verb}")
-    if key is not None and not wire.check_mac(key, hub_role, nonce, hub_nonce, msg.get("mac")):
-        raise errors.AuthError(f"{where}: the hub did not prove it knows the key")
-    return msg
+        raise grid_error(e.code, f"hub {chan.addr}: {e}") from None
 
 
 def dial(text, role, env, timeout=CONNECT_TIMEOUT):

@@ -426,6 +426,34 @@ def hello(role, nonce, auth=None, **kv):
     return format("HELLO", VERSION, role=role, nonce=nonce, auth=auth, **kv)
 
 
+def connect_as(greeting, role, key, **extra):
+    """The connecting side of the handshake, written once for clients and
+    workers: from the acceptor's HELLO (or its ERR), our HELLO to send and
+    a check for the WELCOME that answers it.  Raises WireError whose code
+    says why (E_NOPERM: keys; E_PROTOCOL: anything else; or the ERR's)."""
+    if greeting.verb == "ERR":
+        raise WireError(f"refused: {greeting.args[1] if len(greeting.args) > 1 else ''}",
+                        err_code(greeting))
+    their_role, their_nonce = check_hello(greeting, roles=("hub",))
+    if greeting.get("auth", "none") != "none" and key is None:
+        raise WireError(f"requires a {role} key (a key file, or GRID_KEY)", E_NOPERM)
+    nonce = new_nonce()
+    line = hello(role, nonce, mac=mac(key, role, their_nonce, nonce) if key is not None
+                 else None, **extra)
+
+    def check(welcome):
+        if welcome.verb == "ERR":
+            raise WireError(f"refused: {welcome.args[1] if len(welcome.args) > 1 else ''}",
+                            err_code(welcome))
+        if welcome.verb != "WELCOME":
+            raise WireError(f"expected WELCOME, got {welcome.verb}")
+        if key is not None and not check_mac(key, their_role, nonce, their_nonce,
+                                             welcome.get("mac")):
+            raise WireError("the hub did not prove it knows the key", E_NOPERM)
+        return welcome
+    return line, check
+
+
 def check_hello(msg, roles=ROLES):
     """Validate a HELLO; returns (role, nonce).  Raises WireError."""
     if msg.verb != "HELLO":

@@ -517,26 +517,13 @@ class Worker:
 
 def handshake_connector(link, key):
     """We called the hub: answer its HELLO, check its WELCOME."""
-    msg = link.recv_blocking(HANDSHAKE_TIMEOUT)
-    if msg.verb == "ERR":
-        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", wire.err_code(msg))
     try:
-        hub_role, hub_nonce = wire.check_hello(msg, roles=("hub",))
+        line, check = wire.connect_as(link.recv_blocking(HANDSHAKE_TIMEOUT), "worker", key)
+        link.send(line)
+        link.flush_blocking()
+        check(link.recv_blocking(HANDSHAKE_TIMEOUT))
     except wire.WireError as e:
-        raise Fatal(str(e), EX_PROTOCOL)
-    if msg.get("auth", "none") != "none" and key is None:
-        raise Fatal("the hub requires a worker key (--key-file or GRID_KEY)", EX_NOPERM)
-    nonce = wire.new_nonce()
-    mac = wire.mac(key, "worker", hub_nonce, nonce) if key is not None else None
-    link.send(wire.hello("worker", nonce, mac=mac))
-    link.flush_blocking()
-    msg = link.recv_blocking(HANDSHAKE_TIMEOUT)
-    if msg.verb == "ERR":
-        raise Fatal(f"hub refused: {' '.join(msg.args[1:])}", wire.err_code(msg))
-    if msg.verb != "WELCOME":
-        raise Fatal(f"expected WELCOME, got {msg.verb}", EX_PROTOCOL)
-    if key is not None and not wire.check_mac(key, hub_role, nonce, hub_nonce, msg.get("mac")):
-        raise Fatal("the hub did not prove it knows the worker key", EX_NOPERM)
+        raise Fatal(f"hub {e}" if str(e).startswith("refused") else str(e), e.code) from None
 
 
 def handshake_acceptor(link, key):
