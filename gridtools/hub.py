@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 
-from gridtools import errors, hubdurable, hubjobs, hubnames, journal, net, sched, wire
+from gridtools import errors, hubdurable, hubjobs, hubnames, journal, keys, net, sched, wire
 from gridtools.hubjobs import NOTE_AFTER, log
 from gridtools.sched import HELD_MAX, HIGH, LOW
 
@@ -389,9 +389,9 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         o = self.opts
         try:
             if o.client_key_file:
-                o.client_key = net.read_key(o.client_key_file)
+                o.client_key = keys.read_key(o.client_key_file)
             if o.worker_key_file:
-                o.worker_key = net.read_key(o.worker_key_file)
+                o.worker_key = keys.read_key(o.worker_key_file)
             log("SIGHUP: keys reread")
         except errors.GridError as e:
             log(f"SIGHUP: keeping the old keys: {e}")

@@ -9,7 +9,7 @@ import os
 import socket
 import stat
 
-from gridtools import address, errors, wire
+from gridtools import address, errors, keys, wire
 
 CONNECT_TIMEOUT = 10.0
 
@@ -121,58 +121,6 @@ def tls_failure(exc, addr):
 
 # -- keys and TLS -------------------------------------------------------------
 
-def read_key(path):
-    """A shared key from a file (whitespace around it ignored)."""
-    try:
-        with open(path, "rb") as f:
-            key = f.read(4097).strip()
-    except OSError as e:
-        raise errors.GridError(f"cannot read key file {path}: {e.strerror}", errors.CONFIG)
-    if not key or len(key) > 4096:
-        raise errors.GridError(f"key file {path}: expected 1 to 4096 bytes of key",
-                               errors.CONFIG)
-    return key
-
-
-def key_from_env(env, name):
-    """A key from $NAME (the key itself) or $NAME_FILE (a path), or None."""
-    if env.get(name):
-        return env[name].encode("utf-8", "surrogateescape").strip()
-    if env.get(name + "_FILE"):
-        return read_key(env[name + "_FILE"])
-    return None
-
-
-def server_tls(cert, key, ca=None):
-    import ssl
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca)
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise errors.GridError(f"TLS: cannot load {cert}/{key}: {e}", errors.CONFIG)
-    if ca:
-        ctx.verify_mode = ssl.CERT_REQUIRED     # client certificates
-    return ctx
-
-
-def client_tls(ca=None, cert=None, key=None):
-    import ssl
-    try:
-        ctx = ssl.create_default_context(cafile=ca)
-        if cert:
-            ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise errors.GridError(f"TLS: cannot load certificates: {e}", errors.CONFIG)
-    return ctx
-
-
-def client_tls_from_env(env):
-    """GRID_TLS_CA [GRID_TLS_CERT GRID_TLS_KEY] -> a client context, or None."""
-    if not env.get("GRID_TLS_CA"):
-        return None
-    return client_tls(env["GRID_TLS_CA"], env.get("GRID_TLS_CERT"), env.get("GRID_TLS_KEY"))
-
-
 # -- the client side of the handshake ----------------------------------------
 
 class Channel:
@@ -245,10 +193,10 @@ def handshake(chan, role, key, timeout=CONNECT_TIMEOUT, **extra):
 def dial(text, role, env, timeout=CONNECT_TIMEOUT):
     """Connect to the hub at address text and authenticate: (Channel, WELCOME)."""
     addr = parse_address(text)
-    sock = connect(addr, client_tls_from_env(env), timeout)
+    sock = connect(addr, keys.client_tls_from_env(env), timeout)
     chan = Channel(sock, addr)
     try:
-        welcome = handshake(chan, role, key_from_env(env, "GRID_KEY"), timeout)
+        welcome = handshake(chan, role, keys.key_from_env(env, "GRID_KEY"), timeout)
     except BaseException:
         chan.close()
         raise

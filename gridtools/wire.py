@@ -494,6 +494,18 @@ def tls_refusal(exc):
     return E_PROTOCOL, f"TLS: {reason or exc}"
 
 
+def parse_pairs(items, option):
+    """["site=lab2", ...] given to option -> {"site": "lab2"}: the shape of
+    worker tags and of the requirements jobs make of them (UsageError)."""
+    pairs = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v or " " in item:
+            raise errors.UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
+        pairs[k.lower()] = v
+    return pairs
+
+
 def parse_tags(kv, prefix):
     """{"tag.site": "lab"} -> {"site": "lab"} for the given prefix."""
     n = len(prefix)

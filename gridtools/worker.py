@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 
-from gridtools import address, errors, runner, wire
+from gridtools import address, errors, keys, runner, wire
 
 WINDOW = 1 << 20            # unacknowledged output bytes per job
 KILL_GRACE = 2.0            # seconds between SIGTERM and SIGKILL
@@ -30,8 +30,8 @@ HANDSHAKE_TIMEOUT = 10.0
 # What a host needs to run a worker, nothing else: these modules are what
 # ships as source where gridtools is not installed (a test holds this list
 # to the worker's real import closure in a fresh interpreter).
-MANIFEST = ("gridtools", "gridtools.address", "gridtools.errors", "gridtools.runner",
-            "gridtools.wire", "gridtools.worker")
+MANIFEST = ("gridtools", "gridtools.address", "gridtools.errors", "gridtools.keys",
+            "gridtools.runner", "gridtools.wire", "gridtools.worker")
 
 EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM = errors.UNAVAILABLE, errors.PROTOCOL, errors.NOPERM
 
@@ -709,14 +709,67 @@ def main_worker(opts, key):
             lifeline.close()
 
 
+# -- the command line: gridd worker, and python3 -m gridtools.worker -----------
+
+def add_options(p):
+    """The worker's options, defined once for both ways of starting it."""
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--connect", metavar="HUB", help="connect to the hub at HUB (and reconnect)")
+    how.add_argument("--stdio", action="store_true",
+                     help="speak the protocol on stdin/stdout, saying HELLO first; exit on EOF")
+    p.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
+                   help="jobs at once (default: the number of cores)")
+    p.add_argument("--tag", metavar="K=V", action="append", default=[],
+                   help="advertise a tag that jobs may --require (repeatable)")
+    p.add_argument("--name", metavar="NAME", help="name shown by the hub (default HOST-PID)")
+    p.add_argument("--workdir", metavar="DIR", help="run jobs in DIR")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="worker key (else $GRID_KEY or $GRID_KEY_FILE)")
+    p.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
+    p.add_argument("--tls-cert", metavar="FILE", help="TLS client certificate (PEM)")
+    p.add_argument("--tls-key", metavar="FILE", help="TLS client key (PEM)")
+
+
+def run(opts, env):
+    """Check the options, read the key and certificates, serve.  Raises
+    errors.GridError for the caller to report; returns an exit status."""
+    opts.tags = wire.parse_pairs(opts.tag, "--tag")
+    if not 1 <= opts.slots <= wire.MAX_SLOTS:
+        raise errors.UsageError(f"--slots: need 1 to {wire.MAX_SLOTS}, got {opts.slots}")
+    if opts.name is None:
+        opts.name = f"{socket.gethostname()}-{os.getpid()}"
+    if opts.connect:
+        try:
+            parse_hub(opts.connect)         # a usage error now, not a retry loop
+        except Fatal as e:
+            raise errors.UsageError(str(e)) from None
+    key = keys.key_option(opts.key_file, env, "GRID_KEY")
+    opts.tls = keys.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key) if opts.tls_ca \
+        else None
+    opts.debug = bool(env.get("GRID_DEBUG"))
+    return main_worker(opts, key)
+
+
+def main(argv=None):
+    """python3 -m gridtools.worker: the same options and the same path as
+    gridd worker, from a copy of MANIFEST alone."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):           # usage errors exit 64, as gridd's do
+            self.print_usage(sys.stderr)
+            self.exit(errors.USAGE, f"{self.prog}: error: {message}\n")
+
+    p = Parser(prog="gridd worker", description="Run jobs a hub sends; logs go to stderr.")
+    add_options(p)
+    try:
+        return run(p.parse_args(argv), dict(os.environ))
+    except errors.GridError as e:
+        log(f"error: {e}")
+        return e.code
+    except KeyboardInterrupt:
+        return errors.INTERRUPTED
+
+
 if __name__ == "__main__":
-    # Run alone from a copy of MANIFEST: python3 -m gridtools.worker HUB [SLOTS]
-    class _Opts:
-        stdio = sys.argv[1:2] == ["--stdio"]
-        connect = None if stdio else (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:7711")
-        slots = int(sys.argv[2]) if len(sys.argv) > 2 else (os.cpu_count() or 1)
-        name = socket.gethostname()
-        tags = {}
-        workdir = None
-    k = os.environ.get("GRID_KEY")
-    sys.exit(main_worker(_Opts, k.encode() if k else None))
+    sys.exit(main())

@@ -65,11 +65,11 @@ def test_one_size_grammar_for_every_command():
 def test_one_key_reader(tmp_path):
     """A key file that cannot be read is the same failure, with the same
     exit code (78), for every command that takes one."""
-    from gridtools import errors, net
+    from gridtools import errors, keys
     from gridtools.cli import gridmcast
     empty = tmp_path / "empty"
     empty.write_bytes(b"  \n")
-    for read in (net.read_key, gridmcast.read_key):
+    for read in (keys.read_key, gridmcast.read_key):
         for path in (str(empty), str(tmp_path / "missing")):
             with pytest.raises(errors.GridError) as e:
                 read(path)

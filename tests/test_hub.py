@@ -351,3 +351,29 @@ def test_ctl_cancel_a_session_job(grid):
     out, err = p.communicate(timeout=15)
     rec = json.loads(out)
     assert (rec["status"], rec["tries"], p.returncode) == ("cancelled", 1, 1), err
+
+
+def test_a_copy_of_the_manifest_runs_a_worker_with_gridd_workers_options(grid, tmp_path):
+    """python3 -m gridtools.worker is gridd worker: same options, same path,
+    from nothing but the MANIFEST's files in a fresh interpreter."""
+    import shutil
+    from gridtools import worker
+    ship = tmp_path / "ship"
+    (ship / "gridtools").mkdir(parents=True)
+    for mod in worker.MANIFEST:
+        rel = "__init__.py" if mod == "gridtools" else mod.split(".", 1)[1] + ".py"
+        shutil.copy(os.path.join(os.path.dirname(worker.__file__), rel), ship / "gridtools" / rel)
+    grid.start_hub()
+    p = subprocess.Popen(["python3", "-E", "-s", "-m", "gridtools.worker", "--connect", grid.addr,
+                          "--slots", "2", "--name", "shipped", "--tag", "kind=copy"],
+                         cwd=ship, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    grid.procs.append(p)
+    workers = grid.wait_for(lambda ws: [w["name"] for w in ws] == ["shipped"])
+    assert workers[0]["slots"] == 2 and workers[0]["tags"] == {"kind": "copy"}
+    r = grid.run("gridmap", "--hub", grid.addr, "-k", "--require", "kind=copy", "echo",
+                 input=b"a\nb\n")
+    assert (r.stdout, r.returncode) == (b"a\nb\n", 0), r.stderr
+    bad = subprocess.run(["python3", "-E", "-s", "-m", "gridtools.worker", "--connect", "h:70000"],
+                         cwd=ship, capture_output=True, timeout=30)
+    assert bad.returncode == 64 and b"70000" in bad.stderr, bad.stderr

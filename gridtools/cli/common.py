@@ -54,18 +54,6 @@ def raise_fd_limit():
     return soft
 
 
-def parse_pairs(items, option):
-    """["site=lab2", ...] given to option -> {"site": "lab2"}: the shape of
-    worker tags and of the requirements jobs make of them."""
-    pairs = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k or not v or " " in item:
-            raise errors.UsageError(f"{option}: expected KEY=VALUE, got {item!r}")
-        pairs[k.lower()] = v
-    return pairs
-
-
 def run(prog, work, argv):
     """Call work(argv) and map whatever escapes it to an exit code.
 

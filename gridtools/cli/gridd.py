@@ -8,7 +8,6 @@
 import argparse
 import os
 import signal
-import socket
 import sys
 
 from gridtools import errors
@@ -59,21 +58,8 @@ def build_parser():
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
-    how = w.add_mutually_exclusive_group(required=True)
-    how.add_argument("--connect", metavar="HUB", help="connect to the hub at HUB (and reconnect)")
-    how.add_argument("--stdio", action="store_true",
-                     help="speak the protocol on stdin/stdout, saying HELLO first; exit on EOF")
-    w.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
-                   help="jobs at once (default: the number of cores)")
-    w.add_argument("--tag", metavar="K=V", action="append", default=[],
-                   help="advertise a tag that jobs may --require (repeatable)")
-    w.add_argument("--name", metavar="NAME", help="name shown by the hub (default HOST-PID)")
-    w.add_argument("--workdir", metavar="DIR", help="run jobs in DIR")
-    w.add_argument("--key-file", metavar="FILE",
-                   help="worker key (else $GRID_KEY or $GRID_KEY_FILE)")
-    w.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
-    w.add_argument("--tls-cert", metavar="FILE", help="TLS client certificate (PEM)")
-    w.add_argument("--tls-key", metavar="FILE", help="TLS client key (PEM)")
+    from gridtools import worker
+    worker.add_options(w)
 
     c = sub.add_parser("ctl", help="inspect and steer a hub",
                        description="Ask a hub about its state, or tell it what to do.")
@@ -87,12 +73,6 @@ def build_parser():
 
 def parse_options(argv):
     opts = build_parser().parse_args(argv)
-    if opts.mode == "worker":
-        opts.tags = common.parse_pairs(opts.tag, "--tag")
-        if opts.slots < 1:
-            raise errors.UsageError(f"--slots: need 1 or more, got {opts.slots}")
-        if opts.name is None:
-            opts.name = f"{socket.gethostname()}-{os.getpid()}"
     if opts.mode == "ctl":
         if opts.command in ("cancel", "drain") and not opts.arg:
             raise errors.UsageError(f"ctl {opts.command} needs "
@@ -112,21 +92,19 @@ def _main(argv):
 # -- hub -----------------------------------------------------------------------
 
 def run_hub(opts, env):
-    from gridtools import hub, net
+    from gridtools import hub, keys, net
     # Handlers first: a SIGHUP during start-up must not kill us (the
     # wakeup fd installed by the loop does the real work).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda *a: None)
     listen = [net.parse_address(a) for a in (opts.listen or [common.DEFAULT_HUB])]
-    client_key = net.read_key(opts.client_key) if opts.client_key \
-        else net.key_from_env(env, "GRID_CLIENT_KEY")
-    worker_key = net.read_key(opts.worker_key) if opts.worker_key \
-        else net.key_from_env(env, "GRID_WORKER_KEY")
+    client_key = keys.key_option(opts.client_key, env, "GRID_CLIENT_KEY")
+    worker_key = keys.key_option(opts.worker_key, env, "GRID_WORKER_KEY")
     tls = None
     if opts.tls_cert or opts.tls_key or opts.tls_ca:
         if not (opts.tls_cert and opts.tls_key):
             raise errors.UsageError("TLS needs both --tls-cert and --tls-key")
-        tls = net.server_tls(opts.tls_cert, opts.tls_key, opts.tls_ca)
+        tls = keys.server_tls(opts.tls_cert, opts.tls_key, opts.tls_ca)
     for a in listen:
         if not a.is_loopback and not opts.insecure and tls is None \
                 and not (client_key and worker_key):
@@ -160,15 +138,8 @@ def run_hub(opts, env):
 # -- worker --------------------------------------------------------------------
 
 def run_worker(opts, env):
-    from gridtools import net, worker
-    key = net.read_key(opts.key_file) if opts.key_file else net.key_from_env(env, "GRID_KEY")
-    opts.tls = None
-    if opts.tls_ca:
-        opts.tls = net.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key)
-    if opts.connect:
-        net.parse_address(opts.connect)         # a usage error now, not a retry loop
-    opts.debug = bool(env.get("GRID_DEBUG"))
-    return worker.main_worker(opts, key)
+    from gridtools import worker
+    return worker.run(opts, env)
 
 
 # -- ctl -----------------------------------------------------------------------

@@ -125,7 +125,10 @@ def _check(opts):
     if opts.timeout is not None and not 0 < opts.timeout < math.inf:
         raise errors.UsageError("--timeout: need a positive number of seconds")
     opts.halt_rule = parse_halt(opts.halt)
-    opts.tags = common.parse_pairs(opts.require, "--require")
+    opts.tags = {}
+    if opts.require:                    # the wire module is not loaded for a local run
+        from gridtools import wire
+        opts.tags = wire.parse_pairs(opts.require, "--require")
     opts.block_size = _size(opts.block)
     recend = _unescape(opts.recend) if opts.recend is not None else (
         b"" if opts.recstart is not None else b"\n")

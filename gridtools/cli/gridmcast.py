@@ -11,7 +11,7 @@ import signal
 import sys
 from types import SimpleNamespace
 
-from gridtools import errors, net, units
+from gridtools import errors, keys, units
 from gridtools.cli import common
 
 PROG = "gridmcast"
@@ -158,8 +158,8 @@ def parse_options(argv):
 
 
 def read_key(path):
-    """The group key, read as every command reads a key file (net.read_key)."""
-    return None if path is None else net.read_key(path)
+    """The group key, read as every command reads a key file."""
+    return None if path is None else keys.read_key(path)
 
 
 class Notices:

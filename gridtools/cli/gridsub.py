@@ -96,7 +96,7 @@ def parse_options(argv):
         size = len(os.fsencode(" ".join(opts.command)))
         if size > MAX_COMMAND:
             raise errors.UsageError(f"COMMAND: at most {MAX_COMMAND} bytes, got {size}")
-    opts.reqs = common.parse_pairs(opts.require, "--require")
+    opts.reqs = wire.parse_pairs(opts.require, "--require")
     opts.tty = False            # is stderr a terminal?  (main looks)
     return opts
 
