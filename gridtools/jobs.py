@@ -157,10 +157,11 @@ class RecordSource:
     """Jobs made of input records: one each, -n N each, or -X/-m as many as
     fit on a command line."""
 
-    def __init__(self, feed, per_job=1, fill_line=False, slots=1):
+    def __init__(self, feed, per_job=1, fill_line=False, slots=1, limit=None):
         self.feed = feed
         self.per_job = per_job      # records per job (0: one record, no args)
         self.fill_line = fill_line  # -X / -m
+        self.limit = limit          # -X / -m with -n or -N: at most this many
         self.slots = slots
         self.share = None           # -X at end of input: records per job
         self.seq = 0
@@ -176,7 +177,7 @@ class RecordSource:
         feed = self.feed
         want = self.per_job or 1
         if self.fill_line:
-            want = self.share or MAX_LINE // 3
+            want = self.share or (self.limit + 1 if self.limit else MAX_LINE // 3)
         feed.fill(want)
         recs = feed.records
         if not recs:
@@ -197,19 +198,51 @@ class RecordSource:
     def _line_share(self, recs):
         """How many records the next -X job takes, or None to wait.
 
-        Like GNU parallel: fill a command line; once all input is known,
-        spread what is left evenly over the job slots.
+        As GNU parallel does: fill a command line, up to -n records; the
+        first job that would take all that is left instead spreads it evenly
+        over the job slots, and no later job takes more.
         """
+        if self.share is not None:
+            return min(self.share, len(recs))
         size = 0
         for i, r in enumerate(recs):
+            if self.limit and i >= self.limit:
+                return i
             size += inputs.line_length([r])
             if size > MAX_LINE:
                 return max(i, 1)
         if not self.feed.eof:
             return None
-        if self.share is None:
-            self.share = max(1, math.ceil(len(recs) / self.slots))
+        self.share = max(1, math.ceil(len(recs) / self.slots))
         return min(self.share, len(recs))
+
+
+class ListSource:
+    """The jobs of another source, all read ahead, so that their number is
+    known (--halt P% counts P% of all the jobs, as GNU parallel does)."""
+
+    fd = None
+
+    def __init__(self, source):
+        if source.fd is not None:
+            os.set_blocking(source.fd, True)
+        self.jobs = collections.deque()
+        while True:
+            job = source.next()
+            if job is WAIT:
+                source.on_readable()
+                continue
+            if job is None:
+                break
+            self.jobs.append(job)
+        self.total = len(self.jobs)
+        self.seq = source.seq
+
+    def on_readable(self):
+        pass
+
+    def next(self):
+        return self.jobs.popleft() if self.jobs else None
 
 
 class PipeSource:

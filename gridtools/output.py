@@ -64,7 +64,9 @@ class Result:
 
 def joblog_line(r):
     """One line in GNU parallel's joblog format."""
-    exitval = r.exitcode if r.exitcode is not None else -1
+    # A job killed by a signal has Exitval 0 and the signal, as in GNU
+    # parallel; -1 only when there was no exit at all (lost, never run).
+    exitval = r.exitcode if r.exitcode is not None else 0 if r.signal else -1
     return (f"{r.seq}\t{r.host}\t{r.start:.3f}\t{r.runtime:10.3f}\t{r.sent}\t"
             f"{len(r.stdout)}\t{exitval}\t{r.signal or 0}\t"
             f"{r.command.replace(chr(10), ' ')}\n")

@@ -24,6 +24,7 @@ the worker running the job vanished).
 
 import heapq
 import itertools
+import math
 import os
 import selectors
 import signal
@@ -40,23 +41,46 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class Halt:
-    """--halt when,kind=N[%]: when to stop early."""
+    """--halt when,kind=N[%]: when to stop early, as GNU parallel does: N
+    jobs, or P% of all the jobs (total: their number, known before the
+    first one ends, because the source read all its input ahead)."""
 
     def __init__(self, when="never", kind=None, count=0, percent=False):
         self.when = when          # "never", "soon" or "now"
         self.kind = kind          # "fail", "success" or "done"
         self.count = count
         self.percent = percent
+        self.total = 0
+
+    def threshold(self):
+        # The same float arithmetic as GNU parallel's Perl, so the same
+        # totals halt after the same job.
+        return self.total * (self.count / 100) if self.percent else self.count
 
     def triggered(self, failed, succeeded, done):
-        if self.when == "never":
+        if self.when == "never" or (self.percent and not self.total):
             return False
         n = {"fail": failed, "success": succeeded, "done": done}[self.kind]
+        return n >= self.threshold()
+
+    def status(self, r, failed):
+        """The exit status once triggered by result r, failed jobs so far."""
+        if self.kind == "success":
+            return 0
+        if self.threshold() == 1:
+            # As a shell would say it: 128+N for a signal.
+            if r.signal is not None:
+                return 128 + r.signal
+            return r.exitcode if r.exitcode is not None else 1
         if self.percent:
-            # Judge a percentage only once a few jobs have finished, so the
-            # first failure does not count as 100 %.
-            return n * 100 >= self.count * max(done, 3)
-        return n >= self.count
+            return math.ceil(failed / self.total * 100)
+        return min(failed, 101)
+
+    def final_status(self, failed, started):
+        """The exit status when the run ended without halting."""
+        if self.when != "never" and self.percent:
+            return math.ceil(failed / (started or 1) * 100)
+        return min(failed, 101)
 
 
 class Options:
@@ -143,7 +167,7 @@ class Pool:
             return 128 + self.stop_signal
         if self.halt_status is not None:
             return self.halt_status
-        return min(self.failed, 101)
+        return self.opts.halt.final_status(self.failed, self.started)
 
     def _fill(self):
         if self.opts.round_robin:
@@ -313,7 +337,8 @@ class Pool:
             self._warn(job, outcome)
         # A --round-robin job is not tried again: the blocks it was dealt
         # are gone, and nothing would start it again.
-        if outcome != output.OK and job.tries <= self.opts.retries \
+        # --retries N: N tries in all, as in GNU parallel (0 or 1: one).
+        if outcome != output.OK and job.tries < self.opts.retries \
                 and not self.halting and not self.stop_signal and not job.cancelled \
                 and not self.opts.round_robin:
             self.retry.append((job, (exitcode, sig, outcome, now)))
@@ -383,11 +408,7 @@ class Pool:
         self.halting = h.when
         word = "failed" if r.failed else "succeeded"
         self._say(f"halting ({h.when}): job {r.seq} {word}: {r.command}")
-        if h.kind == "success":
-            self.halt_status = 0
-        elif h.kind == "fail":
-            self.halt_status = runner.status_code(r.exitcode if r.exitcode is not None else 1,
-                                                  r.signal)
+        self.halt_status = h.status(r, self.failed)
         if h.when == "now":
             self._kill_running(cancel=True)
 

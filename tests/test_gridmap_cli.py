@@ -62,6 +62,8 @@ def test_parse_jobs_rejects(text):
     ("now,fail=1", "now", "fail", 1, False), ("soon,fail=20%", "soon", "fail", 20, True),
     ("success=2", "now", "success", 2, False), ("soon,done=3", "soon", "done", 3, False),
     ("1", "soon", "fail", 1, False), ("2", "now", "fail", 1, False),
+    ("-1", "soon", "success", 1, False), ("-2", "now", "success", 1, False),
+    ("5%", "soon", "fail", 5, True),
 ])
 def test_parse_halt(text, when, kind, count, percent):
     h = gridmap.parse_halt(text)
@@ -82,9 +84,10 @@ def test_halt_never():
 
 def test_halt_triggers():
     h = gridmap.parse_halt("now,fail=50%")
-    assert not h.triggered(1, 0, 1)         # too early to judge a percentage
-    assert h.triggered(2, 2, 4)
-    assert not h.triggered(1, 3, 4)
+    h.total = 6                             # P% of all the jobs
+    assert not h.triggered(2, 0, 2)
+    assert h.triggered(3, 0, 3)
+    assert not h.triggered(2, 3, 5)
 
 
 @pytest.mark.parametrize("args", [

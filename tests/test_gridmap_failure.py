@@ -60,8 +60,8 @@ def test_a_job_killed_by_a_signal_fails(tmp_path):
     assert p.returncode == 1
     [rec] = [json.loads(line) for line in p.stdout.splitlines()]
     assert (rec["status"], rec["exit"], rec["signal"]) == ("signal", None, 9)
-    # gridmap(1): Exitval is -1 for a job killed by a signal.
-    assert joblog_rows(log)[0][6:8] == ["-1", "9"]
+    # As GNU parallel writes it: Exitval 0 and the signal.
+    assert joblog_rows(log)[0][6:8] == ["0", "9"]
 
 
 # -- retries ---------------------------------------------------------------
@@ -76,14 +76,14 @@ def counting_job(tmp_path, succeed_at):
 
 def test_retries_print_only_the_last_try(tmp_path):
     log = tmp_path / "log"
-    p = run_gridmap(["--retries", "2", "--joblog", str(log), counting_job(tmp_path, 3),
+    p = run_gridmap(["--retries", "3", "--joblog", str(log), counting_job(tmp_path, 3),
                      ":::", "a"])
     assert (p.returncode, p.stdout, p.stderr) == (0, b"out3\n", b"err3\n")
     assert len(joblog_rows(log)) == 1 and joblog_rows(log)[0][6] == "0"
 
 
 def test_retries_exhausted(tmp_path):
-    p = run_gridmap(["--retries", "1", "--json", counting_job(tmp_path, 3), ":::", "a"])
+    p = run_gridmap(["--retries", "2", "--json", counting_job(tmp_path, 3), ":::", "a"])
     assert p.returncode == 1
     [rec] = [json.loads(line) for line in p.stdout.splitlines()]
     assert (rec["tries"], rec["status"], rec["exit"], rec["stdout"], rec["stderr"]) == \
@@ -97,7 +97,7 @@ def test_no_retries_by_default(tmp_path):
 
 
 def test_retries_keep_order_and_seq(tmp_path):
-    p = run_gridmap(["-k", "-j2", "--retries", "1",
+    p = run_gridmap(["-k", "-j2", "--retries", "2",
                      f"[ -e {tmp_path}/{{}} ] && echo {{#}}:{{}}; touch {tmp_path}/{{}}; "
                      f"[ -e {tmp_path}/{{}}.ok ] || {{ touch {tmp_path}/{{}}.ok; exit 1; }}",
                      ":::", "a", "b", "c"])
@@ -129,12 +129,12 @@ def test_timeout_only_hits_slow_jobs(tmp_path):
                     input=b"0\n30\n0.1\n")
     assert p.returncode == 1
     rows = joblog_rows(log)
-    assert [r[6:8] for r in rows] == [["0", "0"], ["-1", "15"], ["0", "0"]]
+    assert [r[6:8] for r in rows] == [["0", "0"], ["0", "15"], ["0", "0"]]
 
 
 def test_timed_out_job_is_retried(tmp_path):
     c = tmp_path / "c"
-    p = run_gridmap(["--timeout", "1", "--retries", "1",
+    p = run_gridmap(["--timeout", "1", "--retries", "2",
                      f"echo >> {c}; [ $(wc -l < {c}) -ge 2 ] || sleep 30; echo done {{}}",
                      ":::", "x"])
     assert (p.returncode, p.stdout) == (0, b"done x\n")
@@ -143,7 +143,7 @@ def test_timed_out_job_is_retried(tmp_path):
 def test_every_timed_out_try_is_warned_of():
     # As GNU parallel warns of each job its timeout killed; a try that
     # fails otherwise, or succeeds, says nothing.
-    p = run_gridmap(["-k", "--timeout", "0.5", "--retries", "1", "sleep {}; exit 3",
+    p = run_gridmap(["-k", "--timeout", "0.5", "--retries", "2", "sleep {}; exit 3",
                      ":::", "30", "0"])
     assert p.returncode == 2
     assert p.stderr.decode().splitlines() == [
@@ -219,7 +219,8 @@ def test_halt_soon_lets_running_jobs_finish(tmp_path):
 def test_halt_fail_count(tmp_path):
     p = run_gridmap(["-j1", "--halt", "soon,fail=2", "echo {}; exit {}"],
                     input=b"0\n3\n0\n5\n0\n")
-    assert (p.returncode, p.stdout) == (5, b"0\n3\n0\n5\n")
+    # As GNU parallel: fail=N (N > 1) exits with the number of failures.
+    assert (p.returncode, p.stdout) == (2, b"0\n3\n0\n5\n")
 
 
 def test_halt_success(tmp_path):
@@ -235,10 +236,11 @@ def test_halt_done(tmp_path):
 
 
 def test_halt_fail_percent(tmp_path):
-    # Judged once three jobs have ended: 2 of 4 is 50 %.
+    # As GNU parallel: 50 % of all six jobs is three; the exit status is
+    # the percentage of all jobs that failed.
     p = run_gridmap(["-j1", "--halt", "now,fail=50%", "echo {}; exit {}"],
                     input=b"0\n0\n3\n4\n5\n6\n")
-    assert (p.returncode, p.stdout) == (4, b"0\n0\n3\n4\n")
+    assert (p.returncode, p.stdout) == (50, b"0\n0\n3\n4\n5\n")
 
 
 def test_halt_shorthand(tmp_path):
@@ -249,7 +251,7 @@ def test_halt_shorthand(tmp_path):
 
 
 def test_no_retry_after_halt(tmp_path):
-    p = run_gridmap(["-j1", "--retries", "3", "--halt", "now,fail=1", "--json",
+    p = run_gridmap(["-j1", "--retries", "4", "--halt", "now,fail=1", "--json",
                      "exit 2; : {}", ":::", "a"])
     # Retries come first: the job is tried 4 times, then the run halts.
     [rec] = [json.loads(line) for line in p.stdout.splitlines()]
@@ -415,7 +417,7 @@ def test_a_job_waiting_for_a_retry_still_gets_its_result():
     sel = selectors.DefaultSelector()
     ex = ScriptedExecutor(2, sel, steps)
     sink = ListSink()
-    opts = pool.Options(template=Template("true {}"), retries=1,
+    opts = pool.Options(template=Template("true {}"), retries=2,
                         halt=pool.Halt("now", "fail", 1), slots=2)
     p = pool.Pool(jobs.RecordSource(jobs.IterFeed([("a",), ("b",)])), sink, opts,
                   selector=sel, executor=ex)

@@ -6,11 +6,6 @@ Deliberate differences, not tested here (see gridmap(1)):
 - commands that need a shell run under /bin/sh (dash on Debian); GNU
   parallel uses $SHELL (often bash), so shell builtins such as echo with
   backslashes can print differently;
-- --retries N means N *more* tries (GNU parallel: N tries in all);
-- --halt fail=N and fail=P% exit with the status of the triggering job, and
-  P% is judged against the jobs ended so far;
-- a job killed by a signal (not a timeout) has Exitval -1 in the joblog
-  (GNU parallel: 0);
 - {%} is the slot that ran the job: which slot is free first depends on
   timing in both tools, so it is not compared;
 - --pipe block sizes: GNU parallel's blocks are approximate; gridmap's end

@@ -58,11 +58,11 @@ def build_parser():
       help="as many inputs as fit per job, repeating the word around {}")
     a("-m", dest="many", action="store_true", help="as many inputs as fit per job")
     a("--retries", metavar="N", type=int, default=0,
-      help="run a failed job up to N more times")
+      help="try a failing job up to N times in all (0 or 1: once)")
     a("--timeout", metavar="SECS", type=float,
       help="kill a job's process group after SECS seconds")
     a("--halt", metavar="WHEN,KIND=N",
-      help="stop early: now|soon,fail=N|fail=P%%|success=N|success=P%%|done=N")
+      help="stop early: now|soon,fail=N|success=N|done=N, or P%% of all jobs")
     a("--joblog", metavar="FILE", help="log each finished job to FILE (- is stdout)")
     a("--json", action="store_true", help="print one JSON record per job instead of its output")
     a("--pipe", action="store_true", help="split stdin into blocks, one per job's stdin")
@@ -237,8 +237,11 @@ def parse_halt(text):
     if text is None:
         return pool.Halt()
     t = text.strip()
-    short = {"0": "never", "1": "soon,fail=1", "2": "now,fail=1"}
+    short = {"0": "never", "1": "soon,fail=1", "2": "now,fail=1",
+             "-1": "soon,success=1", "-2": "now,success=1"}
     t = short.get(t, t)
+    if re.fullmatch(r"[0-9]+%", t):
+        t = "soon,fail=" + t        # GNU parallel: --halt 5% is soon,fail=5%
     if t == "never":
         return pool.Halt()
     when, _, cond = t.partition(",")
@@ -300,7 +303,9 @@ def make_source(opts, slots):
             items = value if kind == "args" else read_all(value, delim)
             lists.append(([to_record(x) for x in items], linked))
         feed = jobs.IterFeed(inputs.combine(lists))
-    return jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots)
+    limit = opts.max_replace_args if opts.max_replace_args is not None else opts.max_args
+    return jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots,
+                             limit=limit or None)
 
 
 def _size(text):
@@ -365,6 +370,9 @@ def _main(argv):
         context = opts.xargs or (opts.max_replace_args is not None and not opts.pipe)
         tmpl = template.Template(" ".join(opts.command), context=context)
     source = make_source(opts, slots)
+    if opts.halt_rule.percent and not opts.round_robin:
+        source = jobs.ListSource(source)
+        opts.halt_rule.total = source.total
     popts = pool.Options(template=tmpl, retries=opts.retries, timeout=opts.timeout,
                          halt=opts.halt_rule, line_buffer=opts.line_buffer and not opts.json,
                          tag=opts.tag, tagstring=opts.tagstring,
