@@ -31,6 +31,26 @@ def test_empty_list_source():
     assert gridmap.parse_options(["echo", ":::"]).sources == [("args", [], False)]
 
 
+@pytest.mark.parametrize("argv,keep,jobs,null,xargs,max_args,command", [
+    (["-kj2", "echo"], True, "2", False, False, None, ["echo"]),
+    (["-kj", "3", "echo"], True, "3", False, False, None, ["echo"]),
+    (["-0kX", "echo"], True, "100%", True, True, None, ["echo"]),
+    (["-kn2", "echo", "-kn3"], True, "100%", False, False, 2, ["echo", "-kn3"]),
+    (["-j-1", "-k0", "echo"], True, "-1", True, False, None, ["echo"]),
+])
+def test_bundled_short_options(argv, keep, jobs, null, xargs, max_args, command):
+    # As getopt bundles them: flags, then an option taking the rest of the
+    # word or, at its end, the next word.
+    o = gridmap.parse_options(argv)
+    assert (o.keep_order, o.jobs, o.null, o.xargs, o.max_args, o.command) == \
+        (keep, jobs, null, xargs, max_args, command)
+
+
+@pytest.mark.parametrize("argv", [["-kj2x", "echo"], ["-kZ", "echo"], ["-kj"]])
+def test_bad_bundles_are_usage_errors(argv):
+    assert run_gridmap(argv).returncode == 64
+
+
 def test_negative_and_glued_values():
     assert gridmap.parse_options(["-j", "-1", "echo"]).jobs == "-1"
     assert gridmap.parse_options(["--jobs=3", "echo"]).jobs == "3"

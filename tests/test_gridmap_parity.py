@@ -1,7 +1,8 @@
 """gridmap against GNU parallel where gridmap once meant something else:
 --retries (N tries in all), --halt with P% (of all jobs, exit status the
 percentage of failures), the joblog of a job killed by a signal (Exitval 0),
--X/-m with -n (at most N inputs per job).
+-X/-m with -n (at most N inputs per job); and short options bundled as
+getopt bundles them (-kj2, -0kj 2).
 
 Each case was recorded twice with GNU parallel 20221122 (identical both
 times): its stdout, exit status and joblog columns Seq, Exitval, Signal
@@ -47,6 +48,12 @@ CASES = [
     ('xargs_-X-N2-j3', ['-k', '-X', '-N2', '-j3', 'echo', 'a{}b', ':::', '1', '2', '3', '4', '5', '6', '7'], b'', b'a1b a2b\na3b a4b\na5b a6b\na7b\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n4\t0\t0\n'),
     ('xargs_-m-n3-j4', ['-k', '-m', '-n3', '-j4', 'echo', 'a{}b', ':::', '1', '2', '3', '4', '5', '6', '7'], b'', b'a1 2 3b\na4 5 6b\na7b\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
     ('X_n2_stdin', ['-k', '-X', '-n2', '-j1', 'echo', 'a{}b'], b'1\n2\n3\n', b'a1b a2b\na3b\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    # Short options bundled as getopt takes them.
+    ('bundle_kj1', ['-kj1', 'echo', ':::', 'a', 'b', 'c'], b'', b'a\nb\nc\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('bundle_kXj1_n2', ['-kXj1', '-n2', 'echo', 'x{}', ':::', '1', '2', '3'], b'', b'x1 x2\nx3\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('bundle_0kj_next_word', ['-0kj', '2', 'echo', '[{}]'], b'a b\x00c\x00', b'[a b]\n[c]\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('bundle_kn2', ['-kn2', 'echo'], b'1\n2\n3\n', b'1 2\n3\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('bundle_value_rest', ['-kd,', 'echo', '[{}]'], b'a,b,c', b'[a]\n[b]\n[c]\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
 ]
 
 IDS = [c[0] for c in CASES]

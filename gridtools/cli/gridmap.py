@@ -167,6 +167,18 @@ def _parse_head(parser, head):
             break
         if not w.startswith("-") or w == "-":
             break
+        bundle = _split_bundle(w, parser, takes_value)
+        if bundle is not None:
+            words, wants = bundle
+            opt_words.extend(words)
+            i += 1
+            if wants is not None:
+                if i < len(head):
+                    opt_words.append(f"{wants}={head[i]}")
+                    i += 1
+                else:
+                    opt_words.append(wants)     # argparse says it needs one
+            continue
         if w in takes_value and i + 1 < len(head):
             # Glue the value on, so that `-j -1` is a value, not an option.
             opt_words.append(f"{takes_value[w]}={head[i + 1]}")
@@ -177,6 +189,35 @@ def _parse_head(parser, head):
     opts = parser.parse_args(opt_words)
     opts.command = head[i:]
     return opts, None
+
+
+def _split_bundle(word, parser, takes_value):
+    """Short options bundled as getopt takes them: -kX is -k -X, and an
+    option that takes a value takes the rest of the word (-kj2 is -k -j 2,
+    -j2k is -j 2k) or, at the end, the next word (-kj 2).
+
+    Returns (words, long option wanting the next word or None), or None
+    when word does not start with a known short option (argparse judges
+    it).  An unknown letter inside a bundle becomes a word of its own, for
+    argparse to refuse by name.
+    """
+    if word.startswith("--") or len(word) < 3:
+        return None
+    shorts = parser._option_string_actions
+    if "-" + word[1] not in shorts:
+        return None
+    out = []
+    for k in range(1, len(word)):
+        opt = "-" + word[k]
+        if opt not in shorts or opt not in takes_value:
+            out.append(opt)
+            continue
+        rest = word[k + 1:]
+        if rest:
+            out.append(f"{takes_value[opt]}={rest}")
+            return out, None
+        return out, takes_value[opt]
+    return out, None
 
 
 def _value_options(parser):
