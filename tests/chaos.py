@@ -4,7 +4,8 @@ flows, then a count of what every job left behind.  Run by `make chaos`
 (not by `make test`); a few minutes at most; stdlib and this repository only.
 
 Phase 1: a hub, 4 workers of 2 slots, 10,000 session jobs through
-`gridmap --hub --retries 3`, one worker killed and replaced every second.
+`gridmap --hub --retries 4` (four tries in all), one worker killed and
+replaced every second.
 Phase 2: a hub with a journal and 2 workers, 500 durable jobs through
 `gridsub -` in batches, the hub killed twice mid-batch and restarted on the
 same state dir and port; every acknowledged id collected with
@@ -174,7 +175,7 @@ def run_gridmap(grid, paths, side):
     with open(paths["in"], "rb") as i, open(paths["out"], "wb") as o, \
             open(paths["err"], "wb") as e:
         return subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--joblog",
-                                 paths["joblog"], "--retries", "3", command],
+                                 paths["joblog"], "--retries", "4", command],
                                 stdin=i, stdout=o, stderr=e, env=clean_env(), cwd=grid.tmp)
 
 

@@ -207,7 +207,8 @@ def test_worker_kill_9_session_job_is_lost_once(grid):
 def test_worker_kill_9_session_job_retried_elsewhere(grid):
     grid.start_hub()
     w1 = grid.start_worker(slots=1, name="first")
-    p = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--retries", "1",
+    # --retries 2: two tries in all, as GNU parallel counts them.
+    p = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--retries", "2",
                           f"if test -e {grid.tmp}/second; then echo done {{}}; "
                           f"else {sleeper(grid, 'j{}')}; fi",
                           ":::", "1"], stdout=subprocess.PIPE,
