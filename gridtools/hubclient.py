@@ -284,7 +284,8 @@ class HubExecutor:
     def start(self, job):
         fed = job.block is not None or self.pool.opts.round_robin
         cid = str(job.seq)
-        body, kv = job_request(job.command, job.argv, self.require, stdin=fed or None)
+        argv = job.argv if job.argv is not None else self.pool.opts.shell.remote_argv(job.command)
+        body, kv = job_request(job.command, argv, self.require, stdin=fed or None)
         self.jobs[cid] = job
         self._send(wire.format("RUN", cid, body=body, **kv))
         if job.block is not None:

@@ -33,7 +33,7 @@ import time
 
 from gridtools import output, runner
 from gridtools.jobs import WAIT
-from gridtools.localexec import LocalExecutor
+from gridtools.localexec import LocalExecutor, Shell
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
 # Signals that stop the run: every job's process group is killed first (the
 # jobs have groups of their own, so the terminal's signal never reaches them).
@@ -88,7 +88,7 @@ class Options:
 
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
-                 bar=False, slots=1):
+                 bar=False, slots=1, shell=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -99,6 +99,7 @@ class Options:
         self.round_robin = round_robin
         self.bar = bar
         self.slots = slots
+        self.shell = shell or Shell(os.environ)
 
 
 class Pool:
@@ -223,6 +224,8 @@ class Pool:
         else:
             job.command = t.shell(job.args, job.seq, job.slot)
             job.argv = t.argv(job.args, job.seq, job.slot)
+        if job.argv is not None and self.opts.shell.wants(job.argv[0]):
+            job.argv = None
         if self.opts.tagstring is not None:
             from gridtools import template
             job.tag = os.fsencode(template.expand_plain(

@@ -3,9 +3,6 @@
 cases compared live.
 
 Deliberate differences, not tested here (see gridmap(1)):
-- commands that need a shell run under /bin/sh (dash on Debian); GNU
-  parallel uses $SHELL (often bash), so shell builtins such as echo with
-  backslashes can print differently;
 - {%} is the slot that ran the job: which slot is free first depends on
   timing in both tools, so it is not compared;
 - --pipe block sizes: GNU parallel's blocks are approximate; gridmap's end

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from gridtools import blocks, errors, inputs, jobs, output, pool, template
+from gridtools import blocks, errors, inputs, jobs, localexec, output, pool, template
 from gridtools.cli import common
 
 SEPARATORS = (":::", ":::+", "::::", "::::+")
@@ -414,7 +414,10 @@ def _main(argv):
     if opts.halt_rule.percent and not opts.round_robin:
         source = jobs.ListSource(source)
         opts.halt_rule.total = source.total
-    popts = pool.Options(template=tmpl, retries=opts.retries, timeout=opts.timeout,
+    shell = localexec.Shell(os.environ)
+    if os.environ.get("PARALLEL_SHELL"):
+        shell.path          # a shell that is not there is a usage error now
+    popts = pool.Options(template=tmpl, shell=shell, retries=opts.retries, timeout=opts.timeout,
                          halt=opts.halt_rule, line_buffer=opts.line_buffer and not opts.json,
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots)
