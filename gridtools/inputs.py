@@ -66,6 +66,62 @@ def parse_delimiter(text):
     return d or None
 
 
+_BLANK = re.compile(r"\s*\Z")
+
+
+class ItemFilter:
+    """xargs's rules for input items, as GNU parallel applies them to each
+    input source: an item equal to the end-of-file string (-E) ends the
+    source; with -L/-l an item ending in a blank is continued by the next;
+    with -r an item that is empty or only blanks is skipped.
+
+    feed(items) returns the items that pass; done is set once the
+    end-of-file string was met (read no more); finish() returns a continued
+    item left at the end.
+    """
+
+    def __init__(self, eof=None, continue_lines=False, skip_blank=False):
+        self.eof = eof
+        self.continue_lines = continue_lines
+        self.skip_blank = skip_blank
+        self.prepend = None
+        self.done = False
+
+    def feed(self, items):
+        out = []
+        for item in items:
+            if self.done:
+                break
+            if self.eof is not None and item == self.eof:
+                self.done = True
+                out.extend(self.finish())
+                break
+            if self.prepend is not None:
+                item, self.prepend = self.prepend + item, None
+            if self.skip_blank and _BLANK.match(item):
+                continue
+            if self.continue_lines and item[-1:].isspace():
+                self.prepend = item
+                continue
+            out.append(item)
+        return out
+
+    def finish(self):
+        tail, self.prepend = self.prepend, None
+        return [tail] if tail is not None else []
+
+    def apply(self, items):
+        """All of a finite list of items."""
+        return self.feed(items) + self.finish()
+
+
+def make_filter(eof=None, continue_lines=False, skip_blank=False):
+    """An ItemFilter, or None when there is nothing to filter."""
+    if eof is None and not continue_lines and not skip_blank:
+        return None
+    return ItemFilter(eof, continue_lines, skip_blank)
+
+
 TRIMS = {
     "n": lambda s: s,
     "l": str.lstrip,

@@ -8,6 +8,7 @@ pipe or a terminal is read without blocking the event loop.
 
 import collections
 import fcntl
+import itertools
 import math
 import os
 import stat
@@ -105,10 +106,11 @@ def grow_pipe(fd, size=1 << 20):
 class StreamFeed:
     """Records read from a file descriptor, split on a delimiter."""
 
-    def __init__(self, fd, delim, to_record):
+    def __init__(self, fd, delim, to_record, item_filter=None):
         self.fd = fd
         self.splitter = inputs.Splitter(delim)
         self.to_record = to_record
+        self.item_filter = item_filter       # -E, -L, -r
         self.records = collections.deque()
         self.eof = False
         self.pollable = is_pollable(fd)
@@ -128,6 +130,12 @@ class StreamFeed:
         items = self.splitter.feed(chunk) if chunk else self.splitter.finish()
         if not chunk:
             self.eof = True
+        f = self.item_filter
+        if f is not None:
+            items = f.feed(items)
+            if not chunk:
+                items += f.finish()
+            self.eof = self.eof or f.done
         self.records.extend(map(self.to_record, items))
 
 
@@ -157,11 +165,12 @@ class RecordSource:
     """Jobs made of input records: one each, -n N each, or -X/-m as many as
     fit on a command line."""
 
-    def __init__(self, feed, per_job=1, fill_line=False, slots=1, limit=None):
+    def __init__(self, feed, per_job=1, fill_line=False, slots=1, limit=None, fits=None):
         self.feed = feed
         self.per_job = per_job      # records per job (0: one record, no args)
         self.fill_line = fill_line  # -X / -m
         self.limit = limit          # -X / -m with -n or -N: at most this many
+        self.fits = fits            # -s: fits(records) -> the line is short enough
         self.slots = slots
         self.share = None           # -X at end of input: records per job
         self.seq = 0
@@ -204,6 +213,11 @@ class RecordSource:
         """
         if self.share is not None:
             return min(self.share, len(recs))
+        if self.fits is not None:
+            take = self._fitting(recs)
+            if take < len(recs):
+                return take
+            return self._spread(recs)
         size = 0
         for i, r in enumerate(recs):
             if self.limit and i >= self.limit:
@@ -211,10 +225,33 @@ class RecordSource:
             size += inputs.line_length([r])
             if size > MAX_LINE:
                 return max(i, 1)
+        return self._spread(recs)
+
+    def _spread(self, recs):
         if not self.feed.eof:
             return None
         self.share = max(1, math.ceil(len(recs) / self.slots))
         return min(self.share, len(recs))
+
+    def _fitting(self, recs):
+        """-s: the most records whose command line fits (at least one: a
+        record too long alone is the pool's error to report)."""
+        n = min(len(recs), self.limit + 1 if self.limit else len(recs))
+        head = list(itertools.islice(recs, n))
+        if self.limit and n > self.limit:
+            n = self.limit
+            if self.fits(head[:n]):
+                return n
+        lo, hi = 1, n          # fits(head[:lo]) is assumed; find the largest
+        if self.fits(head[:hi]):
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.fits(head[:mid]):
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
 
 class ListSource:

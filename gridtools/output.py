@@ -244,8 +244,9 @@ class Sink:
     MEMORY_JOBS = 2000          # held jobs before spilling
 
     def __init__(self, keep_order=False, as_json=False, joblog=None,
-                 tagged=False, out_fd=1, err_fd=2, first_seq=1):
+                 tagged=False, out_fd=1, err_fd=2, first_seq=1, show_command=False):
         self.keep_order = keep_order
+        self.show_command = show_command    # -v: the command before its output
         self.as_json = as_json
         self.joblog = joblog
         self.tagged = tagged
@@ -357,6 +358,8 @@ class Sink:
         if self.as_json:
             write_all(self.out_fd, json_record(r).encode("ascii"))
         else:
+            if self.show_command:
+                write_all(self.out_fd, os.fsencode(r.command.replace("\n", " ")) + b"\n")
             write_tagged(self.out_fd, r.tag, chunks(r.stdout))
             write_tagged(self.err_fd, r.tag, chunks(r.stderr))
         self._log(r)

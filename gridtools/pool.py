@@ -88,7 +88,7 @@ class Options:
 
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
-                 bar=False, slots=1, shell=None):
+                 bar=False, slots=1, shell=None, verbose=False, max_chars=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -100,6 +100,8 @@ class Options:
         self.bar = bar
         self.slots = slots
         self.shell = shell or Shell(os.environ)
+        self.verbose = verbose          # -t: each command on stderr
+        self.max_chars = max_chars      # -s: command lines shorter than this
 
 
 class Pool:
@@ -193,6 +195,9 @@ class Pool:
     def _start(self, job):
         job.slot = heapq.heappop(self.free)
         self.prepare(job)
+        if self.opts.verbose:
+            sys.stderr.write(job.command + "\n")
+            sys.stderr.flush()
         job.tries += 1
         job.start = time.time()
         job.stdout, job.stderr = output.Capture(), output.Capture()
@@ -226,6 +231,12 @@ class Pool:
             job.argv = t.argv(job.args, job.seq, job.slot)
         if job.argv is not None and self.opts.shell.wants(job.argv[0]):
             job.argv = None
+        if self.opts.max_chars is not None and len(job.command) >= self.opts.max_chars:
+            from gridtools import errors
+            shown = " ".join(job.args)
+            raise errors.DataError(
+                f"command line too long ({len(job.command)} >= {self.opts.max_chars}) "
+                f"at input {job.seq}: {shown[:50] + '...' if len(shown) > 50 else shown}")
         if self.opts.tagstring is not None:
             from gridtools import template
             job.tag = os.fsencode(template.expand_plain(

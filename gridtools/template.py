@@ -61,10 +61,10 @@ class Template:
     shell line keeps the user's spacing (a newline still ends a command).
     """
 
-    def __init__(self, text, context=False):
+    def __init__(self, text, context=False, replace="{}"):
         self.text = text
         self.context = context          # -X: repeat a word per input
-        self.seps, self.words = _parse(text)
+        self.seps, self.words = _parse(text, replace)
         self.has_token = any(not isinstance(p, str) for w in self.words for p in w)
         if not self.has_token:
             # No replacement string: the inputs are appended.
@@ -102,9 +102,11 @@ class Template:
         return out or None
 
 
-def _parse(text):
+def _parse(text, replace="{}"):
     """Split text into (seps, words) at unquoted whitespace, finding tokens
-    and the quoting each one stands in."""
+    and the quoting each one stands in.  replace (-I) stands for {}, which
+    is then plain text; the other replacement strings stay."""
+    custom = replace != "{}"
     seps, words = [], []
     sep, word, lit = "", [], []
     quote = None
@@ -126,8 +128,13 @@ def _parse(text):
             sep += ch
             i += 1
             continue
+        if custom and text.startswith(replace, i):
+            flush_lit()
+            word.append(("arg", None, None, quote))
+            i += len(replace)
+            continue
         m = TOKEN.match(text, i) if ch == "{" else None
-        if m:
+        if m and not (custom and m.group(0) == "{}"):
             flush_lit()
             word.append(_token(m, quote))
             i = m.end()

@@ -2,7 +2,8 @@
 --retries (N tries in all), --halt with P% (of all jobs, exit status the
 percentage of failures), the joblog of a job killed by a signal (Exitval 0),
 -X/-m with -n (at most N inputs per job); and short options bundled as
-getopt bundles them (-kj2, -0kj 2).
+getopt bundles them (-kj2, -0kj 2); xargs's options (-P, -v, -I, -i,
+-E, -e, -r, -L, -l, -s).
 
 Each case was recorded twice with GNU parallel 20221122 (identical both
 times): its stdout, exit status and joblog columns Seq, Exitval, Signal
@@ -54,6 +55,29 @@ CASES = [
     ('bundle_0kj_next_word', ['-0kj', '2', 'echo', '[{}]'], b'a b\x00c\x00', b'[a b]\n[c]\n', 0, '1\t0\t0\n2\t0\t0\n'),
     ('bundle_kn2', ['-kn2', 'echo'], b'1\n2\n3\n', b'1 2\n3\n', 0, '1\t0\t0\n2\t0\t0\n'),
     ('bundle_value_rest', ['-kd,', 'echo', '[{}]'], b'a,b,c', b'[a]\n[b]\n[c]\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    # xargs's options, as GNU parallel keeps them.
+    ('P_is_j', ['-kP2', 'echo', ':::', 'a', 'b', 'c'], b'', b'a\nb\nc\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('v_prints_commands', ['-kv', '-j1', 'echo', ':::', 'a', 'b c'], b'', b"echo a\na\necho 'b c'\nb c\n", 0, '1\t0\t0\n2\t0\t0\n'),
+    ('I_replace', ['-k', '-I', 'XX', 'echo', 'XX', '{}', '{.}', ':::', 'a.b', 'c'], b'', b'a.b {} a\nc {} c\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('I_glued', ['-k', '-I@', 'echo', 'x@y', ':::', 'a', 'b'], b'', b'xay\nxby\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('i_replace_default', ['-k', '-i', '-j1', 'echo', '[{}]', ':::', 'a'], b'', b'[a]\n', 0, '1\t0\t0\n'),
+    ('i_replace_glued', ['-k', '-iZZ', 'echo', '{}', 'ZZ', ':::', 'a.b'], b'', b'{} a.b\n', 0, '1\t0\t0\n'),
+    ('E_eof', ['-k', '-E', 'STOP', 'echo'], b'a\nb\nSTOP\nc\n', b'a\nb\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('e_eof_glued', ['-k', '-eSTOP', 'echo', '[{}]'], b'a\nSTOP\nc\n', b'[a]\n', 0, '1\t0\t0\n'),
+    ('E_each_source', ['-k', '-E', 'b', 'echo', ':::', 'a', 'b', 'c', ':::', '1', 'b', '2'], b'', b'a 1\n', 0, '1\t0\t0\n'),
+    ('r_skips_blank', ['-k', '-r', 'echo', 'x{}y'], b'a\n\n  \nb\n\t\n', b'xay\nxby\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('r_list', ['-k', '-r', 'echo', 'x{}y', ':::', 'a', '', ' ', 'c'], b'', b'xay\nxcy\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('r_all_blank', ['-k', '-r', 'echo', 'x'], b'\n \n', b'', 0, ''),
+    ('L1_continuation', ['-k', '-L1', 'echo', 'x{}y'], b'a b\nc \nd\ne\n', b'xa by\nxc dy\nxey\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('L2', ['-k', '-L', '2', 'echo', 'x{}y'], b'a b\nc\nd\ne\nf\n', b'xa by xcy\nxdy xey\nxfy\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('l_default', ['-k', '-l', 'echo'], b'a \nb\nc\n', b'a b\nc\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('l_next_word', ['-k', '-l', '2', 'echo'], b'a\nb\nc\n', b'a b\nc\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('s_X', ['-k', '-s', '20', '-X', 'echo', ':::', 'aaaa', 'bbbb', 'cccc', 'dddd', 'eeee'], b'', b'aaaa bbbb cccc\ndddd\neeee\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('s_m_j2', ['-k', '-j2', '-s', '20', '-m', 'echo', 'a{}b', ':::', 'aaaa', 'bbbb', 'cccc', 'dddd', 'eeee'], b'', b'aaaaa bbbbb\nacccc ddddb\naeeeeb\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('s_X_n2', ['-k', '-j1', '-s', '25', '-X', '-n2', 'echo', 'a{}b', ':::', 'aaaa', 'bbbb', 'cccc', 'dddd', 'eeee'], b'', b'aaaaab abbbbb\naccccb addddb\naeeeeb\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('s_fits', ['-k', '-s', '30', 'echo', ':::', 'a', 'bb'], b'', b'a\nbb\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('kr_bundle', ['-kr', 'echo', 'x{}y'], b'a\n\nb\n', b'xay\nxby\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('kt_bundle', ['-ktj1', 'echo', ':::', 'a'], b'', b'a\n', 0, '1\t0\t0\n'),
 ]
 
 IDS = [c[0] for c in CASES]
@@ -99,3 +123,31 @@ def test_parity_through_a_hub(grid):  # noqa: F811
             f.unlink()
         p = grid.run("gridmap", "--joblog", "jl", *args, input=stdin)
         assert (p.stdout, p.returncode, joblog_cut(tmp / "jl")) == (stdout, status, joblog), cid
+
+
+@pytest.mark.parametrize("args", [["-t", "-j1", "-k", "echo", ":::", "a", "b c"],
+                                  ["--verbose", "-j1", "printf", "%s", ":::", "x"]])
+def test_verbose_prints_commands_on_stderr(tmp_path, args):
+    ours = run_gridmap(args)
+    assert ours.stderr == b"".join(b"%s\n" % c for c in {
+        "-t": [b"echo a", b"echo 'b c'"], "--verbose": [b"printf %s x"]}[args[0]])
+    theirs = run_parallel(args, env={"SHELL": "/bin/sh"})
+    assert (ours.stdout, ours.stderr, ours.returncode) == \
+        (theirs.stdout, theirs.stderr, theirs.returncode)
+
+
+def test_a_command_line_too_long_for_s_stops_the_run(tmp_path):
+    # GNU parallel exits 255 ("Command line too long (13 >= 12) at input 0");
+    # gridmap exits 65, bad data, having run nothing.
+    p = run_gridmap(["-k", "-s", "12", "echo", "xx", ":::", "aaaaa", "a"])
+    assert (p.stdout, p.returncode) == (b"", 65)
+    assert p.stderr == b"gridmap: error: command line too long (13 >= 12) at input 1: aaaaa\n"
+    assert run_parallel(["-k", "-s", "12", "echo", "xx", ":::", "aaaaa", "a"]).stdout == b""
+
+
+def test_show_limits_then_runs():
+    p = run_gridmap(["--show-limits", "echo", ":::", "a"])
+    lines = p.stdout.decode().splitlines()
+    assert lines[0].startswith("Maximal size of command: ")
+    assert lines[1].startswith("Maximal usable size of command: ")
+    assert lines[-1] == "a" and p.returncode == 0

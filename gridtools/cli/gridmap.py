@@ -19,8 +19,8 @@ HUB_SLOTS_UNKNOWN = 64      # -j 100% with --hub when no worker has joined
 EPILOG = """\
 replacement strings: {} {.} {/} {//} {/.} {#} {%} {N} {-N} {N.} {N/} {N//} {N/.}
 exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than
-100 failed; with --halt, the status of the job that triggered it; 64 usage;
-66 an input file is missing; 69 the hub is unreachable; 70 internal error;
+100 failed; with --halt, see gridmap(1); 64 usage; 65 a command line longer
+than -s; 66 an input file is missing; 69 the hub is unreachable; 70 internal error;
 73 the joblog cannot be created; 74 I/O error; 76 the hub broke the protocol;
 77 the hub refused the key; 129/130/131/143 stopped by SIGHUP/SIGINT/SIGQUIT/
 SIGTERM; 141 the reader of stdout went away.  See gridmap(1).
@@ -36,7 +36,7 @@ def build_parser():
                     "job's output as a group.")
     common.add_version(p)
     a = p.add_argument
-    a("-j", "--jobs", metavar="N", default="100%",
+    a("-j", "--jobs", "-P", "--max-procs", metavar="N", default="100%",
       help="jobs at once: N, N%% of the cores, +N or -N cores (default 100%%)")
     a("-k", "--keep-order", action="store_true", help="print output in input order")
     a("--line-buffer", "--lb", action="store_true",
@@ -45,6 +45,31 @@ def build_parser():
     a("--tag", action="store_true", help="prefix each output line with the job's input and a tab")
     a("--tagstring", metavar="STR", help="prefix each output line with STR (expanded) and a tab")
     a("--dry-run", action="store_true", help="print the commands, run nothing")
+    a("-t", "--verbose", action="store_true",
+      help="print each command on stderr as it starts")
+    a("-v", dest="show_command", action="store_true",
+      help="print each command on stdout before its output")
+    a("-I", dest="replace", metavar="STR", help="use STR instead of {} (xargs -I)")
+    a("-i", "--replace", dest="replace_i", metavar="STR", nargs="?", const="",
+      help="use STR (default {}) instead of {}; takes the next word unless it is "
+           "an option (as in GNU parallel)")
+    a("-E", dest="eof", metavar="STR", help="an input equal to STR ends its input source")
+    a("-e", "--eof", dest="eof_e", metavar="STR", nargs="?", const="",
+      help="as -E; takes the next word unless it is an option")
+    a("-r", "--no-run-if-empty", action="store_true",
+      help="skip inputs that are empty or only blanks")
+    a("-L", dest="max_lines", metavar="N", type=int,
+      help="N input lines per job, a line ending in a blank continued by the "
+           "next (as -N N)")
+    a("-l", "--max-lines", dest="max_lines_l", metavar="N", nargs="?", const="1",
+      help="as -L N (default 1); takes the next word if it is a number")
+    a("-s", "--max-chars", metavar="N", type=int,
+      help="command lines shorter than N characters: -X/-m fill them, a longer "
+           "one is an error")
+    a("-x", "--exit", dest="exit_if_long", action="store_true",
+      help="stop if a command line is longer than -s (always so)")
+    a("--show-limits", action="store_true",
+      help="print the command line limits on stdout, then run")
     a("-a", "--arg-file", metavar="FILE", action="append", default=[],
       help="read inputs from FILE (repeatable; - is stdin)")
     a("-0", "--null", action="store_true", help="inputs end with NUL, not newline")
@@ -147,6 +172,23 @@ def _check(opts):
             re.compile(opts.colsep)
         except re.error as e:
             raise errors.UsageError(f"--colsep: bad regular expression {opts.colsep!r}: {e}")
+    # xargs's options, as GNU parallel takes them.
+    opts.replace_str = opts.replace if opts.replace is not None else opts.replace_i or "{}"
+    if not opts.replace_str:
+        raise errors.UsageError("-I: the replacement string cannot be empty")
+    opts.eof_str = opts.eof if opts.eof is not None else opts.eof_e or None
+    if opts.max_lines is None and opts.max_lines_l is not None:
+        m = re.fullmatch(r"([0-9]{1,9})(?:\.[0-9]*)?", opts.max_lines_l)
+        if not m:
+            raise errors.UsageError(f"-l: not a number of lines: {opts.max_lines_l!r}")
+        opts.max_lines = int(m.group(1)) or 1
+    if opts.max_lines is not None:
+        if opts.max_lines < 1:
+            raise errors.UsageError("-L: need a positive number of lines")
+        if opts.max_args is None and opts.max_replace_args is None:
+            opts.max_replace_args = opts.max_lines
+    if opts.max_chars is not None and opts.max_chars < 1:
+        raise errors.UsageError("-s: need a positive number of characters")
     opts.per_job = 1
     if opts.max_replace_args is not None:
         opts.per_job = opts.max_replace_args
@@ -173,15 +215,25 @@ def _parse_head(parser, head):
             opt_words.extend(words)
             i += 1
             if wants is not None:
-                if i < len(head):
-                    opt_words.append(f"{wants}={head[i]}")
+                if i < len(head) and _takes_next(wants, head[i]):
+                    opt_words.append(_glue(wants, head[i]))
                     i += 1
                 else:
                     opt_words.append(wants)     # argparse says it needs one
             continue
+        if w in OPTIONAL_VALUE:
+            # -i, -e, -l: the value is optional, and taken from the next
+            # word as Getopt::Long takes it.
+            if i + 1 < len(head) and _takes_next(w, head[i + 1]):
+                opt_words.append(_glue(takes_value[w], head[i + 1]))
+                i += 2
+            else:
+                opt_words.append(w)
+                i += 1
+            continue
         if w in takes_value and i + 1 < len(head):
             # Glue the value on, so that `-j -1` is a value, not an option.
-            opt_words.append(f"{takes_value[w]}={head[i + 1]}")
+            opt_words.append(_glue(takes_value[w], head[i + 1]))
             i += 2
             continue
         opt_words.append(w)
@@ -189,6 +241,22 @@ def _parse_head(parser, head):
     opts = parser.parse_args(opt_words)
     opts.command = head[i:]
     return opts, None
+
+
+# Options whose value is optional: which next word they take, as GNU
+# parallel's Getopt::Long takes it (a string not starting with -, a number).
+OPTIONAL_VALUE = {
+    "-i": lambda w: not w.startswith("-"), "--replace": lambda w: not w.startswith("-"),
+    "-e": lambda w: not w.startswith("-"), "--eof": lambda w: not w.startswith("-"),
+    "-l": lambda w: re.fullmatch(r"[0-9]+(?:\.[0-9]*)?", w) is not None,
+    "--max-lines": lambda w: re.fullmatch(r"[0-9]+(?:\.[0-9]*)?", w) is not None,
+}
+
+
+def _takes_next(opt, word):
+    """Whether option opt, ending its word, takes word as its value."""
+    test = OPTIONAL_VALUE.get(opt)
+    return test is None or test(word)
 
 
 def _split_bundle(word, parser, takes_value):
@@ -214,7 +282,7 @@ def _split_bundle(word, parser, takes_value):
             continue
         rest = word[k + 1:]
         if rest:
-            out.append(f"{takes_value[opt]}={rest}")
+            out.append(_glue(takes_value[opt], rest))
             return out, None
         return out, takes_value[opt]
     return out, None
@@ -225,9 +293,15 @@ def _value_options(parser):
     out = {}
     for action in parser._actions:
         if action.option_strings and action.nargs != 0:
-            long = [o for o in action.option_strings if o.startswith("--")][0]
-            out.update(dict.fromkeys(action.option_strings, long))
+            long = [o for o in action.option_strings if o.startswith("--")]
+            out.update(dict.fromkeys(action.option_strings, (long or action.option_strings)[0]))
     return out
+
+
+def _glue(option, value):
+    """One word giving option its value, so that a value starting with -
+    is not taken for an option."""
+    return f"{option}={value}" if option.startswith("--") else option + value
 
 
 def _parse_sources(parser, tail):
@@ -322,7 +396,7 @@ def read_all(path, delim):
             os.close(fd)
 
 
-def make_source(opts, slots):
+def make_source(opts, slots, tmpl=None):
     """The job source the options describe."""
     if opts.pipe:
         return jobs.PipeSource(0, opts.block_size, opts.boundary, opts.max_replace_args)
@@ -333,20 +407,34 @@ def make_source(opts, slots):
     trim = opts.trim or ("lr" if opts.colsep is not None else None)
     to_record = inputs.make_record(trim, opts.colsep)
 
+    def item_filter():
+        # One per input source: -E ends each source on its own.
+        return inputs.make_filter(opts.eof_str, opts.max_lines is not None,
+                                  opts.no_run_if_empty)
+
     sources = [("file", path, False) for path in opts.arg_file] + opts.sources
     if not sources:
         sources = [("file", "-", False)]
     if len(sources) == 1 and sources[0][0] == "file":
-        feed = jobs.StreamFeed(open_input(sources[0][1]), delim, to_record)
+        feed = jobs.StreamFeed(open_input(sources[0][1]), delim, to_record, item_filter())
     else:
         lists = []
         for kind, value, linked in sources:
             items = value if kind == "args" else read_all(value, delim)
+            f = item_filter()
+            if f is not None:
+                items = f.apply(items)
             lists.append(([to_record(x) for x in items], linked))
         feed = jobs.IterFeed(inputs.combine(lists))
     limit = opts.max_replace_args if opts.max_replace_args is not None else opts.max_args
+    fits = None
+    if opts.max_chars is not None and (opts.xargs or opts.many):
+        def fits(records):
+            args = inputs.fields(records)
+            line = tmpl.shell(args, 1, 1) if tmpl is not None else " ".join(args)
+            return len(line) < opts.max_chars
     return jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots,
-                             limit=limit or None)
+                             limit=limit or None, fits=fits)
 
 
 def _size(text):
@@ -371,6 +459,18 @@ def dry_run(source, opts, slots, out_fd=1):
         runner_pool.prepare(job)
         # --tag and --tagstring prefix the line, as GNU parallel does.
         output.write_all(out_fd, job.tag + os.fsencode(job.command) + b"\n")
+
+
+def show_limits(opts):
+    """--show-limits: GNU parallel's report, with gridmap's own limits."""
+    usable = min(opts.max_chars or jobs.MAX_LINE, jobs.MAX_LINE)
+    sys.stdout.write(
+        f"Maximal size of command: {jobs.MAX_LINE}\n"
+        f"Maximal usable size of command: {usable}\n\n"
+        "Execution will continue now, and it will try to read its input\n"
+        "and run commands; if this is not what you wanted to happen, please\n"
+        "press CTRL-D or CTRL-C\n")
+    sys.stdout.flush()
 
 
 class _NoExecutor:
@@ -409,8 +509,9 @@ def _main(argv):
         # parallel 20221122 does (its manual says -n too, and not with -m;
         # it does neither).
         context = opts.xargs or (opts.max_replace_args is not None and not opts.pipe)
-        tmpl = template.Template(" ".join(opts.command), context=context)
-    source = make_source(opts, slots)
+        tmpl = template.Template(" ".join(opts.command), context=context,
+                                 replace=opts.replace_str)
+    source = make_source(opts, slots, tmpl)
     if opts.halt_rule.percent and not opts.round_robin:
         source = jobs.ListSource(source)
         opts.halt_rule.total = source.total
@@ -420,7 +521,10 @@ def _main(argv):
     popts = pool.Options(template=tmpl, shell=shell, retries=opts.retries, timeout=opts.timeout,
                          halt=opts.halt_rule, line_buffer=opts.line_buffer and not opts.json,
                          tag=opts.tag, tagstring=opts.tagstring,
-                         round_robin=opts.round_robin, bar=opts.bar, slots=slots)
+                         round_robin=opts.round_robin, bar=opts.bar, slots=slots,
+                         verbose=opts.verbose, max_chars=opts.max_chars)
+    if opts.show_limits:
+        show_limits(opts)
     if opts.dry_run:
         return dry_run(source, popts, slots)
 
@@ -433,7 +537,8 @@ def _main(argv):
         except OSError as e:
             raise errors.GridError(f"cannot write joblog {opts.joblog}: {e.strerror}",
                                    errors.CANTCREAT)
-    sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog)
+    sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
+                       show_command=opts.show_command)
     try:
         p = pool.Pool(source, sink, popts, selector=executor and executor.sel,
                       executor=executor)
