@@ -140,15 +140,26 @@ def make_record(trim=None, colsep=None):
     return lambda item: tuple(t(f) for f in rx.split(item))
 
 
-def combine(sources):
+def combine(sources, wrap=False):
     """Records from several finite sources.
 
     sources: list of (values, linked) where linked means the source was
     given with :::+ or ::::+ and pairs up with the one before it instead of
     multiplying.  Unlinked groups form a cartesian product; linked sources
-    run side by side and stop with the shortest.  Each value is a record;
+    run side by side and stop with the shortest.  With wrap (--link) all
+    sources run side by side and the shorter ones wrap around.  Each value
+    is a record;
     the fields of combined records are concatenated.
     """
+    if wrap:
+        # --link: every source side by side, the shorter ones wrapping
+        # around until the longest ends (GNU parallel's --link).
+        lists = [values for values, _ in sources]
+        if not all(lists):
+            return
+        for i in range(max(map(len, lists))):
+            yield _concat([v[i % len(v)] for v in lists])
+        return
     groups = []
     for values, linked in sources:
         if linked and groups:

@@ -88,7 +88,8 @@ class Options:
 
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
-                 bar=False, slots=1, shell=None, verbose=False, max_chars=None):
+                 bar=False, slots=1, shell=None, verbose=False, max_chars=None,
+                 nice=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -102,6 +103,7 @@ class Options:
         self.shell = shell or Shell(os.environ)
         self.verbose = verbose          # -t: each command on stderr
         self.max_chars = max_chars      # -s: command lines shorter than this
+        self.nice = nice                # --nice N: argv prefix nice -n N
 
 
 class Pool:
@@ -231,6 +233,9 @@ class Pool:
             job.argv = t.argv(job.args, job.seq, job.slot)
         if job.argv is not None and self.opts.shell.wants(job.argv[0]):
             job.argv = None
+        if self.opts.nice is not None:
+            job.argv = ["nice", "-n", str(self.opts.nice)] + (
+                job.argv or self.opts.shell.argv(job.command))
         if self.opts.max_chars is not None and len(job.command) >= self.opts.max_chars:
             from gridtools import errors
             shown = " ".join(job.args)

@@ -3,7 +3,7 @@
 percentage of failures), the joblog of a job killed by a signal (Exitval 0),
 -X/-m with -n (at most N inputs per job); and short options bundled as
 getopt bundles them (-kj2, -0kj 2); xargs's options (-P, -v, -I, -i,
--E, -e, -r, -L, -l, -s).
+-E, -e, -r, -L, -l, -s); --link, -q, --arg-sep, --arg-file-sep, --nice.
 
 Each case was recorded twice with GNU parallel 20221122 (identical both
 times): its stdout, exit status and joblog columns Seq, Exitval, Signal
@@ -78,6 +78,17 @@ CASES = [
     ('s_fits', ['-k', '-s', '30', 'echo', ':::', 'a', 'bb'], b'', b'a\nbb\n', 0, '1\t0\t0\n2\t0\t0\n'),
     ('kr_bundle', ['-kr', 'echo', 'x{}y'], b'a\n\nb\n', b'xay\nxby\n', 0, '1\t0\t0\n2\t0\t0\n'),
     ('kt_bundle', ['-ktj1', 'echo', ':::', 'a'], b'', b'a\n', 0, '1\t0\t0\n'),
+    # --link/--xapply, -q, --arg-sep, --arg-file-sep, --nice, --will-cite,
+    # --linebuffer.
+    ('link_wraps', ['-k', '--link', 'echo', ':::', 'a', 'b', 'c', ':::', '1', '2'], b'', b'a 1\nb 2\nc 1\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('xapply_three', ['-k', '--xapply', 'echo', ':::', 'a', 'b', ':::', '1', '2', '3', ':::', 'x'], b'', b'a 1 x\nb 2 x\na 3 x\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('link_with_plus', ['-k', '--link', 'echo', ':::', 'a', 'b', ':::+', '1', '2', '3', ':::', 'x', 'y', 'z'], b'', b'a 1 x\nb 2 y\na 3 z\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n'),
+    ('quote', ['-k', '-q', 'printf', '%s|\\n', ':::', 'a b', "c'd"], b'', b"a b|\nc'd|\n", 0, '1\t0\t0\n2\t0\t0\n'),
+    ('quote_dollar', ['-k', '-q', 'echo', '$HOME', '{}', ':::', 'a'], b'', b'$HOME a\n', 0, '1\t0\t0\n'),
+    ('arg_sep', ['-k', '--arg-sep', ',,', 'echo', ',,', 'a', 'b', ':::', 'c'], b'', b'a\nb\n:::\nc\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n4\t0\t0\n'),
+    ('arg_file_sep', ['-k', '--arg-file-sep', '//', 'echo', 'x{}', '//', '-'], b'f1\nf2\n', b'xf1\nxf2\n', 0, '1\t0\t0\n2\t0\t0\n'),
+    ('nice', ['-k', '--nice', '3', 'nice; echo {}', ':::', 'a'], b'', b'3\na\n', 0, '1\t0\t0\n'),
+    ('will_cite_linebuffer', ['-k', '--will-cite', '--linebuffer', 'echo', ':::', 'a', 'b'], b'', b'a\nb\n', 0, '1\t0\t0\n2\t0\t0\n'),
 ]
 
 IDS = [c[0] for c in CASES]
@@ -108,7 +119,7 @@ def test_parity_live(tmp_path, args, stdin):
     assert run_case(tmp_path, run_gridmap, args, stdin) == theirs
 
 
-HUB_CASES = ["retries_in_all", "retries_until_success", "joblog_signal", "halt_now,fail=30%",
+HUB_CASES = ["nice", "quote", "link_wraps", "r_list", "retries_in_all", "retries_until_success", "joblog_signal", "halt_now,fail=30%",
              "halt_soon,success=50%", "halt_soon,fail=2", "halt_soon,fail=95%",
              "halt_pct_stdin", "xargs_-X-n2-j1"]
 

@@ -39,12 +39,21 @@ def build_parser():
     a("-j", "--jobs", "-P", "--max-procs", metavar="N", default="100%",
       help="jobs at once: N, N%% of the cores, +N or -N cores (default 100%%)")
     a("-k", "--keep-order", action="store_true", help="print output in input order")
-    a("--line-buffer", "--lb", action="store_true",
+    a("--line-buffer", "--lb", "--linebuffer", action="store_true",
       help="print output a whole line at a time as it arrives")
     a("--group", action="store_true", help="print each job's output as a group (default)")
     a("--tag", action="store_true", help="prefix each output line with the job's input and a tab")
     a("--tagstring", metavar="STR", help="prefix each output line with STR (expanded) and a tab")
     a("--dry-run", action="store_true", help="print the commands, run nothing")
+    a("-q", "--quote", action="store_true",
+      help="quote the command's words, so the shell takes them as they are")
+    a("--link", "--xapply", action="store_true",
+      help="take one input from each source at a time, shorter sources wrapping around")
+    a("--arg-sep", metavar="SEP", default=":::", help="SEP instead of ::: (and SEP+)")
+    a("--arg-file-sep", metavar="SEP", default="::::",
+      help="SEP instead of :::: (and SEP+)")
+    a("--nice", metavar="N", type=int, help="run the commands under nice -n N")
+    a("--will-cite", action="store_true", help=__import__("argparse").SUPPRESS)
     a("-t", "--verbose", action="store_true",
       help="print each command on stderr as it starts")
     a("-v", dest="show_command", action="store_true",
@@ -109,10 +118,38 @@ def build_parser():
     return p
 
 
-def split_sources(argv):
-    """Split argv at the first ::: separator: (options+command, sources)."""
+def separators(argv):
+    """The four source separators: ::: and :::: unless --arg-sep or
+    --arg-file-sep, found before the first separator, say otherwise."""
+    arg_sep, file_sep = ":::", "::::"
     for i, word in enumerate(argv):
-        if word in SEPARATORS:
+        if word in (arg_sep, arg_sep + "+", file_sep, file_sep + "+"):
+            break
+        for name in ("--arg-sep", "--arg-file-sep"):
+            value = None
+            if word == name and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif word.startswith(name + "="):
+                value = word[len(name) + 1:]
+            if value:
+                if name == "--arg-sep":
+                    arg_sep = value
+                else:
+                    file_sep = value
+    return (arg_sep, arg_sep + "+", file_sep, file_sep + "+")
+
+
+def split_sources(argv, seps=SEPARATORS):
+    """Split argv at the first ::: separator: (options+command, sources)."""
+    skip = False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False        # the value of --arg-sep, not a separator
+            continue
+        if word in ("--arg-sep", "--arg-file-sep"):
+            skip = True
+            continue
+        if word in seps:
             return argv[:i], argv[i:]
         if word == "--":
             # After --, separators still separate (GNU parallel does too).
@@ -121,12 +158,13 @@ def split_sources(argv):
 
 
 def parse_options(argv):
-    head, tail = split_sources(argv)
+    seps = separators(argv)
+    head, tail = split_sources(argv, seps)
     parser = build_parser()
     # Options stop at the command: everything from the first non-option word
     # belongs to the command (`gridmap sh -c 'echo {}'`).
     opts, rest = _parse_head(parser, head)
-    opts.sources = _parse_sources(parser, tail)
+    opts.sources = _parse_sources(parser, tail, seps)
     try:
         _check(opts)
     except errors.UsageError as e:
@@ -304,16 +342,16 @@ def _glue(option, value):
     return f"{option}={value}" if option.startswith("--") else option + value
 
 
-def _parse_sources(parser, tail):
+def _parse_sources(parser, tail, seps=SEPARATORS):
     sources = []
     i = 0
     while i < len(tail):
         sep = tail[i]
         j = i + 1
-        while j < len(tail) and tail[j] not in SEPARATORS:
+        while j < len(tail) and tail[j] not in seps:
             j += 1
         words = tail[i + 1:j]
-        if sep.startswith("::::"):
+        if sep in seps[2:]:
             if not words:
                 parser.error(f"{sep} needs at least one file")
             for k, path in enumerate(words):
@@ -425,7 +463,7 @@ def make_source(opts, slots, tmpl=None):
             if f is not None:
                 items = f.apply(items)
             lists.append(([to_record(x) for x in items], linked))
-        feed = jobs.IterFeed(inputs.combine(lists))
+        feed = jobs.IterFeed(inputs.combine(lists, wrap=opts.link))
     limit = opts.max_replace_args if opts.max_replace_args is not None else opts.max_args
     fits = None
     if opts.max_chars is not None and (opts.xargs or opts.many):
@@ -509,7 +547,11 @@ def _main(argv):
         # parallel 20221122 does (its manual says -n too, and not with -m;
         # it does neither).
         context = opts.xargs or (opts.max_replace_args is not None and not opts.pipe)
-        tmpl = template.Template(" ".join(opts.command), context=context,
+        words = opts.command
+        if opts.quote:
+            import shlex
+            words = [shlex.quote(w) for w in words]
+        tmpl = template.Template(" ".join(words), context=context,
                                  replace=opts.replace_str)
     source = make_source(opts, slots, tmpl)
     if opts.halt_rule.percent and not opts.round_robin:
@@ -522,7 +564,8 @@ def _main(argv):
                          halt=opts.halt_rule, line_buffer=opts.line_buffer and not opts.json,
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots,
-                         verbose=opts.verbose, max_chars=opts.max_chars)
+                         verbose=opts.verbose, max_chars=opts.max_chars,
+                         nice=opts.nice)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
