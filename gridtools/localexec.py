@@ -58,13 +58,12 @@ class Shell:
         return name in self._funcs or "/" not in runner.resolve(name)
 
     def remote_argv(self, command):
-        """--hub: the argv that runs command under a shell of the same name
-        on the worker's PATH, or None for /bin/sh (the worker's default)."""
+        """--hub: the argv that runs command under the same shell, by the
+        same path, on the worker (so its messages read as they do here), or
+        None for /bin/sh (the worker's default)."""
         if self.path == runner.SHELL:
             return None
-        argv = self.argv(command)
-        argv[0] = os.path.basename(argv[0])
-        return argv
+        return self.argv(command)
 
 
 def choose_shell(env, pid):
