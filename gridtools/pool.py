@@ -89,7 +89,7 @@ class Options:
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
                  bar=False, slots=1, shell=None, verbose=False, max_chars=None,
-                 nice=None):
+                 nice=None, delay=0.0):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -104,6 +104,7 @@ class Options:
         self.verbose = verbose          # -t: each command on stderr
         self.max_chars = max_chars      # -s: command lines shorter than this
         self.nice = nice                # --nice N: argv prefix nice -n N
+        self.delay = delay              # --delay: seconds between job starts
 
 
 class Pool:
@@ -127,6 +128,7 @@ class Pool:
         self.stop_signal = None
         self.failed = self.succeeded = self.done = 0
         self.started = 0
+        self.next_start = 0.0      # --delay: no job starts before this time
         self.bar = Progress() if opts.bar and sys.stderr.isatty() else None
         self.rr_jobs = []          # --round-robin: the long-running jobs
         self.rr_next = 0           # ... and which one to feed next
@@ -181,6 +183,8 @@ class Pool:
         if self.retry and (self.halting or self.stop_signal):
             self._end_retries()
         while self.free and not self.halting and not self.stop_signal:
+            if self.opts.delay and time.time() < self.next_start:
+                return                  # _next_timeout wakes us then
             if self.retry:
                 job, _ = self.retry.pop(0)
             elif self.exhausted:
@@ -193,6 +197,8 @@ class Pool:
                     self.exhausted = True
                     return
             self._start(job)
+            if self.opts.delay:
+                self.next_start = time.time() + self.opts.delay
 
     def _start(self, job):
         job.slot = heapq.heappop(self.free)
@@ -434,9 +440,13 @@ class Pool:
     # -- timeouts and signals --------------------------------------------
 
     def _next_timeout(self):
-        if not self.deadlines:
+        when = self.deadlines[0][0] if self.deadlines else None
+        if self.opts.delay and self.free and not self.exhausted \
+                and (when is None or self.next_start < when):
+            when = self.next_start
+        if when is None:
             return None
-        return max(0.0, self.deadlines[0][0] - time.time())
+        return max(0.0, when - time.time())
 
     def _check_deadlines(self):
         now = time.time()

@@ -162,3 +162,31 @@ def test_show_limits_then_runs():
     assert lines[0].startswith("Maximal size of command: ")
     assert lines[1].startswith("Maximal usable size of command: ")
     assert lines[-1] == "a" and p.returncode == 0
+
+
+def test_delay_spaces_the_starts(tmp_path):
+    # --delay is a lower bound gridmap enforces itself: each start at least
+    # that long after the one before, on any machine.
+    log = tmp_path / "jl"
+    p = run_gridmap(["-j4", "-k", "--delay", "0.2", "--joblog", str(log), "echo", ":::",
+                     "a", "b", "c"])
+    assert (p.stdout, p.returncode) == (b"a\nb\nc\n", 0)
+    starts = sorted(float(line.split("\t")[2]) for line in log.read_text().splitlines()[1:])
+    assert all(b - a >= 0.2 - 0.0015 for a, b in zip(starts, starts[1:])), starts
+    theirs = run_parallel(["-j4", "-k", "--delay", "0.2", "echo", ":::", "a", "b", "c"])
+    assert (p.stdout, p.returncode) == (theirs.stdout, theirs.returncode)
+
+
+@pytest.mark.parametrize("runner", [run_gridmap, run_parallel], ids=["gridmap", "parallel"])
+@pytest.mark.parametrize("args,stdin", [
+    (["-k", "--shuf", "echo", "{#}", "{}", ":::", *"abcdefgh"], b""),
+    (["-k", "--shuf", "echo", "{#}", "{}"], b"a\nb\nc\nd\ne\nf\ng\nh\n"),
+], ids=["list", "stdin"])
+def test_shuf_shuffles_inputs_then_numbers_them(runner, args, stdin):
+    # Both tools: every input once, and {#} counts the jobs in the order
+    # they run, whatever order the shuffle chose.
+    p = runner(args, input=stdin)
+    rows = [line.split() for line in p.stdout.decode().splitlines()]
+    assert [int(n) for n, _ in rows] == list(range(1, 9))
+    assert sorted(x for _, x in rows) == list("abcdefgh")
+    assert p.returncode == 0

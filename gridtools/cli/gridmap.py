@@ -53,6 +53,10 @@ def build_parser():
     a("--arg-file-sep", metavar="SEP", default="::::",
       help="SEP instead of :::: (and SEP+)")
     a("--nice", metavar="N", type=int, help="run the commands under nice -n N")
+    a("--delay", metavar="SECS", type=float, default=0.0,
+      help="start jobs at least SECS seconds apart")
+    a("--shuf", action="store_true",
+      help="run the inputs in a random order (all input is read first)")
     a("--will-cite", action="store_true", help=__import__("argparse").SUPPRESS)
     a("-t", "--verbose", action="store_true",
       help="print each command on stderr as it starts")
@@ -187,6 +191,10 @@ def _check(opts):
     # Written so that nan, which every comparison refuses, is refused too.
     if opts.timeout is not None and not 0 < opts.timeout < math.inf:
         raise errors.UsageError("--timeout: need a positive number of seconds")
+    if not 0 <= opts.delay < math.inf:
+        raise errors.UsageError("--delay: need 0 or more seconds")
+    if opts.shuf and opts.pipe:
+        raise errors.UsageError("--shuf does not go with --pipe")
     opts.halt_rule = parse_halt(opts.halt)
     opts.tags = {}
     if opts.require:                    # the wire module is not loaded for a local run
@@ -453,7 +461,7 @@ def make_source(opts, slots, tmpl=None):
     sources = [("file", path, False) for path in opts.arg_file] + opts.sources
     if not sources:
         sources = [("file", "-", False)]
-    if len(sources) == 1 and sources[0][0] == "file":
+    if len(sources) == 1 and sources[0][0] == "file" and not opts.shuf:
         feed = jobs.StreamFeed(open_input(sources[0][1]), delim, to_record, item_filter())
     else:
         lists = []
@@ -463,7 +471,13 @@ def make_source(opts, slots, tmpl=None):
             if f is not None:
                 items = f.apply(items)
             lists.append(([to_record(x) for x in items], linked))
-        feed = jobs.IterFeed(inputs.combine(lists, wrap=opts.link))
+        records = inputs.combine(lists, wrap=opts.link)
+        if opts.shuf:
+            # As GNU parallel: the inputs are shuffled, then numbered ({#}).
+            import random
+            records = list(records)
+            random.shuffle(records)
+        feed = jobs.IterFeed(records)
     limit = opts.max_replace_args if opts.max_replace_args is not None else opts.max_args
     fits = None
     if opts.max_chars is not None and (opts.xargs or opts.many):
@@ -565,7 +579,7 @@ def _main(argv):
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots,
                          verbose=opts.verbose, max_chars=opts.max_chars,
-                         nice=opts.nice)
+                         nice=opts.nice, delay=opts.delay)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
