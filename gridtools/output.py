@@ -133,12 +133,13 @@ class Capture:
     disk, not memory."""
 
     LIMIT = 1 << 20
-    __slots__ = ("parts", "size", "file")
+    __slots__ = ("parts", "size", "file", "tmpdir")
 
-    def __init__(self):
+    def __init__(self, tmpdir=None):
         self.parts = []
         self.size = 0
         self.file = None
+        self.tmpdir = tmpdir        # --tmpdir; None: $TMPDIR or /tmp
 
     def append(self, data):
         self.size += len(data)
@@ -148,7 +149,7 @@ class Capture:
         self.parts.append(data)
         if self.size > self.LIMIT:
             import tempfile
-            self.file = tempfile.TemporaryFile(prefix="gridmap-out-")
+            self.file = tempfile.TemporaryFile(prefix="gridmap-out-", dir=self.tmpdir)
             self.file.writelines(self.parts)
             self.parts = []
 
@@ -244,9 +245,11 @@ class Sink:
     MEMORY_JOBS = 2000          # held jobs before spilling
 
     def __init__(self, keep_order=False, as_json=False, joblog=None,
-                 tagged=False, out_fd=1, err_fd=2, first_seq=1, show_command=False):
+                 tagged=False, out_fd=1, err_fd=2, first_seq=1, show_command=False,
+                 tmpdir=None):
         self.keep_order = keep_order
         self.show_command = show_command    # -v: the command before its output
+        self.tmpdir = tmpdir                # --tmpdir: where -k spills
         self.as_json = as_json
         self.joblog = joblog
         self.tagged = tagged
@@ -305,7 +308,7 @@ class Sink:
         import json
         if self.spill is None:
             import tempfile
-            self.spill = tempfile.TemporaryFile(prefix="gridmap-spill-")
+            self.spill = tempfile.TemporaryFile(prefix="gridmap-spill-", dir=self.tmpdir)
         if not self.spilled:
             # Nothing spilled is waiting: start the file afresh, so its size
             # follows what is held, not everything that ever was.

@@ -89,7 +89,7 @@ class Options:
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
                  bar=False, slots=1, shell=None, verbose=False, max_chars=None,
-                 nice=None, delay=0.0):
+                 nice=None, delay=0.0, tmpdir=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -105,6 +105,7 @@ class Options:
         self.max_chars = max_chars      # -s: command lines shorter than this
         self.nice = nice                # --nice N: argv prefix nice -n N
         self.delay = delay              # --delay: seconds between job starts
+        self.tmpdir = tmpdir            # --tmpdir: where big outputs wait
 
 
 class Pool:
@@ -208,7 +209,7 @@ class Pool:
             sys.stderr.flush()
         job.tries += 1
         job.start = time.time()
-        job.stdout, job.stderr = output.Capture(), output.Capture()
+        job.stdout, job.stderr = output.Capture(self.opts.tmpdir), output.Capture(self.opts.tmpdir)
         job.partial = [b"", b""]
         job.timed_out = False
         self.running[job.seq] = job

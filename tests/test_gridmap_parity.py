@@ -190,3 +190,17 @@ def test_shuf_shuffles_inputs_then_numbers_them(runner, args, stdin):
     assert [int(n) for n, _ in rows] == list(range(1, 9))
     assert sorted(x for _, x in rows) == list("abcdefgh")
     assert p.returncode == 0
+
+
+def test_tmpdir_holds_big_outputs(tmp_path):
+    # A job's output beyond 1 MiB waits in an (unlinked) file in --tmpdir:
+    # once the job has written 2 MB, gridmap has such a file open there.
+    td = tmp_path / "td"
+    td.mkdir()
+    p = run_gridmap(["--tmpdir", str(td),
+                     "head -c 2000000 /dev/zero; ls -l /proc/$PPID/fd/ >&2; true", ":::", "a"])
+    assert (len(p.stdout), p.returncode) == (2000000, 0)
+    assert str(td) in p.stderr.decode()
+    p = run_gridmap(["--tmpdir", str(tmp_path / "none"), "echo", ":::", "a"])
+    assert (p.stdout, p.returncode) == (b"", 73)
+    assert p.stderr == f"gridmap: error: --tmpdir: cannot write in {tmp_path / 'none'}\n".encode()

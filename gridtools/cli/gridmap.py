@@ -55,6 +55,8 @@ def build_parser():
     a("--nice", metavar="N", type=int, help="run the commands under nice -n N")
     a("--delay", metavar="SECS", type=float, default=0.0,
       help="start jobs at least SECS seconds apart")
+    a("--tmpdir", metavar="DIR",
+      help="keep output that does not fit in memory in DIR (default $TMPDIR)")
     a("--shuf", action="store_true",
       help="run the inputs in a random order (all input is read first)")
     a("--will-cite", action="store_true", help=__import__("argparse").SUPPRESS)
@@ -579,12 +581,15 @@ def _main(argv):
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots,
                          verbose=opts.verbose, max_chars=opts.max_chars,
-                         nice=opts.nice, delay=opts.delay)
+                         nice=opts.nice, delay=opts.delay, tmpdir=opts.tmpdir)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
         return dry_run(source, popts, slots)
 
+    if opts.tmpdir is not None and not (os.path.isdir(opts.tmpdir)
+                                        and os.access(opts.tmpdir, os.W_OK | os.X_OK)):
+        raise errors.GridError(f"--tmpdir: cannot write in {opts.tmpdir}", errors.CANTCREAT)
     joblog = None
     if opts.joblog == "-":
         joblog = sys.stdout
@@ -595,7 +600,7 @@ def _main(argv):
             raise errors.GridError(f"cannot write joblog {opts.joblog}: {e.strerror}",
                                    errors.CANTCREAT)
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
-                       show_command=opts.show_command)
+                       show_command=opts.show_command, tmpdir=opts.tmpdir)
     try:
         p = pool.Pool(source, sink, popts, selector=executor and executor.sel,
                       executor=executor)
