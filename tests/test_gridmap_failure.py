@@ -283,8 +283,12 @@ def test_joblog_keep_order(tmp_path):
     jobs = f"{WAIT_FOR.format(f=f)}\ntouch {f}\n"
     run_gridmap(["-k", "-j2", "--joblog", str(log)], input=jobs.encode())
     assert [r[0] for r in joblog_rows(log)] == ["1", "2"]
-    os.unlink(f)
-    run_gridmap(["-j2", "--joblog", str(log)], input=jobs.encode())
+    # Without -k, lines come as jobs end: job 1 ends only once job 2's line
+    # is in the log (a flag file would leave both ending in one batch under
+    # load, in either order).
+    logged = 'i=0; while [ "$(wc -l < "{f}")" -lt 2 ]; do i=$((i+1)); [ $i -gt 400 ] && ' \
+             'exit 99; sleep 0.05; done'.format(f=log)
+    run_gridmap(["-j2", "--joblog", str(log)], input=f"{logged}\ntrue\n".encode())
     assert [r[0] for r in joblog_rows(log)] == ["2", "1"]
 
 
