@@ -4,9 +4,10 @@ relaying their pipes on the pool's selector (see pool.py for the interface).
 
 import collections
 import os
+import re
 import selectors
 
-from gridtools import runner
+from gridtools import errors, runner
 from gridtools.jobs import FileRange, grow_pipe
 
 SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
@@ -73,11 +74,9 @@ def choose_shell(env, pid):
     if "/" not in shell:
         found = runner.resolve(shell)
         if "/" not in found:
-            from gridtools import errors
             raise errors.UsageError(f"shell {shell!r} not found")
         shell = found
     elif not os.access(shell, os.X_OK):
-        from gridtools import errors
         raise errors.UsageError(f"shell {shell!r} not found")
     return shell
 
@@ -85,7 +84,6 @@ def choose_shell(env, pid):
 def parent_shell(pid):
     """The path of the nearest (grand)parent of pid that is a shell, judged
     by its argv[0] as GNU parallel judges it, or None."""
-    import re
     alts = "|".join(re.escape(n) for n in SHELL_NAMES + ["-sh (sh)"])
     rx = re.compile(rf"^(?:\[(-?)({alts})\]|(?:|\S+/|busybox )(-?)({alts}))(?: *$| [^(])")
     seen = set()

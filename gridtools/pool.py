@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 
-from gridtools import output, runner
+from gridtools import errors, output, runner
 from gridtools.jobs import WAIT
 from gridtools.localexec import LocalExecutor, Shell
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
@@ -244,7 +244,6 @@ class Pool:
             job.argv = ["nice", "-n", str(self.opts.nice)] + (
                 job.argv or self.opts.shell.argv(job.command))
         if self.opts.max_chars is not None and len(job.command) >= self.opts.max_chars:
-            from gridtools import errors
             shown = " ".join(job.args)
             raise errors.DataError(
                 f"command line too long ({len(job.command)} >= {self.opts.max_chars}) "
