@@ -19,7 +19,8 @@ import time
 import benchlib
 
 sys.path.insert(0, benchlib.REPO)
-from gridtools import hubclient, wire  # noqa: E402
+from gridtools.hub import client as hubclient  # noqa: E402
+from gridtools.proto import wire
 
 PY = [sys.executable, "-I", "-S"]
 GRIDD = [*PY, os.path.join(benchlib.BIN, "gridd")]

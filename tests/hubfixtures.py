@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from gridtools import hubclient, wire  # noqa: E402
+from gridtools.hub import client as hubclient  # noqa: E402
+from gridtools.proto import wire
 
 BIN = os.path.join(ROOT, "bin")
 PY = [sys.executable, "-I", "-S"]

@@ -1,10 +1,10 @@
-"""The one address grammar every command uses (gridtools.address)."""
+"""The one address grammar every command uses (gridtools.proto.address)."""
 
 import socket
 
 import pytest
 
-from gridtools import address
+from gridtools.proto import address
 
 
 @pytest.mark.parametrize("text, want", [
@@ -37,7 +37,10 @@ def test_unix_paths():
 
 
 def test_the_commands_share_it():
-    from gridtools import errors, mcastwire, net, worker
+    from gridtools.io import net
+    from gridtools.mcast import wire as mcastwire
+    from gridtools.proto import errors
+    from gridtools.worker import serve as worker
     for parse in (net.parse_address, lambda t: mcastwire.parse_hostport(t)):
         with pytest.raises(errors.UsageError):
             parse("[::1]x:5")
@@ -50,7 +53,8 @@ def test_the_commands_share_it():
 
 
 def test_one_size_grammar_for_every_command():
-    from gridtools import blocks, units
+    from gridtools.local import blocks
+    from gridtools.proto import units
     from gridtools.cli import gridmcast
     assert blocks.parse_size is units.parse_size is gridmcast._size
     for text, n in (("1M", 1 << 20), ("1MiB", 1 << 20), ("1MB", 1 << 20), ("64m", 64 << 20),
@@ -65,7 +69,7 @@ def test_one_size_grammar_for_every_command():
 def test_one_key_reader(tmp_path):
     """A key file that cannot be read is the same failure, with the same
     exit code (78), for every command that takes one."""
-    from gridtools import errors, keys
+    from gridtools.proto import errors, keys
     from gridtools.cli import gridmcast
     empty = tmp_path / "empty"
     empty.write_bytes(b"  \n")

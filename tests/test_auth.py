@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from hubfixtures import Grid, clean_env, grid, raw, tool, wait_until  # noqa: F401
-from gridtools import wire
+from gridtools.proto import wire
 
 
 def write_key(path, text):

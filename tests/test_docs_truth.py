@@ -142,7 +142,7 @@ def test_every_command_named_is_in_bin(doc):
 
 def test_command_scan():
     text = r""".BR gridcat (1),
-\fBgridmap\fR \-\-hub; see gridtools/wire.py and man/gridd.8 and gridtools(7);
+\fBgridmap\fR \-\-hub; see gridtools/proto/wire.py and man/gridd.8 and gridtools(7);
 "gridmcast-v1|client" is a label; `gridsub` and bin/gridx"""
     assert commands_named(text) == {"gridcat", "gridmap", "gridsub"}
 
@@ -228,7 +228,7 @@ def protocol():
 
 
 def hub_handlers():
-    from gridtools.hub import Hub, Options
+    from gridtools.hub.server import Hub, Options
     hub = Hub(Options())            # builds its tables; listens on nothing
     try:
         return {role: set(table) for role, table in hub.handlers.items()}
@@ -237,7 +237,7 @@ def hub_handlers():
 
 
 def worker_handlers():
-    from gridtools.worker import Link, Worker
+    from gridtools.worker.serve import Link, Worker
     r, w = os.pipe()
     worker = Worker(Link(r, w), 1, "docs", {})
     try:
@@ -296,12 +296,17 @@ def sent_verbs(tree):
 
 
 # The client's side of the hub protocol: the library and the commands.
-CLIENT_SIDE = ("hubclient.py", "net.py", "gridd.py", "gridsub.py", "gridmap.py",
-               "gridmcast.py")
+CLIENT_SIDE = ("hub/client.py", "io/net.py", "cli/gridd.py", "cli/gridsub.py",
+               "cli/gridmap.py", "cli/gridmcast.py")
+
+
+def rel(p):
+    """A source file's path inside the package, e.g. hub/client.py."""
+    return p.relative_to(PKG).as_posix()
 
 
 def not_mcast(p):
-    return not p.name.startswith("mcast")
+    return rel(p).split("/")[0] != "mcast"
 
 
 def test_client_requests_are_handled_by_the_hub():
@@ -316,7 +321,7 @@ def test_client_requests_are_handled_by_the_hub():
 def test_what_the_hub_sends_clients_is_read_by_them():
     _, from_hub, _, _ = protocol()
     assert {"OUT", "DONE"} <= from_hub, from_hub
-    client = [p for p in sources() if p.name in CLIENT_SIDE]
+    client = [p for p in sources() if rel(p) in CLIENT_SIDE]
     assert len(client) >= 3, client
     read = set().union(*(read_verbs(parsed(p)) for p in client))
     sent = set().union(*(sent_verbs(parsed(p)) for p in sources() if not_mcast(p)))
@@ -370,7 +375,7 @@ def test_mcast_control_lines_are_sent_and_handled():
                     if words and _VERB.match(words[0]):
                         said[words[0]] = side
     assert {"GRIDMCAST", "HELLO", "NACK", "END", "DONE", "FAILED"} <= set(said), said
-    mcast = [p for p in sources() if p.name.startswith("mcast")]
+    mcast = [p for p in sources() if not not_mcast(p)]
     sent = set().union(*(sent_verbs(parsed(p)) for p in mcast))
     read = set().union(*(read_verbs(parsed(p)) for p in mcast))
     missing = sorted(f"{side}: {v}" for v, side in said.items() if v not in sent)

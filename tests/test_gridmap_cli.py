@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conftest import run_gridmap
-from gridtools import errors
+from gridtools.proto import errors
 from gridtools.cli import gridmap
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import run_gridmap
 from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401
-from gridtools import jobs, pool
-from gridtools.template import Template
+from gridtools.local import jobs, pool
+from gridtools.local.template import Template
 
 WAIT_FOR = 'i=0; while [ ! -e "{f}" ]; do i=$((i+1)); [ $i -gt 400 ] && exit 99; sleep 0.05; done'
 

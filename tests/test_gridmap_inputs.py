@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import nul_fields, run_gridmap
-from gridtools import inputs, jobs
+from gridtools.local import inputs, jobs
 
 
 # -- inputs.Splitter -----------------------------------------------------

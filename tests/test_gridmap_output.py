@@ -191,7 +191,7 @@ def sink_output(order, as_json, tag, jobs_budget, bytes_budget, monkeypatch):
     import io
     import tempfile
 
-    from gridtools import output
+    from gridtools.local import output
     monkeypatch.setattr(output.Capture, "LIMIT", 5)     # captures go to files too
     out, err, log = tempfile.TemporaryFile(), tempfile.TemporaryFile(), io.StringIO()
     s = output.Sink(keep_order=True, as_json=as_json, joblog=log,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import GRIDMAP, TIMEOUT, run_gridmap
-from gridtools import blocks
+from gridtools.local import blocks
 
 # -- pure functions --------------------------------------------------------
 

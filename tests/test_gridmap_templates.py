@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import nul_fields, run_gridmap
-from gridtools import template
-from gridtools.template import Template
+from gridtools.local import template
+from gridtools.local.template import Template
 
 
 # -- pure functions ------------------------------------------------------

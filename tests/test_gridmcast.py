@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from gridtools import errors
-from gridtools import mcastwire as wire
+from gridtools.proto import errors
+from gridtools.mcast import wire
 from gridtools.cli import gridmcast
 from mcast_helpers import finish, start_receiver, start_sender
 
@@ -158,7 +158,7 @@ def test_an_event_made_stale_in_its_batch_is_skipped():
     # Each handler forgets and closes the other's socket, as an EVICT drops
     # the multicast socket while its read is pending in the same select()
     # batch: exactly one runs, whichever comes first.
-    from gridtools import mcastnet
+    from gridtools.mcast import net as mcastnet
     loop = mcastnet.Loop()
     a, a_peer = socket.socketpair()
     b, b_peer = socket.socketpair()

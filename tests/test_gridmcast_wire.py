@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gridtools import errors
-from gridtools import mcastwire as wire
+from gridtools.proto import errors
+from gridtools.mcast import wire
 
 TAGGERS = [wire.make_tagger(None), wire.make_tagger(b"group key")]
 
@@ -149,7 +149,7 @@ def test_a_segment_shorter_than_its_header_is_a_protocol_error():
 def test_a_receiver_keeps_no_block_past_the_senders_window(tmp_path):
     """Out-of-order blocks wait for their gap only within the window the
     sender announced: a stranger on an unkeyed group cannot fill memory."""
-    from gridtools import mcastrecv
+    from gridtools.mcast import recv as mcastrecv
     r = mcastrecv.Receiver(("127.0.0.1", 1), output=str(tmp_path / "out"))
     r.session = 1
     for seq in range(1, 100000, 7):

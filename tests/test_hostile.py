@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from hubfixtures import Grid, clean_env, tool
-from gridtools import hubclient, wire
+from gridtools.hub import client as hubclient
+from gridtools.proto import wire
 
 SEQ5 = b"1\n2\n3\n4\n5\n"
 RSS_SLACK_MB = 50           # how much the hub may grow while it is abused

@@ -12,7 +12,7 @@ import pytest
 
 from hubfixtures import (Grid, clean_env, grid, pids_alive, raw, raw_client,  # noqa: F401
                          tool, wait_until)
-from gridtools import wire
+from gridtools.proto import wire
 
 
 def both(g, *args, input=None):
@@ -313,9 +313,10 @@ def test_stdio_worker_speaks_on_stdin_stdout(tmp_path):
 
 def test_worker_alone_in_a_fresh_python(tmp_path):
     """The worker imports the stdlib and exactly its MANIFEST."""
-    code = ("import sys; sys.path.insert(0, %r); import gridtools.worker; "
+    code = ("import sys; sys.path.insert(0, %r); import gridtools.worker.serve; "
             "mods = sorted(m for m in sys.modules if m.startswith('gridtools'));"
-            "print(mods); print(sorted(gridtools.worker.MANIFEST))"
+            "print(mods); w = gridtools.worker.serve;"
+            "print(sorted(m for m in w.MANIFEST if m != w.ENTRY))"
             % os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(["python3", "-I", "-c", code], capture_output=True, text=True,
                          timeout=30)
@@ -358,12 +359,18 @@ def test_a_copy_of_the_manifest_runs_a_worker_with_gridd_workers_options(grid, t
     """python3 -m gridtools.worker is gridd worker: same options, same path,
     from nothing but the MANIFEST's files in a fresh interpreter."""
     import shutil
-    from gridtools import worker
+    from gridtools.worker import serve as worker
     ship = tmp_path / "ship"
     (ship / "gridtools").mkdir(parents=True)
+    base = os.path.dirname(os.path.dirname(worker.__file__))          # gridtools/
     for mod in worker.MANIFEST:
-        rel = "__init__.py" if mod == "gridtools" else mod.split(".", 1)[1] + ".py"
-        shutil.copy(os.path.join(os.path.dirname(worker.__file__), rel), ship / "gridtools" / rel)
+        parts = mod.split(".")[1:]
+        if os.path.isdir(os.path.join(base, *parts)):
+            rel = os.path.join(*parts, "__init__.py")
+        else:
+            rel = os.path.join(*parts[:-1], parts[-1] + ".py")
+        os.makedirs(ship / "gridtools" / os.path.dirname(rel), exist_ok=True)
+        shutil.copy(os.path.join(base, rel), ship / "gridtools" / rel)
     grid.start_hub()
     p = subprocess.Popen(["python3", "-E", "-s", "-m", "gridtools.worker", "--connect", grid.addr,
                           "--slots", "2", "--name", "shipped", "--tag", "kind=copy"],

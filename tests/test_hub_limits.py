@@ -7,7 +7,8 @@ import subprocess
 
 from hubfixtures import grid, raw_client, tool, wait_until  # noqa: F401
 
-from gridtools import sched, wire
+from gridtools.hub import sched
+from gridtools.proto import wire
 
 
 def rss_kb(pid):

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gridtools import wire  # noqa: E402
+from gridtools.proto import wire  # noqa: E402
 
 
 def roundtrip(data):

@@ -12,7 +12,7 @@ from hubfixtures import grid, pids_alive, tool, wait_until  # noqa: F401
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from gridtools import runner  # noqa: E402
+from gridtools.run import runner  # noqa: E402
 
 
 def test_jobs_die_with_a_worker_killed_by_sigkill(grid):

@@ -5,7 +5,8 @@ import argparse
 import os
 import sys
 
-from gridtools import __version__, errors
+from gridtools import __version__
+from gridtools.proto import errors
 
 
 class ArgumentParser(argparse.ArgumentParser):

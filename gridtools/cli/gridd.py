@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from gridtools import errors
+from gridtools.proto import errors
 from gridtools.cli import common
 
 EPILOG = """\
@@ -58,7 +58,7 @@ def build_parser():
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
-    from gridtools import worker
+    from gridtools.worker import serve as worker
     worker.add_options(w)
 
     c = sub.add_parser("ctl", help="inspect and steer a hub",
@@ -92,7 +92,9 @@ def _main(argv):
 # -- hub -----------------------------------------------------------------------
 
 def run_hub(opts, env):
-    from gridtools import hub, keys, net
+    from gridtools.hub import server as hub
+    from gridtools.io import net
+    from gridtools.proto import keys
     # Handlers first: a SIGHUP during start-up must not kill us (the
     # wakeup fd installed by the loop does the real work).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -138,7 +140,7 @@ def run_hub(opts, env):
 # -- worker --------------------------------------------------------------------
 
 def run_worker(opts, env):
-    from gridtools import worker
+    from gridtools.worker import serve as worker
     return worker.run(opts, env)
 
 
@@ -146,7 +148,7 @@ def run_worker(opts, env):
 
 def run_ctl(opts, env):
     import json
-    from gridtools import hubclient
+    from gridtools.hub import client as hubclient
     hub = common.hub_address(opts.hub, env)
     client = hubclient.Client(hub, env)
     try:

@@ -10,7 +10,9 @@ import os
 import re
 import sys
 
-from gridtools import blocks, errors, inputs, jobs, localexec, output, pool, template
+from gridtools.local import blocks, inputs, jobs, output, pool, template
+from gridtools.local import executor as localexec
+from gridtools.proto import errors
 from gridtools.cli import common
 
 SEPARATORS = (":::", ":::+", "::::", "::::+")
@@ -200,7 +202,7 @@ def _check(opts):
     opts.halt_rule = parse_halt(opts.halt)
     opts.tags = {}
     if opts.require:                    # the wire module is not loaded for a local run
-        from gridtools import wire
+        from gridtools.proto import wire
         opts.tags = wire.parse_pairs(opts.require, "--require")
     opts.block_size = _size(opts.block)
     recend = _unescape(opts.recend) if opts.recend is not None else (
@@ -550,7 +552,7 @@ def _main(argv):
     executor = None
     hub = hub_address(opts, os.environ)
     if hub and not opts.dry_run:
-        from gridtools import hubclient
+        from gridtools.hub import client as hubclient
         executor = hubclient.HubExecutor(hub, os.environ, opts.tags)
         # -j counts the hub's slots; a hub with no worker yet still gets
         # enough jobs in flight for the workers that will join it.

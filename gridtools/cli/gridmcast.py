@@ -11,7 +11,7 @@ import signal
 import sys
 from types import SimpleNamespace
 
-from gridtools import errors, keys, units
+from gridtools.proto import errors, keys, units
 from gridtools.cli import common
 
 PROG = "gridmcast"
@@ -115,7 +115,7 @@ def build_parser():
 
 
 def parse_options(argv):
-    from gridtools import mcastwire as wire
+    from gridtools.mcast import wire
     p = build_parser()
     o = p.parse_args(argv)
     try:
@@ -123,7 +123,7 @@ def parse_options(argv):
             o.control = wire.parse_hostport(o.control, "--control")
             if o.group:
                 o.group = wire.parse_hostport(o.group, "--group")
-                from gridtools import mcastnet
+                from gridtools.mcast import net as mcastnet
                 if not mcastnet.is_multicast(o.group[0]):
                     raise errors.UsageError(f"--group {o.group[0]} is not an IPv4 multicast address")
             if not 0 <= o.ttl <= 255:
@@ -146,7 +146,7 @@ def parse_options(argv):
             if not 0.0 <= o.simulate_loss < 1.0:
                 raise errors.UsageError(f"--simulate-loss {o.simulate_loss} is outside 0..1")
         if o.name is not None:
-            from gridtools import hubnames
+            from gridtools.hub import names as hubnames
             if not hubnames.NAME.match(o.name):
                 raise errors.UsageError(f"--name {o.name!r}: {hubnames.RULE}")
         elif o.hub is not None:
@@ -200,7 +200,7 @@ class Announcement:
         self.client = None
 
     def on_open(self, control):
-        from gridtools import hubclient
+        from gridtools.hub import client as hubclient
         self.client = hubclient.announce(self.hub, dict(os.environ), self.name,
                                          control[0], control[1])
         # Like the control address: where receivers find this sender.
@@ -213,7 +213,8 @@ class Announcement:
 
 
 def _send(o):
-    from gridtools import mcastsend, mcastsource
+    from gridtools.mcast import send as mcastsend
+    from gridtools.mcast import source as mcastsource
     key = read_key(o.key_file)
     source = mcastsource.open_source(o.file, o.datagram_size, o.buffer)
     named = None
@@ -249,12 +250,13 @@ def _terminated(signum, frame):
 
 
 def _recv(o):
-    from gridtools import mcastrecv
+    from gridtools.mcast import recv as mcastrecv
     # A receiver told to stop removes its partial file on the way out.
     signal.signal(signal.SIGTERM, _terminated)
     key = read_key(o.key_file)
     if o.name is not None:
-        from gridtools import hubclient, mcastwire
+        from gridtools.hub import client as hubclient
+        from gridtools.mcast import wire as mcastwire
         hub = common.hub_address(o.hub, os.environ)
         at = hubclient.lookup(hub, dict(os.environ), o.name, o.wait)
         o.control = mcastwire.parse_hostport(at, f"address announced as {o.name}")

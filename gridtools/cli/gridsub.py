@@ -14,7 +14,10 @@ import re
 import signal
 import sys
 
-from gridtools import errors, hubclient, output, sched, wire
+from gridtools.hub import sched
+from gridtools.hub import client as hubclient
+from gridtools.local import output
+from gridtools.proto import errors, wire
 from gridtools.cli import common
 
 

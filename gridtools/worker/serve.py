@@ -20,7 +20,8 @@ import socket
 import sys
 import time
 
-from gridtools import address, errors, keys, runner, wire
+from gridtools.proto import address, errors, keys, wire
+from gridtools.run import runner
 
 WINDOW = 1 << 20            # unacknowledged output bytes per job
 KILL_GRACE = 2.0            # seconds between SIGTERM and SIGKILL
@@ -30,8 +31,11 @@ HANDSHAKE_TIMEOUT = 10.0
 # What a host needs to run a worker, nothing else: these modules are what
 # ships as source where gridtools is not installed (a test holds this list
 # to the worker's real import closure in a fresh interpreter).
-MANIFEST = ("gridtools", "gridtools.address", "gridtools.errors", "gridtools.keys",
-            "gridtools.runner", "gridtools.wire", "gridtools.worker")
+MANIFEST = ("gridtools", "gridtools.proto", "gridtools.proto.address", "gridtools.proto.errors",
+            "gridtools.proto.keys", "gridtools.proto.wire", "gridtools.run",
+            "gridtools.run.runner", "gridtools.worker", "gridtools.worker.serve",
+            "gridtools.worker.__main__")
+ENTRY = "gridtools.worker.__main__"    # python3 -m gridtools.worker; imported by no one
 
 EX_UNAVAILABLE, EX_PROTOCOL, EX_NOPERM = errors.UNAVAILABLE, errors.PROTOCOL, errors.NOPERM
 

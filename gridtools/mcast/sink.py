@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 
-from gridtools import errors
+from gridtools.proto import errors
 
 FLUSH_AT = 1 << 20
 DIRECT = 32 << 10

@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 
-from gridtools import errors
+from gridtools.proto import errors
 
 VERSION = "1"
 MAX_HEADER = 4096               # bytes, newline included

@@ -9,8 +9,8 @@ import struct
 import sys
 import time
 
-from gridtools import errors
-from gridtools import mcastwire as wire
+from gridtools.proto import errors
+from gridtools.mcast import wire
 
 BIG_BUFFER = 64 << 20   # socket buffer asked for; root may force it past rmem_max
 

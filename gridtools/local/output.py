@@ -11,7 +11,7 @@ import os
 import select
 import struct
 
-from gridtools import errors
+from gridtools.proto import errors
 
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
 

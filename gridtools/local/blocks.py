@@ -8,7 +8,7 @@ boundary within the block size, or, when one record is larger than a block,
 at the first boundary after it.
 """
 
-from gridtools import units
+from gridtools.proto import units
 
 parse_size = units.parse_size      # --block's grammar is every command's
 

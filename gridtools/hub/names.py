@@ -1,12 +1,12 @@
 """The hub's names: a client announces a name for an address it serves (a
 gridmcast sender its control address) and others look the name up, waiting
 if it is not there yet.  A name lives as long as the connection that
-announced it.  A mixin of gridtools.hub.Hub, like hubjobs and hubdurable.
+announced it.  A mixin of gridtools.hub.server.Hub, like hubjobs and hubdurable.
 """
 
 import re
 
-from gridtools import wire
+from gridtools.proto import wire
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"

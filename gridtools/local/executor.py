@@ -7,8 +7,9 @@ import os
 import re
 import selectors
 
-from gridtools import errors, runner
-from gridtools.jobs import FileRange, grow_pipe
+from gridtools.proto import errors
+from gridtools.run import runner
+from gridtools.local.jobs import FileRange, grow_pipe
 
 SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 

@@ -31,9 +31,11 @@ import signal
 import sys
 import time
 
-from gridtools import errors, output, runner
-from gridtools.jobs import WAIT
-from gridtools.localexec import LocalExecutor, Shell
+from gridtools.local import output
+from gridtools.proto import errors
+from gridtools.run import runner
+from gridtools.local.jobs import WAIT
+from gridtools.local.executor import LocalExecutor, Shell
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
 # Signals that stop the run: every job's process group is killed first (the
 # jobs have groups of their own, so the terminal's signal never reaches them).
@@ -249,7 +251,7 @@ class Pool:
                 f"command line too long ({len(job.command)} >= {self.opts.max_chars}) "
                 f"at input {job.seq}: {shown[:50] + '...' if len(shown) > 50 else shown}")
         if self.opts.tagstring is not None:
-            from gridtools import template
+            from gridtools.local import template
             job.tag = os.fsencode(template.expand_plain(
                 self.opts.tagstring, job.args, job.seq, job.slot)) + b"\t"
         elif self.opts.tag:
@@ -272,7 +274,7 @@ class Pool:
     # -- round robin -----------------------------------------------------
 
     def _start_round_robin(self):
-        from gridtools.jobs import Job
+        from gridtools.local.jobs import Job
         for i in range(self.executor.capacity):
             job = Job(i + 1, ())
             self.rr_jobs.append(job)

@@ -15,7 +15,7 @@ with the same modifiers ({1/.} ...).
 import re
 import shlex
 
-from gridtools import runner
+from gridtools.run import runner
 
 TOKEN = re.compile(r"\{(-?[1-9][0-9]*)?(\.|/\.|//|/)?\}|\{#\}|\{%\}")
 

@@ -13,7 +13,8 @@ import math
 import os
 import stat
 
-from gridtools import blocks, errors, inputs
+from gridtools.local import blocks, inputs
+from gridtools.proto import errors
 
 WAIT = object()
 

@@ -4,7 +4,7 @@ kept in a bounded window in memory until every receiver is past them)."""
 
 import os
 
-from gridtools import errors
+from gridtools.proto import errors
 
 
 class FileSource:

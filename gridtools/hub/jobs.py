@@ -1,14 +1,15 @@
 """The hub's side of workers and session jobs: READY, RUN, IN, OUT, DONE,
 ACK, KILL; retries, losses and the one result per job.  A mixin of
-gridtools.hub.Hub, which owns the connections and the loop."""
+gridtools.hub.server.Hub, which owns the connections and the loop."""
 
 import os
 import signal
 import sys
 import time
 
-from gridtools import errors, journal, sched, wire
-from gridtools.sched import ACK_EVERY, HELD_MAX, HIGH
+from gridtools.hub import journal, sched
+from gridtools.proto import errors, wire
+from gridtools.hub.sched import ACK_EVERY, HELD_MAX, HIGH
 
 NOTE_AFTER = 5.0            # seconds a job waits for tags no worker has before we say so
 

@@ -8,10 +8,10 @@ import secrets
 import socket
 import time
 
-from gridtools import errors
-from gridtools import mcastnet as net
-from gridtools import mcastwire as wire
-from gridtools.mcastsink import Sink
+from gridtools.proto import errors
+from gridtools.mcast import net
+from gridtools.mcast import wire
+from gridtools.mcast.sink import Sink
 
 ACK_EVERY = 64            # blocks between progress reports
 PENDING_BEFORE_START = 256  # out-of-order blocks kept before START says the window

@@ -5,7 +5,7 @@ A file that cannot be used is a configuration error (exit 78) everywhere.
 In the worker's MANIFEST: only the standard library and errors.
 """
 
-from gridtools import errors
+from gridtools.proto import errors
 
 MAX_KEY = 4096              # bytes in a shared key
 

@@ -11,7 +11,7 @@ import hmac
 import re
 import struct
 
-from gridtools import address, errors
+from gridtools.proto import address, errors
 
 VERSION = 1
 MAGIC = b"GM"

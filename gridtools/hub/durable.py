@@ -1,15 +1,16 @@
 """The hub's durable jobs (gridsub) and its control verbs (gridd ctl):
 SUBMIT, RESULT, RESULTS, FORGET, CANCEL, STATUS, WORKERS, JOBS, DRAIN,
 SHUTDOWN.
-A mixin of gridtools.hub.Hub."""
+A mixin of gridtools.hub.server.Hub."""
 
 import json
 import os
 import time
 
-from gridtools import errors, journal, sched, wire
-from gridtools.hubjobs import log
-from gridtools.sched import JOBS_LISTED
+from gridtools.hub import journal, sched
+from gridtools.proto import errors, wire
+from gridtools.hub.jobs import log
+from gridtools.hub.sched import JOBS_LISTED
 
 
 class Durable:

@@ -9,7 +9,7 @@ import os
 import socket
 import stat
 
-from gridtools import address, errors, keys, wire
+from gridtools.proto import address, errors, keys, wire
 
 CONNECT_TIMEOUT = 10.0
 

@@ -10,9 +10,9 @@ import secrets
 import socket
 import struct
 
-from gridtools import errors
-from gridtools import mcastnet as net
-from gridtools import mcastwire as wire
+from gridtools.proto import errors
+from gridtools.mcast import net
+from gridtools.mcast import wire
 
 PROBE_EVERY = 0.05       # seconds between probes while receivers gather
 PROBE_GRACE = 1.0        # how long a joined receiver has to hear a probe

@@ -10,7 +10,8 @@ import random
 import selectors
 import time
 
-from gridtools import errors, net, wire
+from gridtools.io import net
+from gridtools.proto import errors, wire
 
 CHUNK = 1 << 20             # stdin blocks travel in pieces of at most this
 
@@ -89,7 +90,7 @@ def submit(client, commands, require=None, retries=0, timeout=None):
     goes out before the first answer is read (the hub answers in order and
     stores many with one fsync); a refusal raises where its answer comes,
     so every id yielded before it is of a stored job."""
-    from gridtools import runner
+    from gridtools.run import runner
     for ref, line in enumerate(commands):
         body, kv = job_request(line, runner.split_plain(line), require,
                                retries=retries or None, timeout=timeout)

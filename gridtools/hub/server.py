@@ -16,9 +16,14 @@ import signal
 import socket
 import time
 
-from gridtools import errors, hubdurable, hubjobs, hubnames, journal, keys, net, sched, wire
-from gridtools.hubjobs import NOTE_AFTER, log
-from gridtools.sched import HELD_MAX, HIGH, LOW
+from gridtools.hub import journal, sched
+from gridtools.hub import durable as hubdurable
+from gridtools.hub import jobs as hubjobs
+from gridtools.hub import names as hubnames
+from gridtools.io import net
+from gridtools.proto import errors, keys, wire
+from gridtools.hub.jobs import NOTE_AFTER, log
+from gridtools.hub.sched import HELD_MAX, HIGH, LOW
 
 RECV = 1 << 18
 HANDSHAKE_TIMEOUT = 10.0

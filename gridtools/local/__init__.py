@@ -1,0 +1,2 @@
+"""gridmap's engine: inputs, templates, blocks, the pool of local jobs, and
+the output they make."""

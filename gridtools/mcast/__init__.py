@@ -1,0 +1,1 @@
+"""gridmcast: reliable one-to-many delivery, sender and receiver."""
