@@ -185,8 +185,8 @@ def run_gridmcast(src, tmp, extra_send="", extra_recv="", timeout=300):
 def run_parallel_tcp(src, tmp, timeout=300):
     r = Run()
     try:
-        senders = [r.start(SENDER[0], f"socat -u OPEN:{src} TCP-LISTEN:{PORT + i},reuseaddr", "s")
-                   for i in range(4)]
+        for i in range(4):          # the Run keeps them, and ends them
+            r.start(SENDER[0], f"socat -u OPEN:{src} TCP-LISTEN:{PORT + i},reuseaddr", "s")
         time.sleep(0.3)
         t0 = time.monotonic()
         recvs = [r.start(ns, f"socat -u TCP:{SENDER[1]}:{PORT + i} CREATE:{o}", "r")
