@@ -66,11 +66,8 @@ class Durable:
                 os.close(fd)
         job.outfds = {}
 
-    def durable_id(self, msg):
-        return msg.id_arg(0)
-
     def on_result(self, conn, msg):
-        did = self.durable_id(msg)
+        did = msg.id_arg(0)
         job = self.durable.get(did)
         if job is not None:
             if msg.get("wait") != "1":
@@ -167,7 +164,7 @@ class Durable:
         self.info(conn, "results", rows)
 
     def on_forget(self, conn, msg):
-        did = self.durable_id(msg)
+        did = msg.id_arg(0)
         if did in self.durable:
             raise wire.WireError(f"FORGET: job {did} has not finished", wire.E_USAGE)
         if self.journal is None or self.journal.get(did) is None:

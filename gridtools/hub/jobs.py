@@ -342,11 +342,10 @@ class Jobs:
     def unhold(self, job):
         """job's held input left the hub (sent on, or dropped)."""
         client = job.client
-        if client is not None and job.held:
-            client.held -= job.held
-            job.held = 0
+        held, job.held = job.held, 0
+        if client is not None and held:
+            client.held -= held
             self.jobs_left(client)
-        job.held = 0
 
     def on_kill(self, conn, msg):
         job = self.cjob(conn, msg)

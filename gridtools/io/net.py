@@ -1,9 +1,6 @@
-"""Addresses, listening and connecting, TLS contexts, keys, and the client
-side of the HELLO handshake.
-
-An address is `host:port`, `:port` (loopback), `[v6addr]:port` or
-`unix:/path`.  Keys come from files or the environment, never from argv.
-"""
+"""Listening and connecting (addresses as proto.address parses them, TLS
+as proto.keys loads it), and the client side of a hub connection: the
+blocking Channel and the HELLO handshake."""
 
 import os
 import socket
@@ -12,9 +9,6 @@ import stat
 from gridtools.proto import address, errors, keys, wire
 
 CONNECT_TIMEOUT = 10.0
-
-
-Address = address.Address
 
 
 def parse_address(text, default_host="127.0.0.1"):
@@ -72,7 +66,7 @@ def bound_address(sock, addr):
     if addr.family == socket.AF_UNIX:
         return addr
     host, port = sock.getsockname()[:2]
-    return Address(addr.family, host, port)
+    return address.Address(addr.family, host, port)
 
 
 def tune(sock):
@@ -115,11 +109,8 @@ def tls_failure(exc, addr):
     if found is None:
         return None
     code, text = found
-    cls = errors.AuthError if code == errors.NOPERM else errors.ProtocolError
-    return cls(f"hub {addr}: {text}")
+    return grid_error(code, f"hub {addr}: {text}")
 
-
-# -- keys and TLS -------------------------------------------------------------
 
 # -- the client side of the handshake ----------------------------------------
 

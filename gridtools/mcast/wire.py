@@ -12,6 +12,7 @@ import re
 import struct
 
 from gridtools.proto import address, errors
+from gridtools.proto import wire as protocol
 
 VERSION = 1
 MAGIC = b"GM"
@@ -236,13 +237,12 @@ _TOKEN = re.compile(r"^[\x21-\x7e]+$")
 
 
 def number(text, what, lo=0, hi=1 << 62):
-    """A number from a control line: ASCII digits only (int() would take
-    '+5', '-1' and '1_000'), within [lo, hi]; ProtocolError otherwise."""
-    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 19
-            and lo <= int(text) <= hi):
-        raise errors.ProtocolError(f"{what}: expected a number from {lo} to {hi}, "
-                                   f"got {str(text)[:40]!r}")
-    return int(text)
+    """A number from a control line, by the hub protocol's one field grammar
+    (ASCII digits within [lo, hi]); ProtocolError otherwise."""
+    try:
+        return protocol.uint(text, what, lo, hi)
+    except protocol.WireError as e:
+        raise errors.ProtocolError(str(e)) from None
 
 
 def format_line(verb, *args, **kv):
