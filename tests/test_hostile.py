@@ -446,6 +446,7 @@ CLIENT_VERBS = {
     "STATUS": template("STATUS"),
     "WORKERS": template("WORKERS"),
     "JOBS": template("JOBS"),
+    "RESULTS": template("RESULTS"),
     "ANNOUNCE": template("ANNOUNCE", [NAME, st.just("127.0.0.1:9")]),
     "LOOKUP": template("LOOKUP", [NAME], optional={"wait": st.just("1")}),
     "PING": template("PING"),
@@ -468,6 +469,19 @@ WORKER_VERBS = {
     "QUIT": template("QUIT"),
     "ERR": template("ERR"),
 }
+
+
+def test_the_mutator_covers_every_verb_the_hub_handles():
+    """A verb added to the hub is mutated here too (only SHUTDOWN and DRAIN,
+    which stop things by design, are left out)."""
+    from gridtools.hub.server import Hub, Options
+    hub = Hub(Options())            # builds its tables; listens on nothing
+    try:
+        tables = hub.handlers
+    finally:
+        hub.sel.close()
+    assert set(CLIENT_VERBS) == set(tables["client"]) - {"SHUTDOWN", "DRAIN"}
+    assert set(WORKER_VERBS) == set(tables["worker"])
 HELLO = template("HELLO", [st.sampled_from(["1", "2"])],
                  {"role": st.sampled_from(["client", "worker", "hub"]),
                   "nonce": st.just("ab" * 32)})
