@@ -4,7 +4,6 @@ process group dies), --halt, --joblog and --json records."""
 import base64
 import json
 import os
-import selectors
 import shutil
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 
 from conftest import run_gridmap
 from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401
+from gridtools.io.loop import Loop
 from gridtools.local import jobs, pool
 from gridtools.local.template import Template
 
@@ -369,20 +369,20 @@ class ScriptedExecutor:
     in an order a test chooses (real exits in one select() batch can come
     in any order)."""
 
-    def __init__(self, capacity, sel, steps):
+    def __init__(self, capacity, loop, steps):
         self.capacity = capacity
-        self.sel = sel
+        self.loop = loop
         self.steps = list(steps)
         self.started = []
         self.pool = None
         self.r, self.w = os.pipe()
-        sel.register(self.r, selectors.EVENT_READ, (self._step, None, 0))
+        loop.add_reader(self.r, self._step)
 
     def start(self, job):
         self.started.append((job.seq, job.tries))
         os.write(self.w, b"x")
 
-    def _step(self, *_):
+    def _step(self):
         os.read(self.r, 1)
         if self.steps:
             self.steps.pop(0)(self.pool)
@@ -391,7 +391,7 @@ class ScriptedExecutor:
         pass
 
     def close(self):
-        self.sel.unregister(self.r)
+        self.loop.remove_reader(self.r)
         os.close(self.r)
         os.close(self.w)
 
@@ -418,13 +418,13 @@ def test_a_job_waiting_for_a_retry_still_gets_its_result():
         return p.running[seq]
     steps = [lambda p: p.job_done(running(p, 1), 1, None),
              lambda p: (p.job_done(running(p, 2), 1, None), p.job_done(running(p, 1), 1, None))]
-    sel = selectors.DefaultSelector()
-    ex = ScriptedExecutor(2, sel, steps)
+    lp = Loop()
+    ex = ScriptedExecutor(2, lp, steps)
     sink = ListSink()
     opts = pool.Options(template=Template("true {}"), retries=2,
                         halt=pool.Halt("now", "fail", 1), slots=2)
     p = pool.Pool(jobs.RecordSource(jobs.IterFeed([("a",), ("b",)])), sink, opts,
-                  selector=sel, executor=ex)
+                  loop=lp, executor=ex)
     ex.pool = p
     assert p.run() == 1
     assert ex.started == [(1, 1), (2, 1), (1, 2)]

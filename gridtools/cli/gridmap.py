@@ -501,7 +501,6 @@ def _size(text):
 
 
 def dry_run(source, opts, slots, out_fd=1):
-    runner_pool = pool.Pool(source, None, opts, executor=_NoExecutor(slots))
     n = 0
     while True:
         job = source.next()
@@ -512,7 +511,7 @@ def dry_run(source, opts, slots, out_fd=1):
             return 0
         job.slot = n % slots + 1
         n += 1
-        runner_pool.prepare(job)
+        pool.prepare(job, opts)
         # --tag and --tagstring prefix the line, as GNU parallel does.
         output.write_all(out_fd, job.tag + os.fsencode(job.command) + b"\n")
 
@@ -527,11 +526,6 @@ def show_limits(opts):
         "and run commands; if this is not what you wanted to happen, please\n"
         "press CTRL-D or CTRL-C\n")
     sys.stdout.flush()
-
-
-class _NoExecutor:
-    def __init__(self, capacity):
-        self.capacity = capacity
 
 
 def hub_address(opts, env):
@@ -604,8 +598,7 @@ def _main(argv):
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
                        show_command=opts.show_command, tmpdir=opts.tmpdir)
     try:
-        p = pool.Pool(source, sink, popts, selector=executor and executor.sel,
-                      executor=executor)
+        p = pool.Pool(source, sink, popts, executor=executor)
         if executor is not None:
             executor.attach(p)
         return p.run()

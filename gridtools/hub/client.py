@@ -1,13 +1,12 @@
 """The client side of a hub: request/reply for gridsub and gridd ctl, and
 HubExecutor, which runs gridmap's jobs on a grid from the pool's own
-selectors loop (the pool cannot tell it from the local executor).
+event loop (the pool cannot tell it from the local executor).
 """
 
 import hashlib
 import json
 import os
 import random
-import selectors
 import time
 
 from gridtools.io import net
@@ -256,7 +255,7 @@ class HubExecutor:
         self.hub_slots = int(self.client.welcome.get("slots", "0") or 0)
         self.require = require or {}
         self.capacity = max(1, self.hub_slots)
-        self.sel = selectors.DefaultSelector()
+        self.loop = None                # the pool's, from attach()
         self.sock = self.client.chan.sock
         self.sock.setblocking(False)
         self.would_block = (BlockingIOError, InterruptedError)
@@ -272,13 +271,14 @@ class HubExecutor:
         self.unacked = {}               # cid -> stdin bytes the job has not taken
         self.pool = None
         self.writing = False
-        self.sel.register(self.sock, selectors.EVENT_READ, (self._event, None, 0))
         self.handlers = {"OUT": self._on_out, "DONE": self._on_done, "ACK": self._on_ack,
                          "ERR": self._on_err, "PING": self._on_ping, "PONG": _ignore,
                          "BYE": self._on_bye, "NOTE": self._on_note}
 
     def attach(self, pool):
         self.pool = pool
+        self.loop = pool.loop
+        self.loop.add_reader(self.sock, self._event)
 
     # -- the executor interface ---------------------------------------------
 
@@ -309,14 +309,18 @@ class HubExecutor:
             self._send(wire.format("KILL", cid, sig=int(sig)))
 
     def close(self):
+        if self.loop is not None:
+            self.loop.remove_reader(self.sock)
+            self.loop.remove_writer(self.sock)
         try:
-            self.sock.setblocking(True)
+            # The last words, with a deadline: a hub that stopped reading
+            # must not hold gridmap's exit.
+            self.sock.settimeout(net.CONNECT_TIMEOUT)
             if self.out:
                 self.sock.sendall(self.out)
             self.sock.sendall(b"QUIT\n")
         except OSError:
             pass
-        self.sel.unregister(self.sock)
         self.sock.close()
 
     # -- plumbing -----------------------------------------------------------
@@ -343,8 +347,7 @@ class HubExecutor:
             # Flushed when the loop next selects: every job started in one
             # pass of the pool goes out in one write.
             self.writing = True
-            self.sel.modify(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                            (self._event, None, 0))
+            self.loop.add_writer(self.sock, self._flush)
 
     def _flush(self):
         try:
@@ -357,11 +360,9 @@ class HubExecutor:
             raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
         if self.writing:
             self.writing = False
-            self.sel.modify(self.sock, selectors.EVENT_READ, (self._event, None, 0))
+            self.loop.remove_writer(self.sock)
 
-    def _event(self, _obj, _arg):
-        if self.out:
-            self._flush()
+    def _event(self):
         try:
             if self.tls:
                 data = self.sock.recv(1 << 18)
@@ -411,7 +412,9 @@ class HubExecutor:
     def _on_ack(self, msg):
         cid = msg.arg(0)
         if cid in self.unacked:
-            self.unacked[cid] = max(0, self.unacked[cid] - msg.int("n", 0))
+            left = self.unacked[cid] = max(0, self.unacked[cid] - msg.int("n", 0))
+            if not left:
+                self.pool.input_taken(self.jobs[cid])
 
     def _on_err(self, msg):
         cid = msg.get("job")

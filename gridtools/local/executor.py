@@ -1,11 +1,10 @@
 """The local executor: runs the pool's jobs as child processes on this host,
-relaying their pipes on the pool's selector (see pool.py for the interface).
+relaying their pipes on the pool's loop (see pool.py for the interface).
 """
 
 import collections
 import os
 import re
-import selectors
 
 from gridtools.proto import errors
 from gridtools.run import runner
@@ -116,9 +115,9 @@ def parent_shell(pid):
 class LocalExecutor:
     """Runs jobs as local child processes."""
 
-    def __init__(self, capacity, selector, pool):
+    def __init__(self, capacity, loop, pool):
         self.capacity = capacity
-        self.sel = selector
+        self.loop = loop
         self.pool = pool
 
     def start(self, job):
@@ -126,9 +125,9 @@ class LocalExecutor:
         argv = job.argv or self.pool.opts.shell.argv(job.command)
         child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
         h = job.handle = _Running(child)
-        self.sel.register(child.stdout, selectors.EVENT_READ, (self._readable, job, 1))
-        self.sel.register(child.stderr, selectors.EVENT_READ, (self._readable, job, 2))
-        self.sel.register(child.pidfd, selectors.EVENT_READ, (self._exited, job, 0))
+        self.loop.add_reader(child.stdout, self._readable, job, 1)
+        self.loop.add_reader(child.stderr, self._readable, job, 2)
+        self.loop.add_reader(child.pidfd, self._exited, job)
         if fed:
             grow_pipe(child.stdin)
             if job.block is not None:
@@ -167,10 +166,10 @@ class LocalExecutor:
                 self._close_stdin(job)
             return
         if not h.writing:
-            self.sel.register(child.stdin, selectors.EVENT_WRITE, (self._writable, job, 0))
+            self.loop.add_writer(child.stdin, self._writable, job)
             h.writing = True
 
-    def _writable(self, job, _):
+    def _writable(self, job):
         h = job.handle
         if h is None or not h.writing:
             return
@@ -202,15 +201,17 @@ class LocalExecutor:
             h.inq.clear()
             h.input_done = True
         if not h.inq:
-            self.sel.unregister(fd)
+            self.loop.remove_writer(fd)
             h.writing = False
             if h.input_done:
                 self._close_stdin(job)
+            else:
+                self.pool.input_taken(job)
 
     def _close_stdin(self, job):
         h = job.handle
         if h.writing:
-            self.sel.unregister(h.child.stdin)
+            self.loop.remove_writer(h.child.stdin)
             h.writing = False
         h.child.close_stdin()
 
@@ -236,18 +237,18 @@ class LocalExecutor:
         fd = h.child.stdout if fd_no == 1 else h.child.stderr
         if fd is None:
             return
-        self.sel.unregister(fd)
+        self.loop.remove_reader(fd)
         os.close(fd)
         if fd_no == 1:
             h.child.stdout = None
         else:
             h.child.stderr = None
 
-    def _exited(self, job, _):
+    def _exited(self, job):
         h = job.handle
         if h is None:
             return
-        self.sel.unregister(h.child.pidfd)
+        self.loop.remove_reader(h.child.pidfd)
         h.status = h.child.reap()
         # Whatever the job wrote before exiting is in the pipes now; a
         # background grandchild holding them open must not hold us up.

@@ -27,7 +27,7 @@ class Job:
     """One unit of work, from its inputs to its finished result."""
 
     __slots__ = ("seq", "args", "block", "command", "argv", "slot", "tries",
-                 "start", "stdout", "stderr", "sent", "deadline", "timed_out",
+                 "start", "t0", "stdout", "stderr", "sent", "timer", "timed_out",
                  "cancelled", "handle", "partial", "tag", "host")
 
     def __init__(self, seq, args=(), block=None):
@@ -38,11 +38,12 @@ class Job:
         self.argv = None
         self.slot = 0
         self.tries = 0
-        self.start = 0.0
+        self.start = 0.0            # wall clock, for the joblog
+        self.t0 = 0.0               # monotonic, for its run time
         self.stdout = None          # output.Capture while running
         self.stderr = None
         self.sent = 0
-        self.deadline = None
+        self.timer = None           # --timeout: the loop timer that ends it
         self.timed_out = False
         self.cancelled = False
         self.handle = None          # the executor's own state

@@ -1,10 +1,10 @@
-"""The pool: one selectors loop that keeps every slot busy, relays output,
-enforces timeouts, retries and --halt, and hands each finished job to the
-sink exactly once.
+"""The pool: keeps every slot busy, relays output, enforces timeouts,
+retries and --halt, and hands each finished job to the sink exactly once,
+all on one event loop (gridtools.io.loop).
 
-Who runs a job is the executor's business.  localexec.LocalExecutor spawns
-children with runner; hubclient.HubExecutor runs the same jobs on a grid.  An
-executor has this interface, all on the pool's selector:
+Who runs a job is the executor's business.  executor.LocalExecutor spawns
+children with runner; hub.client.HubExecutor runs the same jobs on a grid.
+An executor has this interface, all on the pool's loop (pool.loop):
 
     capacity                     -> how many jobs may run at once
     start(job)                   begin job (job.command, job.argv, job.slot
@@ -16,21 +16,21 @@ executor has this interface, all on the pool's selector:
     kill(job, sig)               signal the job's process group
     close()
 
-and it reports back with pool.job_output(job, fd, data) (fd 1 or 2) and
+and it reports back with pool.job_output(job, fd, data) (fd 1 or 2),
+pool.input_taken(job) when pending_input(job) fell to 0, and
 pool.job_done(job, exitcode, signal, outcome=None); an executor passes an
 outcome only when it knows one the exit status cannot say (a hub: "lost",
 the worker running the job vanished).
 """
 
 import heapq
-import itertools
 import math
 import os
-import selectors
 import signal
 import sys
 import time
 
+from gridtools.io.loop import Loop
 from gridtools.local import output
 from gridtools.proto import errors
 from gridtools.run import runner
@@ -110,20 +110,48 @@ class Options:
         self.tmpdir = tmpdir            # --tmpdir: where big outputs wait
 
 
+def prepare(job, opts):
+    """Expand the template for job (its slot is known now): its command,
+    its argv when it needs no shell, and its --tag prefix."""
+    t = opts.template
+    if t is None:
+        job.command = " ".join(job.args)
+        job.argv = runner.split_plain(job.command)
+    else:
+        job.command = t.shell(job.args, job.seq, job.slot)
+        job.argv = t.argv(job.args, job.seq, job.slot)
+    if job.argv is not None and opts.shell.wants(job.argv[0]):
+        job.argv = None
+    if opts.nice is not None:
+        job.argv = ["nice", "-n", str(opts.nice)] + (
+            job.argv or opts.shell.argv(job.command))
+    if opts.max_chars is not None and len(job.command) >= opts.max_chars:
+        shown = " ".join(job.args)
+        raise errors.DataError(
+            f"command line too long ({len(job.command)} >= {opts.max_chars}) "
+            f"at input {job.seq}: {shown[:50] + '...' if len(shown) > 50 else shown}")
+    if opts.tagstring is not None:
+        from gridtools.local import template
+        job.tag = os.fsencode(template.expand_plain(
+            opts.tagstring, job.args, job.seq, job.slot)) + b"\t"
+    elif opts.tag:
+        job.tag = os.fsencode(" ".join(job.args)) + b"\t"
+
+
 class Pool:
     """Runs every job from a source through an executor into a sink."""
 
-    def __init__(self, source, sink, opts, selector=None, executor=None):
+    def __init__(self, source, sink, opts, loop=None, executor=None):
         self.source = source
         self.sink = sink
         self.opts = opts
-        self.sel = selector or selectors.DefaultSelector()
-        self.executor = executor or LocalExecutor(opts.slots, self.sel, self)
+        self.loop = loop or Loop()
+        self.executor = executor or LocalExecutor(opts.slots, self.loop, self)
         self.free = list(range(1, self.executor.capacity + 1))
         self.running = {}          # seq -> job
         self.retry = []            # (job, status of its last try) waiting for another
-        self.deadlines = []        # heap of (time, tiebreak, job)
-        self.tick = itertools.count()
+        self.stepping = False      # a _step is queued on the loop
+        self.delay_timer = None    # --delay: the timer that starts the next job
         self.exhausted = False
         self.watching_input = None     # the input fd we watch
         self.halting = None        # None, "soon" or "now"
@@ -139,25 +167,18 @@ class Pool:
     # -- the loop --------------------------------------------------------
 
     def run(self):
-        """Run everything; return gridmap's exit status."""
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old = self._install_signals(wake_w)
-        self.sel.register(wake_r, selectors.EVENT_READ, (self._on_signal, wake_r, 0))
+        """Run everything; return gridmap's exit status.  The loop is the
+        pool's for the run: it is closed at the end."""
+        try:
+            for s in STOP_SIGNALS:
+                self.loop.add_signal_handler(s, self._on_signal, s)
+        except ValueError:
+            pass                    # not the main thread: no signals to catch
         try:
             if self.opts.round_robin:
                 self._start_round_robin()
-            while True:
-                self._fill()
-                if not self.running and (self.exhausted or self.halting or self.stop_signal):
-                    break
-                self._watch_input()
-                timeout = self._next_timeout()
-                for key, _ in self.sel.select(timeout):
-                    fn, obj, arg = key.data
-                    fn(obj, arg)
-                self._check_deadlines()
-                if self.bar:
-                    self.bar.show(self.done, self.started, self.exhausted)
+            self._poke()
+            self.loop.run_forever()
         except BaseException:
             # Our reader went away (`| head`) or something broke: no job
             # may outlive us unseen.
@@ -165,19 +186,33 @@ class Pool:
                 self.executor.kill(job, signal.SIGKILL)
             raise
         finally:
-            self._restore_signals(old)
-            self.sel.unregister(wake_r)
-            os.close(wake_r)
-            os.close(wake_w)
             if self.bar:
                 self.bar.clear()
             self.executor.close()
             self.sink.close()
+            self.loop.close()
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         if self.halt_status is not None:
             return self.halt_status
         return self.opts.halt.final_status(self.failed, self.started)
+
+    def _poke(self):
+        """Something changed (a slot came free, input arrived, a signal):
+        look again at the end of this loop turn, once however many pokes."""
+        if not self.stepping:
+            self.stepping = True
+            self.loop.call_soon(self._step)
+
+    def _step(self):
+        self.stepping = False
+        self._fill()
+        if not self.running and (self.exhausted or self.halting or self.stop_signal):
+            self.loop.stop()
+            return
+        self._watch_input()
+        if self.bar:
+            self.bar.show(self.done, self.started, self.exhausted)
 
     def _fill(self):
         if self.opts.round_robin:
@@ -186,8 +221,10 @@ class Pool:
         if self.retry and (self.halting or self.stop_signal):
             self._end_retries()
         while self.free and not self.halting and not self.stop_signal:
-            if self.opts.delay and time.time() < self.next_start:
-                return                  # _next_timeout wakes us then
+            if self.opts.delay and self.loop.time() < self.next_start:
+                if self.delay_timer is None:
+                    self.delay_timer = self.loop.call_at(self.next_start, self._delayed)
+                return
             if self.retry:
                 job, _ = self.retry.pop(0)
             elif self.exhausted:
@@ -201,16 +238,21 @@ class Pool:
                     return
             self._start(job)
             if self.opts.delay:
-                self.next_start = time.time() + self.opts.delay
+                self.next_start = self.loop.time() + self.opts.delay
+
+    def _delayed(self):
+        self.delay_timer = None
+        self._poke()
 
     def _start(self, job):
         job.slot = heapq.heappop(self.free)
-        self.prepare(job)
+        prepare(job, self.opts)
         if self.opts.verbose:
             sys.stderr.write(job.command + "\n")
             sys.stderr.flush()
         job.tries += 1
         job.start = time.time()
+        job.t0 = self.loop.time()
         job.stdout, job.stderr = output.Capture(self.opts.tmpdir), output.Capture(self.opts.tmpdir)
         job.partial = [b"", b""]
         job.timed_out = False
@@ -228,48 +270,22 @@ class Pool:
             self.job_done(job, 127, None)
             return
         if self.opts.timeout:
-            job.deadline = job.start + self.opts.timeout
-            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
-
-    def prepare(self, job):
-        """Expand the template for this job (its slot is known now)."""
-        t = self.opts.template
-        if t is None:
-            job.command = " ".join(job.args)
-            job.argv = runner.split_plain(job.command)
-        else:
-            job.command = t.shell(job.args, job.seq, job.slot)
-            job.argv = t.argv(job.args, job.seq, job.slot)
-        if job.argv is not None and self.opts.shell.wants(job.argv[0]):
-            job.argv = None
-        if self.opts.nice is not None:
-            job.argv = ["nice", "-n", str(self.opts.nice)] + (
-                job.argv or self.opts.shell.argv(job.command))
-        if self.opts.max_chars is not None and len(job.command) >= self.opts.max_chars:
-            shown = " ".join(job.args)
-            raise errors.DataError(
-                f"command line too long ({len(job.command)} >= {self.opts.max_chars}) "
-                f"at input {job.seq}: {shown[:50] + '...' if len(shown) > 50 else shown}")
-        if self.opts.tagstring is not None:
-            from gridtools.local import template
-            job.tag = os.fsencode(template.expand_plain(
-                self.opts.tagstring, job.args, job.seq, job.slot)) + b"\t"
-        elif self.opts.tag:
-            job.tag = os.fsencode(" ".join(job.args)) + b"\t"
+            job.timer = self.loop.call_later(self.opts.timeout, self._expired, job)
 
     def _watch_input(self):
         fd = self.source.fd if not self.exhausted else None
         want = fd is not None and (bool(self.free) or self.opts.round_robin) \
             and not self.halting and not self.stop_signal
         if want and self.watching_input is None:
-            self.sel.register(fd, selectors.EVENT_READ, (self._on_input, fd, 0))
+            self.loop.add_reader(fd, self._on_input)
             self.watching_input = fd
         elif not want and self.watching_input is not None:
-            self.sel.unregister(self.watching_input)
+            self.loop.remove_reader(self.watching_input)
             self.watching_input = None
 
-    def _on_input(self, fd, _):
+    def _on_input(self):
         self.source.on_readable()
+        self._poke()
 
     # -- round robin -----------------------------------------------------
 
@@ -319,6 +335,11 @@ class Pool:
             if data:
                 self._lines(job, fd_no, data)
 
+    def input_taken(self, job):
+        """--round-robin: job took all it was dealt; deal it more."""
+        if self.opts.round_robin:
+            self._poke()
+
     def job_output(self, job, fd_no, data):
         if self._live(job):
             self._lines(job, fd_no, data)
@@ -339,15 +360,13 @@ class Pool:
         output.write_all(self.sink.out_fd if fd_no == 1 else self.sink.err_fd, data)
 
     def job_done(self, job, exitcode, sig, outcome=None):
-        now = time.time()
+        runtime = self.loop.time() - job.t0
         self.running.pop(job.seq, None)
         heapq.heappush(self.free, job.slot)
-        job.deadline = None
-        if len(self.deadlines) > 2 * len(self.running) + 64:
-            # Finished jobs leave their deadlines behind; drop them before
-            # a long run with a long --timeout piles them up.
-            self.deadlines = [d for d in self.deadlines if d[2].deadline is not None]
-            heapq.heapify(self.deadlines)
+        self._poke()
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
         if job.timed_out:
             outcome = output.TIMEOUT
         elif job.cancelled:
@@ -368,9 +387,9 @@ class Pool:
         if outcome != output.OK and job.tries < self.opts.retries \
                 and not self.halting and not self.stop_signal and not job.cancelled \
                 and not self.opts.round_robin:
-            self.retry.append((job, (exitcode, sig, outcome, now)))
+            self.retry.append((job, (exitcode, sig, outcome, runtime)))
             return
-        self._finish(job, exitcode, sig, outcome, now)
+        self._finish(job, exitcode, sig, outcome, runtime)
 
     def _warn(self, job, outcome):
         """One line for each try that timed out or was lost, retried or not,
@@ -402,7 +421,7 @@ class Pool:
         for job, status in retry:
             self._finish(job, *status)
 
-    def _finish(self, job, exitcode, sig, outcome, now):
+    def _finish(self, job, exitcode, sig, outcome, runtime):
         """job's last try is over: hand its result to the sink."""
         if self._live(job):
             for fd_no in (1, 2):
@@ -413,7 +432,7 @@ class Pool:
             stdout, stderr = job.stdout, job.stderr
         job.stdout = job.stderr = None
         result = output.Result(job.seq, job.args, job.command, exitcode, sig,
-                               outcome, job.start, now - job.start, stdout,
+                               outcome, job.start, runtime, stdout,
                                stderr, job.tries, job.slot, host=job.host,
                                sent=job.sent, tag=job.tag)
         self.sink.add(result)
@@ -441,77 +460,42 @@ class Pool:
 
     # -- timeouts and signals --------------------------------------------
 
-    def _next_timeout(self):
-        when = self.deadlines[0][0] if self.deadlines else None
-        if self.opts.delay and self.free and not self.exhausted \
-                and (when is None or self.next_start < when):
-            when = self.next_start
-        if when is None:
-            return None
-        return max(0.0, when - time.time())
-
-    def _check_deadlines(self):
-        now = time.time()
-        while self.deadlines and self.deadlines[0][0] <= now:
-            when, _, job = heapq.heappop(self.deadlines)
-            if self.running.get(job.seq) is not job or job.deadline != when:
-                continue        # finished, or its deadline moved
-            if not job.timed_out and not job.cancelled:
-                job.timed_out = True
-                self.executor.kill(job, signal.SIGTERM)
-            else:
-                self.executor.kill(job, signal.SIGKILL)
-                continue
-            job.deadline = now + KILL_GRACE
-            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
+    def _expired(self, job):
+        """--timeout: TERM first; KILL_GRACE later, KILL if it is still there."""
+        job.timer = None
+        if self.running.get(job.seq) is not job:
+            return
+        if job.timed_out or job.cancelled:
+            self.executor.kill(job, signal.SIGKILL)
+            return
+        job.timed_out = True
+        self.executor.kill(job, signal.SIGTERM)
+        job.timer = self.loop.call_later(KILL_GRACE, self._expired, job)
 
     def _kill_running(self, cancel):
-        now = time.time()
         for job in list(self.running.values()):
             job.cancelled = cancel or job.cancelled
             self.executor.kill(job, signal.SIGTERM)
-            job.deadline = now + KILL_GRACE
-            heapq.heappush(self.deadlines, (job.deadline, next(self.tick), job))
+            if job.timer is not None:
+                job.timer.cancel()
+            job.timer = self.loop.call_later(KILL_GRACE, self._expired, job)
 
-    def _install_signals(self, wake_w):
-        old = {}
-        try:
-            old["wakeup"] = signal.set_wakeup_fd(wake_w)
-        except ValueError:          # not the main thread
-            return old
-        for s in STOP_SIGNALS:
-            old[s] = signal.signal(s, lambda *a: None)
-        return old
-
-    def _restore_signals(self, old):
-        for s, h in old.items():
-            if s == "wakeup":
-                signal.set_wakeup_fd(h)
-            else:
-                signal.signal(s, h)
-
-    def _on_signal(self, fd, _):
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        for s in data:
-            if s in STOP_SIGNALS and self.stop_signal is None:
-                self.stop_signal = s
-                for job in self.running.values():
-                    job.cancelled = True
-                self._kill_running(cancel=True)
+    def _on_signal(self, signum):
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            self._kill_running(cancel=True)
+            self._poke()
 
 
 class Progress:
     """--bar: one redrawn line on a terminal's stderr."""
 
     def __init__(self):
-        self.t0 = time.time()
+        self.t0 = time.monotonic()
         self.last = 0.0
 
     def show(self, done, started, total_known):
-        now = time.time()
+        now = time.monotonic()
         if now - self.last < 0.1:
             return
         self.last = now
