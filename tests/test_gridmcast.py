@@ -157,9 +157,10 @@ def test_notices_are_held_unless_verbose_or_failed(capsys):
 def test_an_event_made_stale_in_its_batch_is_skipped():
     # Each handler forgets and closes the other's socket, as an EVICT drops
     # the multicast socket while its read is pending in the same select()
-    # batch: exactly one runs, whichever comes first.
-    from gridtools.mcast import net as mcastnet
-    loop = mcastnet.Loop()
+    # batch: exactly one runs, whichever comes first (on the one loop the
+    # sender and receiver run on).
+    from gridtools.io import loop as ioloop
+    loop = ioloop.Loop()
     a, a_peer = socket.socketpair()
     b, b_peer = socket.socketpair()
     ran = []
@@ -168,15 +169,17 @@ def test_an_event_made_stale_in_its_batch_is_skipped():
         def on_read():
             mine.recv(1)
             ran.append(mine)
-            loop.forget(other)
+            loop.remove_reader(other.fileno())
             other.close()
         return on_read
-    loop.watch(a, handler(a, b))
-    loop.watch(b, handler(b, a))
+    loop.add_reader(a.fileno(), handler(a, b))
+    loop.add_reader(b.fileno(), handler(b, a))
     a_peer.send(b"x")
     b_peer.send(b"x")
-    loop.once(5)
+    loop.call_later(5, loop.stop)
+    loop.run_once()
     assert len(ran) == 1
+    loop.close()
     for s in (a, b, a_peer, b_peer):
         s.close()
 
@@ -360,3 +363,47 @@ def test_usage_exit_code():
     rc = subprocess.run([os.path.join(os.path.dirname(__file__), "..", "bin", "gridmcast"),
                          "send", "/nonexistent/file"], capture_output=True)
     assert rc.returncode == errors.NOINPUT
+
+
+def voluntary_switches(pid):
+    """How often the process has gone to sleep in the kernel (all threads)."""
+    n = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    n += int(line.split()[1])
+    return n
+
+
+def wakeups(pid, seconds=1.0):
+    before = voluntary_switches(pid)
+    time.sleep(seconds)
+    return voluntary_switches(pid) - before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_idle_sender_and_receiver_sleep():
+    """Nothing polls: a sender waiting for receivers, a receiver waiting for
+    the start, and both waiting on a stream with nothing to say wake only
+    for events and real deadlines (a PING every 5 s), not every few ms."""
+    sender, addr = start_sender([*CTL, "--min-receivers", "2", "-"], stdin=subprocess.PIPE)
+    first = start_receiver(addr)
+    try:
+        time.sleep(1.5)                 # joined, heard the probes, waiting for a second
+        assert wakeups(sender.pid) < 20
+        assert wakeups(first.pid) < 20
+    finally:
+        for p in (sender, first):
+            p.kill()
+            p.communicate()
+    sender, addr = start_sender([*CTL, "-"], stdin=subprocess.PIPE)
+    r = start_receiver(addr)
+    sender.stdin.write(b"a" * 1000)
+    sender.stdin.flush()
+    time.sleep(1.5)                     # started, the block delivered, stdin idle
+    assert wakeups(sender.pid) < 20
+    assert wakeups(r.pid) < 20
+    sender.stdin.close()
+    assert finish(r)[:2] == (0, b"a" * 1000)
+    assert finish(sender)[0] == 0

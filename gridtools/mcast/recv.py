@@ -1,23 +1,33 @@
 """The gridmcast receiver: join a sender's session over TCP, take blocks from
 the multicast group (repairing losses by NACK and parity) or from a TCP relay
 chain (forwarding each block before keeping it), check every block's tag as
-it arrives, and finish only with the whole-stream digest confirmed."""
+it arrives, and finish only with the whole-stream digest confirmed.
+
+The join (connect and handshake, with a deadline) happens before the event
+loop (io.loop) starts; after it nothing blocks.  NACKs, the ACK when the
+stream pauses and the idle timeout are timers armed for when they are due,
+so a receiver waiting for data sleeps in select()."""
 
 import random
 import secrets
 import socket
 import time
 
-from gridtools.proto import errors
-from gridtools.mcast import net
+from gridtools.io import loop as ioloop
+from gridtools.io import net as ionet
+from gridtools.proto import address, errors
+from gridtools.mcast import control, net
 from gridtools.mcast import wire
 from gridtools.mcast.sink import Sink
 
 ACK_EVERY = 64            # blocks between progress reports
 PENDING_BEFORE_START = 256  # out-of-order blocks kept before START says the window
 WINDOW_SLACK = 64           # blocks of slack past the window (acks lag a little)
-NACK_TICK = 0.005         # how often gaps are looked at
+NACK_DELAY = 0.005        # a gap is NACKed this soon after it shows (others join it)
 NACK_RETRY = 0.06         # a gap NACKed this long ago without repair is asked again
+QUIET = 0.02              # the group is quiet after this long without data
+RECV_SLICE = 0.005        # the most time one wake-up spends reading datagrams
+JOIN_RETRY_MAX = 0.5      # seconds between tries to reach a sender not listening yet
 RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
 RELAY_HIGH = 8 << 20      # downstream bytes queued before we stop reading upstream
 RELAY_BUFFER = 8 << 20    # receive buffer per upstream connection
@@ -37,11 +47,14 @@ class Receiver:
         self.log = log or (lambda msg: None)
         self.debug = debug
         self.sink = Sink(output)
-        self.loop = net.Loop()
+        self.loop = ioloop.Loop()
+        self.now = self.loop.time
+        self.timers = {}            # duty -> its armed io.loop Timer
         self.udp = None
         self.listener = None
         self.upstreams = []
         self.downstream = None
+        self.throttled = False
         self.session = None
         self.fec = 0
         self.started = False
@@ -62,16 +75,30 @@ class Receiver:
         self.umv = memoryview(self.ubuf)
         self.heard = False
         self.pieces = {}            # (kind, seq) -> (count, {index: piece})
-        self.last_data = net.now()
+        self.last_data = self.now()
         self.stats = {"datagrams": 0, "dropped": 0, "rejected": 0, "duplicates": 0,
                       "beyond_window": 0,
                       "nacks": 0, "recovered": 0, "frames": 0, "reads": 0}
 
     # --- joining -----------------------------------------------------------
 
+    def _connect(self):
+        """The control connection; for --wait seconds a sender that is not
+        there yet is tried again, less and less often."""
+        addr = control.control_address(*self.control_addr)
+        give_up = time.monotonic() + self.wait
+        pause = 0.02
+        while True:
+            try:
+                return ionet.connect(addr, timeout=self.timeout)
+            except errors.UnavailableError:
+                if time.monotonic() + pause > give_up:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, JOIN_RETRY_MAX)
+
     def join(self):
-        host, port = self.control_addr
-        sock = net.connect(host, port, self.timeout, self.wait)
+        sock = self._connect()
         sock.settimeout(self.timeout)
         f = sock.makefile("rb", buffering=0)
         verb, args, kv = self._read(f, "GRIDMCAST")
@@ -82,8 +109,8 @@ class Receiver:
         if auth != "hmac" and self.key:
             raise errors.AuthError("the sender has no group key but --key-file was given")
         local_ip = sock.getsockname()[0]
-        self.listener = net.listen_tcp(local_ip, 0)
-        relay = net.fmt_addr(self.listener.getsockname())
+        self.listener = ionet.listen(control.control_address(local_ip, 0), backlog=64)
+        relay = address.join(*self.listener.getsockname()[:2])
         mine = secrets.token_hex(16)
         probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rcvbuf = net.set_buffer(probe_sock, socket.SO_RCVBUF,
@@ -111,10 +138,10 @@ class Receiver:
                 self.log(f"cannot join {group}: {e.strerror}; asking for TCP")
                 self.udp = None
         f.close()
-        self.ctl = net.Conn(sock, "sender")
-        self.loop.watch(self.ctl.sock, self._on_control)
+        self.ctl = control.Conn(self.loop, sock, "sender")
+        self.loop.add_reader(self.ctl.fd, self._on_control)
         if self.udp:
-            self.loop.watch(self.udp, self._on_udp)
+            self.loop.add_reader(self.udp.fileno(), self._on_udp)
 
     @staticmethod
     def _can_multicast(local_ip):
@@ -139,22 +166,10 @@ class Receiver:
 
     def run(self):
         self.join()
-        deadline_idle = self.timeout
-        last_tick = net.now()
         try:
-            while not self.done:
-                self.loop.once(NACK_TICK if self.udp and self.started else 0.5)
-                t = net.now()
-                if self.ctl.eof and not self.done:
-                    raise errors.UnavailableError(
-                        f"the sender went away after {wire.count(self.sink.bytes, 'byte')}")
-                if self.udp and self.started and t - last_tick >= NACK_TICK:
-                    last_tick = t
-                    self._nack(t)
-                if self.started and t - self.last_data > deadline_idle and not self.done:
-                    raise errors.UnavailableError(
-                        f"no data for {deadline_idle:.0f} s after {wire.count(self.sink.bytes, 'byte')}")
-                self._maybe_finish()
+            self.loop.run_forever()
+            self.ctl.drain(5.0)
+            self._drain_downstream()
         except BaseException:
             self.sink.discard()
             raise
@@ -162,8 +177,51 @@ class Receiver:
             if self.stats["rejected"]:
                 self.log(f"rejected {wire.count(self.stats['rejected'], 'block')} "
                          "that failed the integrity check")
-        self._drain_downstream()
+            self.loop.close()
         return self._result()
+
+    # --- timers ---------------------------------------------------------------
+
+    def _arm(self, duty, when, fn):
+        """Arm duty's timer for `when`, unless it is armed for then or sooner."""
+        t = self.timers.get(duty)
+        if t is not None and not t.cancelled:
+            if t.when <= when:
+                return
+            t.cancel()
+        self.timers[duty] = self.loop.call_at(when, self._fire, duty, fn)
+
+    def _fire(self, duty, fn):
+        del self.timers[duty]
+        fn()
+
+    def _on_idle(self):
+        """No data (nor PING) for --timeout: the sender is gone or stuck."""
+        if self.done:
+            return
+        if self.now() - self.last_data >= self.timeout:
+            raise errors.UnavailableError(
+                f"no data for {self.timeout:.0f} s after {wire.count(self.sink.bytes, 'byte')}")
+        self._arm("idle", self.last_data + self.timeout, self._on_idle)
+
+    def _check(self):
+        """NACK the gaps that are due, ACK once the stream pauses, and come
+        back when the next of those is due (or not at all, all being well)."""
+        if self.done:
+            return
+        t = self.now()
+        due = self._nack(t) if self.udp else None
+        quiet_at = self.last_data + QUIET
+        if t >= quiet_at:
+            if self.next != self.last_ack:
+                self._ack()
+        elif (self.next != self.last_ack or self.pending or self.top >= self.next
+              or (self.total is not None and self.next < self.total)):
+            # Some of it waits for the group to be quiet: the ACK, the tail
+            # after END, the newest parity group.
+            due = quiet_at if due is None else min(due, quiet_at)
+        if due is not None:
+            self._arm("check", due, self._check)
 
     def _result(self):
         return dict(bytes=self.sink.bytes, digest=self.end_digest, mode=self.mode, **self.stats)
@@ -178,6 +236,11 @@ class Receiver:
             if handler is None:
                 raise errors.ProtocolError(f"unexpected control line from the sender: {line[:80]!r}")
             handler(self, args, kv)
+            if self.done:
+                return
+        if self.ctl.eof:
+            raise errors.UnavailableError(
+                f"the sender went away after {wire.count(self.sink.bytes, 'byte')}")
 
     def _c_start(self, args, kv):
         self.mode = kv.get("mode", "mcast")
@@ -187,13 +250,15 @@ class Receiver:
         self.window = wire.number(kv.get("window", str(PENDING_BEFORE_START)),
                                   "START window=", 1, 1 << 20)
         self.started = True
-        self.last_data = net.now()
+        self.last_data = self.now()
         if self.mode != "mcast":
             self._drop_udp()
         fwd = kv.get("forward")
         if fwd:
             self._forward_to(fwd)
-        self.loop.watch(self.listener, self._on_accept)
+        self.loop.add_reader(self.listener.fileno(), self._on_accept)
+        self._arm("idle", self.last_data + self.timeout, self._on_idle)
+        self._arm("check", self.now() + NACK_DELAY, self._check)
 
     def _c_evict(self, args, kv):
         self.log("evicted from the multicast group; continuing over TCP")
@@ -206,10 +271,12 @@ class Receiver:
         self.total = wire.number(kv["count"], "END count=")
         self.end_bytes = wire.number(kv["bytes"], "END bytes=")
         self.end_digest = kv["digest"]
-        self.last_data = net.now()
+        self.last_data = self.now()
+        self._maybe_finish()
+        self._arm("check", self.last_data + QUIET, self._check)
 
     def _c_ping(self, args, kv):
-        self.last_data = net.now()
+        self.last_data = self.now()
 
     CONTROL = {"START": _c_start, "EVICT": _c_evict, "END": _c_end, "PING": _c_ping}
 
@@ -218,7 +285,7 @@ class Receiver:
 
     def _drop_udp(self):
         if self.udp:
-            self.loop.forget(self.udp)
+            self.loop.remove_reader(self.udp.fileno())
             self.udp.close()
             self.udp = None
 
@@ -229,9 +296,10 @@ class Receiver:
         recvmsg_into = self.udp.recvmsg_into
         # Bounded in time too: a big block costs ~0.1 ms, and gaps must be
         # NACKed within a few milliseconds, not after a whole batch.
-        until = net.now() + NACK_TICK
+        now = self.now
+        until = now() + RECV_SLICE
         for _ in range(RECV_BATCH):
-            if net.now() > until:
+            if now() > until:
                 break
             try:
                 n, anc, _, _ = recvmsg_into([mv], 64)
@@ -300,7 +368,7 @@ class Receiver:
             return
         if kind == wire.DATA:
             # Blocks may overtake the START line (another socket): keep them.
-            self.last_data = net.now()
+            self.last_data = self.now()
             self._block(seq, body, wire.datagram_tag(dgram))
         elif kind == wire.PARITY:
             self._parity(seq, body)
@@ -326,6 +394,8 @@ class Receiver:
                 return
             # Kept for later: copy out of the receive buffer it points into.
             self.pending[seq] = (bytes(payload), tag)
+            if self.started:
+                self._arm("check", self.now() + NACK_DELAY, self._check)
             if self.fec:
                 self._try_recover(seq // self.fec)
             return
@@ -336,6 +406,10 @@ class Receiver:
             self._write(self.next, p, t)
         if self.next - self.last_ack >= ACK_EVERY:
             self._ack()
+        if self.total is not None and self.next >= self.total:
+            self._maybe_finish()
+        elif self.started and "check" not in self.timers:
+            self._arm("check", self.last_data + QUIET, self._check)
 
     def _write(self, seq, payload, tag):
         self.sink.put(payload, tag)
@@ -406,9 +480,10 @@ class Receiver:
         self._block(seq, payload, tag)
 
     def _nack(self, t):
-        """Ask for the gaps: each at most once per NACK_RETRY."""
+        """Ask for the gaps: each at most once per NACK_RETRY.  Returns when
+        the next gap is due to be asked again, or None."""
         end = self.top + 1
-        quiet = t - self.last_data > 0.02
+        quiet = t - self.last_data > QUIET
         if self.total is not None and quiet:
             # END comes by TCP and overtakes the last blocks still on the
             # way: the tail counts as lost only once the group is quiet.
@@ -417,26 +492,33 @@ class Receiver:
             # Leave the newest parity group a chance to repair itself.
             end = min(end, (self.top // self.fec) * self.fec)
         if end <= self.next:
-            return
+            return None
         want = []
+        due = None
         nacked = self.nacked
         pending = self.pending
-        for seq in range(self.next, min(end, self.next + 8192)):
+        scan_end = min(end, self.next + 8192)
+        for seq in range(self.next, scan_end):
             if seq in pending:
                 continue
             last = nacked.get(seq)
             if last is None or t - last >= NACK_RETRY:
+                if len(want) >= 512:
+                    due = t + NACK_DELAY        # more than one line's worth
+                    break
                 want.append(seq)
                 nacked[seq] = t
-                if len(want) >= 512:
-                    break
+                last = t
+            if due is None or last + NACK_RETRY < due:
+                due = last + NACK_RETRY
+        if scan_end < end and (due is None or t + NACK_RETRY < due):
+            due = t + NACK_RETRY
         if want and self.debug:
             self.log(f"{t:.3f} NACK next={self.next} top={self.top} {wire.format_ranges(want)}")
         if want:
             self.stats["nacks"] += len(want)
             self._send(wire.format_line("NACK", wire.format_ranges(want)))
-        if self.next != self.last_ack and t - self.last_data > 0.02:
-            self._ack()
+        return due
 
     # --- TCP relay ---------------------------------------------------------------
 
@@ -445,26 +527,27 @@ class Receiver:
             sock, addr = self.listener.accept()
         except OSError:
             return
-        conn = net.Conn(sock, net.fmt_addr(addr))
+        conn = control.Conn(self.loop, sock, address.join(*addr[:2]))
         conn.rbuf = bytearray(RELAY_BUFFER)
         conn.rmv = memoryview(conn.rbuf)
         conn.start = conn.fill = 0
         self.upstreams.append(conn)
-        self.loop.watch(conn.sock, lambda c=conn: self._on_upstream(c))
+        self.loop.add_reader(conn.fd, self._on_upstream, conn)
 
     def _forward_to(self, where):
-        host, port = wire.parse_hostport(where, "forward address")
+        """Connect to the next receiver in the chain, without waiting: what
+        comes before the connection is up waits in its output buffer."""
         if self.downstream:
-            self.loop.forget(self.downstream.sock)
             self.downstream.close()
+            self.downstream = None
         try:
-            sock = socket.create_connection((host, port), timeout=self.timeout)
+            sock = control.connect_nowait(where, "forward address", sndbuf=1 << 20)
         except OSError as e:
             self.log(f"cannot reach the next receiver {where}: {e.strerror}")
-            self.downstream = None
             return
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        self.downstream = net.Conn(sock, where)
+        down = self.downstream = control.Conn(self.loop, sock, where)
+        down.connecting = True
+        self.loop.add_writer(down.fd, self._on_downstream_writable)
 
     def _on_upstream(self, conn):
         buf, mv = conn.rbuf, conn.rmv
@@ -485,7 +568,7 @@ class Receiver:
             frames, used = [], 0
             conn.eof = True
         if frames:
-            self.last_data = net.now()
+            self.last_data = self.now()
         down = self.downstream
         if down is not None and used:
             # Forward first: the next receiver should not wait for our disk.
@@ -504,11 +587,15 @@ class Receiver:
             buf[:len(rest)] = rest
             conn.start, conn.fill = 0, len(rest)
         if conn.eof:
-            self.loop.forget(conn.sock)
             conn.close()
             self.upstreams.remove(conn)
 
     def _forward(self, down, data):
+        if down.connecting:
+            down.out += data
+            if len(down.out) > RELAY_HIGH:
+                self._throttle(True)
+            return
         if not down.out:
             try:
                 n = down.sock.send(data)
@@ -531,25 +618,40 @@ class Receiver:
             elif len(down.out) > RELAY_HIGH:
                 self._throttle(True)
             elif down.out:
-                self.loop.watch(down.sock, None, self._on_downstream_writable)
+                self.loop.add_writer(down.fd, self._on_downstream_writable)
 
     def _throttle(self, on):
-        down = self.downstream
+        if on == self.throttled:
+            return
+        self.throttled = on
         for c in self.upstreams:
-            self.loop.watch(c.sock, None if on else (lambda c=c: self._on_upstream(c)))
+            if on:
+                self.loop.remove_reader(c.fd)
+            else:
+                self.loop.add_reader(c.fd, self._on_upstream, c)
+        down = self.downstream
         if on and down:
-            self.loop.watch(down.sock, None, self._on_downstream_writable)
+            self.loop.add_writer(down.fd, self._on_downstream_writable)
 
     def _on_downstream_writable(self):
         down = self.downstream
         if down is None:
             return
+        if down.connecting:
+            err = control.connect_error(down.sock)
+            if err is not None:
+                self.log(f"cannot reach the next receiver {down.name}: {err.strerror}")
+                self.downstream = None
+                down.close()
+                self._throttle(False)
+                return
+            down.connecting = False
         if not down.flush():
+            self.log(f"the next receiver {down.name} went away")
             self.downstream = None
             down.close()
-        if self.downstream is None or not down.out:
-            if self.downstream:
-                self.loop.forget(down.sock)
+        elif not down.out:
+            self.loop.remove_writer(down.fd)
         if self.downstream is None or len(down.out) < RELAY_HIGH // 2:
             self._throttle(False)
 
@@ -592,15 +694,9 @@ class Receiver:
         self.sink.commit()
         self.done = True
         self._send(wire.format_line("DONE", bytes=self.sink.bytes, digest=got))
-        self.ctl.sock.setblocking(True)
-        self.ctl.sock.settimeout(5)
-        try:
-            self.ctl.flush()
-            while self.ctl.out:
-                time.sleep(0.01)
-                self.ctl.flush()
-        except OSError:
-            pass
+        for t in self.timers.values():
+            t.cancel()
+        self.loop.stop()        # run() waits for DONE to go, outside the loop
 
 
 def receive(control, **kw):

@@ -1,31 +1,28 @@
-"""The gridmcast sender: gather receivers on a TCP control address, then put
-the stream on the multicast group (paced, windowed on the slowest receiver's
-progress, repaired by NACK with suppression, optional XOR parity) and feed TCP
-relay chains for the receivers multicast cannot reach or that fell behind."""
+"""The gridmcast sender: gather receivers on a TCP control address, then
+put the stream on the multicast group (pump.py) and feed TCP relay chains
+(feed.py) for the receivers multicast cannot reach or that fell behind.
 
-import collections
-import errno
-import hashlib
+Everything runs on the one event loop (io.loop).  Each periodic duty —
+probes, the start's grace and deadline, the rate, the tick that adapts the
+rate, evicts and times out receivers, PING — is a timer armed for when it is
+next due and only while it has work, so an idle sender sleeps in select()."""
+
 import secrets
-import socket
-import struct
 
-from gridtools.proto import errors
-from gridtools.mcast import net
+from gridtools.io import loop as ioloop
+from gridtools.io import net as ionet
+from gridtools.proto import address, errors
+from gridtools.mcast import control, feed, net, pump
 from gridtools.mcast import wire
 
-PROBE_EVERY = 0.05       # seconds between probes while receivers gather
+PROBE_EVERY = 0.05       # seconds between probes while a receiver has not heard one
 PROBE_GRACE = 1.0        # how long a joined receiver has to hear a probe
-TICK = 0.1               # rate and eviction decisions
-BURST = 32               # datagrams sent back to back before looking around
-HOLDOFF = 0.03           # a block repaired this recently is not repaired again
-MIN_RATE = 10e6          # bytes/s: the automatic rate never goes below this
-AUTO_START = 500e6       # bytes/s: where the automatic rate starts (4 Gbit/s)
-AUTO_MAX = 1.25e9        # bytes/s: and the most it tries (10 Gbit/s)
+PROBE_LATE = 1.0         # and the probes after that, for one that hears late
+TICK = 0.1               # rate and eviction decisions, while blocks are in flight
+PING_EVERY = 5.0         # so a receiver of a quiet stream does not time out
 WINDOW_MAX = 16 << 20    # bytes in flight beyond the slowest receiver, at most
 EVICT_TICKS = 15         # ticks a receiver may hold the group back by half a window
 LOSSY_TICKS = 3          # ticks a receiver may lose far more than the others
-FEED_SNDBUF = 2 << 20
 
 TERMINAL = ("verified", "failed", "dead")
 
@@ -61,110 +58,56 @@ class Member:
         return self.state == "running"
 
 
-class Feed:
-    """A TCP stream of frames from the sender to one receiver's relay port."""
-
-    def __init__(self, sender, member, pos):
-        self.sender = sender
-        self.member = member
-        self.pos = pos
-        host, port = wire.parse_hostport(member.relay, "relay address")
-        sock = socket.create_connection((host, port), timeout=sender.opts.timeout)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, FEED_SNDBUF)
-        sock.setblocking(False)
-        self.sock = sock
-        p = sender.payload
-        self.buf = bytearray(4 + wire.OVERHEAD + p)
-        self.mv = memoryview(self.buf)
-        self.cur = None
-        self.closed = False
-        self.paused = False
-
-    def on_writable(self):
-        s = self.sender
-        src = s.source
-        for _ in range(64):
-            if self.cur is None:
-                if not src.has(self.pos):
-                    if src.count is not None and self.pos >= src.count:
-                        self.finish()
-                    else:
-                        s.loop.watch(self.sock, None)     # wait for input
-                        self.paused = True
-                    return
-                self.cur = s.build(self.pos, self.mv, 4)
-            try:
-                n = self.sock.send(self.cur)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.close()
-                return
-            if n == len(self.cur):
-                self.cur = None
-                self.pos += 1
-            else:
-                self.cur = self.cur[n:]
-
-    def finish(self):
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        self.close()
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            self.sender.loop.forget(self.sock)
-            self.sock.close()
-            self.sender.feeds.discard(self)
-
-
 class Sender:
     def __init__(self, opts, source, log):
         self.opts = opts
         self.source = source
         self.log = log
         self.tagger = wire.make_tagger(opts.key)
-        self.loop = net.Loop()
+        self.loop = ioloop.Loop()
+        self.now = self.loop.time
         self.session = secrets.randbits(32)
         self.members = []
         self.feeds = set()
         self.state = "gather"
-        self.udp = None
+        self.pump = None              # the multicast side, while there is one
+        self.mcast_on = False
         self.payload = opts.payload
-        self.digest = hashlib.sha256()
-        self.digest_next = 0
-        self.next = 0                 # next new block for the group
-        self.sent = {}                # seq -> datagram, for repairs
-        self.repairs = collections.deque()
-        self.queued = set()           # seqs in self.repairs
-        self.tick_first_nacks = 0     # blocks reported lost for the first time this tick
-        self.last_repair = {}
+        self.blocks = pump.Blocks(source, self.tagger, self.session)
         self.end_line = None
         self.stats = {"datagrams": 0, "repairs": 0, "suppressed": 0, "nack_requests": 0,
                       "parity": 0, "evictions": 0, "window_waits": 0, "rate_waits": 0,
-                      "send_waits": 0, "idle_seconds": 0.0}
-        self.rate = opts.rate / 8 if opts.rate else AUTO_START
-        self.max_rate = opts.rate / 8 if opts.rate else AUTO_MAX
-        self.tokens = 0.0
-        self.t_tokens = net.now()
-        self.loss_history = []
-        self.loss_window = []
-        self.tick_sent = 0
-        self.fec_members = []
-        self.fec_acc = 0
-        self.send_error = None
-        self.seg_size = 65507
-        self.gso = not opts.no_gso
-        self.udp_blocked = False
+                      "send_waits": 0}
+        self.stepping = False         # a _step is queued for the end of this turn
+        self.stdin_watched = False
+        self.timers = {}              # duty -> its armed io.loop Timer
+        self.debug = getattr(opts, "debug", False)
+
+    # --- timers -----------------------------------------------------------------
+
+    def _arm(self, duty, when, fn):
+        """Arm duty's timer for `when`, unless it is armed for then or sooner."""
+        t = self.timers.get(duty)
+        if t is not None and not t.cancelled:
+            if t.when <= when:
+                return
+            t.cancel()
+        self.timers[duty] = self.loop.call_at(when, self._fire, duty, fn)
+
+    def _fire(self, duty, fn):
+        del self.timers[duty]
+        fn()
+
+    def _disarm(self, duty):
+        t = self.timers.pop(duty, None)
+        if t is not None:
+            t.cancel()
 
     # --- gathering -------------------------------------------------------------
 
     def open(self):
         o = self.opts
-        self.listener = net.listen_tcp(o.control[0], o.control[1])
+        self.listener = ionet.listen(control.control_address(*o.control), backlog=64)
         self.control_addr = self.listener.getsockname()
         host = self.control_addr[0]
         if not o.tcp:
@@ -179,17 +122,19 @@ class Sender:
             if iface is None and host not in ("0.0.0.0", "::"):
                 iface = host
             self.iface = iface
+            udp = None
             try:
-                self.udp = net.udp_sender(self.group, o.ttl, iface)
-                self.udp.connect(self.group)
-                # Datagrams over the path MTU go as GSO segments, not IP fragments.
-                self.seg_size = net.path_mtu(self.udp) - 28
+                udp = net.udp_sender(self.group, o.ttl, iface)
+                self.pump = pump.Pump(self.loop, udp, o, self.log, self.stats, self._kick)
+                self.pump.connect(self.group)
             except OSError as e:
                 self.log(f"no multicast from {iface or 'the default interface'}: {e.strerror}; using TCP")
-                self.udp = None
-        self.loop.watch(self.listener, self._on_accept)
-        group = f" group {self.group[0]}:{self.group[1]}" if self.udp else " tcp chain"
-        self.log(f"control {net.fmt_addr(self.control_addr)}{group}", always=True)
+                if udp is not None:
+                    udp.close()
+                self.pump = None
+        self.loop.add_reader(self.listener.fileno(), self._on_accept)
+        group = f" group {self.group[0]}:{self.group[1]}" if self.pump else " tcp chain"
+        self.log(f"control {address.join(*self.control_addr[:2])}{group}", always=True)
         if o.on_open:
             o.on_open(self.control_addr)
 
@@ -198,12 +143,12 @@ class Sender:
             sock, addr = self.listener.accept()
         except OSError:
             return
-        conn = net.Conn(sock, net.fmt_addr(addr))
+        conn = control.Conn(self.loop, sock, address.join(*addr[:2]))
         m = Member(conn, len(self.members))
         auth = "hmac" if self.opts.key else "none"
         conn.send(wire.format_line("GRIDMCAST", wire.VERSION, nonce=m.nonce, auth=auth))
         self.members.append(m)
-        self.loop.watch(sock, lambda m=m: self._on_member(m))
+        self.loop.add_reader(conn.fd, self._on_member, m)
 
     def _on_member(self, m):
         m.conn.recv()
@@ -240,16 +185,55 @@ class Sender:
         m.rcvbuf = wire.number(kv.get("rcvbuf", "0"), "HELLO rcvbuf=")
         if not m.relay:
             raise errors.ProtocolError("HELLO without a relay address")
-        group = f"{self.group[0]}:{self.group[1]}" if self.udp else "-"
+        group = f"{self.group[0]}:{self.group[1]}" if self.pump else "-"
         proof = wire.mac(key, "server", m.nonce, kv.get("nonce", "")) if key else None
         m.conn.send(wire.format_line("WELCOME", session=self.session, group=group,
                                      fec=self.opts.fec, mac=proof))
         m.state = "joined"
-        m.t_join = net.now()
-        self.last_join = m.t_join
+        m.t_join = self.last_join = self.now()
+        if self.pump:
+            self._probe()
+        self._gather_check()
 
     def _c_heard(self, m, args, kv):
         m.heard = True
+        if self.state == "gather":
+            self._gather_check()
+
+    def _probe(self):
+        """Probe the group while a joined receiver has not heard it: often
+        in its grace period, then now and then, for one that hears late."""
+        if self.state != "gather":
+            return
+        deaf = [m for m in self.members if m.state == "joined" and not m.heard]
+        if not deaf:
+            return
+        if "probe" not in self.timers:
+            self.pump.send(wire.pack_datagram(self.tagger, wire.PROBE, self.session, 0, b""))
+        t = self.now()
+        every = PROBE_EVERY if t - self.last_join < PROBE_GRACE else PROBE_LATE
+        self._arm("probe", t + every, self._probe)
+
+    def _gather_check(self):
+        """Start when enough receivers have joined and heard the group (or
+        had their grace to); after --wait, with whoever joined."""
+        o = self.opts
+        t = self.now()
+        joined = [m for m in self.members if m.state == "joined"]
+        all_heard = all(m.heard for m in joined) or not self.pump
+        graced = t - self.last_join >= PROBE_GRACE
+        waited = o.wait is not None and t - self.t0 >= o.wait
+        if joined and (all_heard or graced) and (len(joined) >= o.min_receivers or waited):
+            if len(joined) < o.min_receivers:
+                self.log(f"starting with {len(joined)} of {o.min_receivers} receivers")
+            self.start(joined)
+            return
+        if waited and not joined:
+            raise errors.UnavailableError(f"no receiver joined within {o.wait:g} s")
+        if joined and not all_heard:
+            self._arm("grace", self.last_join + PROBE_GRACE, self._gather_check)
+
+    # --- the control lines of a running session ---------------------------------
 
     def _c_ack(self, m, args, kv):
         if not args:
@@ -257,7 +241,8 @@ class Sender:
         ack = wire.number(args[0], "ACK")
         if ack > m.ack:
             m.ack = ack
-            m.last_progress = net.now()
+            m.last_progress = self.now()
+            self._kick()
 
     def _c_nack(self, m, args, kv):
         if not args or m.mode != "mcast" or not m.running():
@@ -266,26 +251,11 @@ class Sender:
         m.nacks += len(seqs)
         m.tick_nacks += len(seqs)
         self.stats["nack_requests"] += len(seqs)
-        t = net.now()
-        last = self.last_repair
-        queued = self.queued
-        for seq in seqs:
-            if seq >= self.next:
-                continue
-            when = last.get(seq)
-            if when is None:
-                self.tick_first_nacks += 1
-            elif seq in queued or t - when < HOLDOFF:
-                # Asked for a moment ago, or already waiting to go: one
-                # repair serves every receiver that asked.
-                self.stats["suppressed"] += 1
-                continue
-            last[seq] = t
-            queued.add(seq)
-            self.repairs.append(seq)
+        self.pump.nack(seqs, self.now())
+        self._kick()
 
     def _c_done(self, m, args, kv):
-        m.t_end = net.now()
+        m.t_end = self.now()
         m.bytes = wire.number(kv.get("bytes", "0"), "DONE bytes=")
         if self.end_line is None or kv.get("digest") != self.digest_hex:
             self._lose(m, "failed", f"reported digest {kv.get('digest')}")
@@ -293,6 +263,7 @@ class Sender:
         m.ack = self.source.count
         m.state = "verified"
         self._close_member(m)
+        self._kick()
 
     def _c_failed(self, m, args, kv):
         self._lose(m, "failed", "receiver reported " + " ".join(f"{k}={v}" for k, v in kv.items()))
@@ -301,12 +272,10 @@ class Sender:
                "DONE": _c_done, "FAILED": _c_failed}
 
     def _close_member(self, m):
-        self.loop.forget(m.conn.sock)
         m.conn.flush()
         m.conn.close()
         if m.feed:
-            m.feed.close()
-            m.feed = None
+            self._drop_feed(m.feed)
 
     def _lose(self, m, state, reason):
         if m.state in TERMINAL or m.state == "refused":
@@ -319,14 +288,13 @@ class Sender:
         was_running = m.running()
         m.state = state
         m.reason = reason
-        m.t_end = net.now()
+        m.t_end = self.now()
         m.bytes = m.ack * self.payload
-        if m.conn.out:
-            m.conn.flush()
         self._close_member(m)
         if was_running:
             self.log(f"receiver {m.name} {state}: {reason}")
             self._rewire(m)
+        self._kick()
 
     def _rewire(self, m):
         """A chain lost a link: the sender feeds the next one itself."""
@@ -345,61 +313,48 @@ class Sender:
             self._lose(m, "failed", f"fell more than --buffer behind the stream (at block {pos})")
             return
         try:
-            feed = Feed(self, m, pos)
+            f = feed.Feed(self.loop, self.blocks, m, pos, self.payload, self._on_feed)
         except OSError as e:
             self._lose(m, "failed", f"cannot connect to its relay port {m.relay}: {e.strerror}")
             return
-        m.feed = feed
-        self.feeds.add(feed)
-        self.loop.watch(feed.sock, None, feed.on_writable)
+        m.feed = f
+        self.feeds.add(f)
+
+    def _on_feed(self, f, error):
+        if f.closed:
+            self._drop_feed(f)
+        if error is not None:
+            self._lose(f.member, "failed", error)
+        self._kick()
+
+    def _drop_feed(self, f):
+        f.close()
+        self.feeds.discard(f)
+        if f.member.feed is f:
+            f.member.feed = None
 
     # --- starting ----------------------------------------------------------------
 
-    def gather(self):
-        o = self.opts
-        t0 = net.now()
-        last_probe = 0.0
-        self.last_join = t0
-        while True:
-            self.loop.once(PROBE_EVERY)
-            t = net.now()
-            if self.udp and t - last_probe >= PROBE_EVERY:
-                last_probe = t
-                self._send_udp(wire.pack_datagram(self.tagger, wire.PROBE, self.session, 0, b""))
-            joined = [m for m in self.members if m.state == "joined"]
-            if len(joined) >= o.min_receivers:
-                heard = all(m.heard for m in joined) or not self.udp or o.tcp
-                if heard or t - self.last_join >= PROBE_GRACE:
-                    return joined
-            if o.wait is not None and t - t0 >= o.wait:
-                if joined and (all(m.heard for m in joined) or not self.udp or o.tcp
-                               or t - self.last_join >= PROBE_GRACE):
-                    self.log(f"starting with {len(joined)} of {o.min_receivers} receivers")
-                    return joined
-                if not joined and t - t0 >= o.wait:
-                    raise errors.UnavailableError(
-                        f"no receiver joined within {o.wait:g} s")
-
     def start(self, joined):
         o = self.opts
+        for duty in ("probe", "grace", "wait"):
+            self._disarm(duty)
         if o.on_start:
             o.on_start()
-        self.gso_cmsg = [(net.SOL_UDP, net.UDP_SEGMENT, struct.pack("=H", self.seg_size))]
-        mc = [m for m in joined if m.heard and self.udp and not o.tcp]
+        mc = [m for m in joined if m.heard and self.pump and not o.tcp]
         chain = [m for m in joined if m not in mc]
         if not mc:
             self.payload = o.tcp_payload
-            if self.udp and not o.tcp:
+            if self.pump and not o.tcp:
                 self.log("no receiver hears the multicast group; using a TCP chain")
         self.source.payload = self.payload
-        self.buf = bytearray(wire.OVERHEAD + self.payload)
-        self.mv = memoryview(self.buf)
         rcv = min((m.rcvbuf for m in mc if m.rcvbuf > 0), default=1 << 20)
         # Kernel accounting (truesize) of a GSO datagram runs to 3x its data.
         window_bytes = min(WINDOW_MAX, rcv // 8)
         self.window = max(32, window_bytes // (self.payload + wire.OVERHEAD + 256))
-        t = net.now()
+        t = self.now()
         self.state = "run"
+        self.t_run = t
         for m in joined:
             m.state = "running"
             m.t_start = t
@@ -416,191 +371,118 @@ class Sender:
         if chain:
             self._start_feed(chain[0], 0)
         self.mcast_on = bool(mc)
-        if not self.mcast_on and self.udp:
-            self.udp.close()
-            self.udp = None
+        if self.mcast_on:
+            self.pump.start(self.blocks, self.payload, t)
+        elif self.pump:
+            self.pump.close()
+            self.pump = None
+        self._arm("ping", t + PING_EVERY, self._ping)
+        self._kick()
 
-    # --- sending --------------------------------------------------------------------
+    # --- running -----------------------------------------------------------------
 
-    def build(self, seq, mv, off):
-        """Write the datagram for block `seq` into mv at off (off=4 leaves
-        room for a frame length); return the view to send."""
-        n = self.source.read_into(seq, mv[off + wire.HLEN:])
-        wire.HEADER.pack_into(mv, off, wire.MAGIC, wire.VERSION, wire.DATA, self.session, seq)
-        end = off + wire.HLEN + n
-        tag = self.tagger(mv[off:end])
-        mv[end:end + wire.TAGLEN] = tag
-        if off:
-            wire.FRAMELEN.pack_into(mv, 0, end + wire.TAGLEN - 4)
-            start = 0
-        else:
-            start = off
-        if seq == self.digest_next:
-            self.digest.update(tag)
-            self.digest_next += 1
-            if self.fec_on_build:
-                self._fec_add(seq, mv[off + wire.HLEN:end], tag)
-        return mv[start:end + wire.TAGLEN]
+    def _kick(self):
+        """Something changed (an ACK, input, a writable socket, a member
+        gone): look at everything once, at the end of this loop turn."""
+        if not self.stepping and self.state == "run":
+            self.stepping = True
+            self.loop.call_soon(self._step)
 
-    fec_on_build = False
-
-    def _fec_add(self, seq, payload, tag):
-        self.fec_members.append((len(payload), tag))
-        self.fec_acc = wire.xor_into(self.fec_acc, payload)
-
-    def _send_udp(self, data):
-        try:
-            if len(data) > self.seg_size and self.gso:
-                try:
-                    self.udp.sendmsg([wire.segment(data, self.seg_size)], self.gso_cmsg)
-                except OSError as e:
-                    if e.errno not in (errno.EINVAL, errno.ENOPROTOOPT, errno.EIO, errno.EOPNOTSUPP):
-                        raise
-                    self.log(f"no UDP segmentation offload here ({e.strerror}); sending fragments")
-                    self.gso = False
-                    self.udp.send(data)
+    def _step(self):
+        self.stepping = False
+        t = self.now()
+        src = self.source
+        mm = self._mcast_members()
+        if self.mcast_on and mm:
+            limit = min(m.ack for m in mm) + self.window
+            wait = self.pump.run(t, limit)
+            if wait == 0:
+                self._kick()
+            elif wait is not None:
+                self._arm("rate", t + wait, self._kick)
+        if self.end_line is None and src.count is not None and self.blocks.next >= src.count:
+            self.digest_hex = self.blocks.digest.hexdigest()
+            self.end_line = wire.format_line("END", count=src.count, bytes=src.size,
+                                             digest=self.digest_hex)
+            for m in self.members:
+                if m.running():
+                    m.conn.send(self.end_line)
+        want_in = src.wants_input()
+        if want_in != self.stdin_watched:
+            if want_in:
+                self.loop.add_reader(src.fd, self._on_input)
             else:
-                self.udp.send(data)
-            return True
-        except (BlockingIOError, InterruptedError):
-            self._wait_writable()
-            return False
-        except OSError as e:
-            # Unreachable now may be reachable in a moment (a link flapping);
-            # the block stays queued and a receiver that never hears it is
-            # reported by the progress timeout, not by this error.
-            if net.would_block(e):
-                self._wait_writable()
-            elif not self.send_error:
-                self.send_error = e.strerror
-                self.log(f"sending to the multicast group: {e.strerror}")
-            return False
+                self.loop.remove_reader(src.fd)
+            self.stdin_watched = want_in
+        for f in list(self.feeds):
+            if f.paused and src.has(f.pos):
+                f.resume()
+        if not any(m.running() for m in self.members):
+            self.loop.stop()
+            return
+        if self._busy(t):
+            self._arm("tick", t + TICK, self._tick)
+        self._release()
 
-    def _wait_writable(self):
-        self.stats["send_waits"] += 1
-        if self.state == "run":
-            self.udp_blocked = True
-            self.loop.watch(self.udp, None, self._udp_writable)
+    def _on_input(self):
+        t = self.now()
+        for m in self.members:
+            if m.running() and m.ack >= self.source.avail:
+                # Caught up until now: waiting for input was no stall of its.
+                m.last_progress = t
+        self.source.on_readable()
+        self._kick()
+
+    def _busy(self, t):
+        """True while some receiver lacks blocks the sender has (so the
+        tick has losses, lag and stalls to judge); a receiver with all
+        there is is making all the progress it can."""
+        busy = self.pump is not None and bool(self.pump.repairs)
+        avail = self.source.avail
+        for m in self.members:
+            if m.running():
+                if m.ack < avail:
+                    busy = True
+                else:
+                    m.last_progress = t
+        return busy
 
     def _mcast_members(self):
         return [m for m in self.members if m.running() and m.mode == "mcast"]
 
-    def pump(self, t):
-        """Send repairs, then new blocks, within the rate and the window.
+    def _ping(self):
+        running = [m for m in self.members if m.running()]
+        for m in running:
+            m.conn.send(wire.format_line("PING"))
+        if running:
+            self._arm("ping", self.now() + PING_EVERY, self._ping)
 
-        Returns how long the loop may sleep: 0 to come straight back, a
-        token deficit over the rate, or None when only an event (an ACK,
-        input, a writable socket) can let more out.
-        """
-        if not self.mcast_on or self.udp_blocked:
-            return None
+    def _tick(self):
+        t = self.now()
+        self._busy(t)                 # a receiver with all there is is not stalled
         mm = self._mcast_members()
-        if not mm:
-            return None
-        self.tokens = min(self.tokens + (t - self.t_tokens) * self.rate,
-                          BURST * (self.payload + wire.OVERHEAD))
-        self.t_tokens = t
-        if self.tokens <= 0:
-            self.stats["rate_waits"] += 1
-            return -self.tokens / self.rate
-        sent = 0
-        repairs = self.repairs
-        while repairs and sent < BURST and self.tokens > 0:
-            seq = repairs.popleft()
-            self.queued.discard(seq)
-            d = self.sent.get(seq)
-            if d is None:
-                if not self.source.has(seq):
-                    continue
-                d = bytes(self.build(seq, memoryview(bytearray(wire.OVERHEAD + self.payload)), 0))
-            if not self._send_udp(d):
-                repairs.appendleft(seq)
-                self.queued.add(seq)
-                return None
-            self.stats["repairs"] += 1
-            self.tokens -= len(d)
-            sent += 1
-        limit = min(m.ack for m in mm) + self.window
-        src = self.source
-        fec = self.opts.fec
-        while sent < BURST and self.tokens > 0 and self.next < limit and src.has(self.next):
-            seq = self.next
-            view = self.build(seq, self.mv, 0)
-            d = bytes(view)
-            self.sent[seq] = d
-            self.next += 1
-            self.tick_sent += 1
-            if not self._send_udp(d):
-                # Not sent, but built and folded: it goes out as a repair.
-                repairs.appendleft(seq)
-                self.queued.add(seq)
-                return None
-            self.stats["datagrams"] += 1
-            self.tokens -= len(d)
-            sent += 1
-            if fec and ((seq + 1) % fec == 0 or (src.count is not None and seq + 1 == src.count)):
-                self._send_parity(seq // fec)
-        if sent == 0:
-            if self.next >= limit:
-                self.stats["window_waits"] += 1
-            return None
-        if self.tokens <= 0:
-            return -self.tokens / self.rate
-        return 0
-
-    def _udp_writable(self):
-        self.udp_blocked = False
-        self.loop.watch(self.udp, None)
-
-    def _send_parity(self, g):
-        body = wire.parity_body(self.fec_members, self.fec_acc)
-        self.fec_members = []
-        self.fec_acc = 0
-        d = wire.pack_datagram(self.tagger, wire.PARITY, self.session, g, body)
-        if self._send_udp(d):
-            self.stats["parity"] += 1
-
-    # --- deciding ---------------------------------------------------------------------
-
-    def tick(self, t):
-        mm = self._mcast_members()
-        if self.debug:
-            self.log(f"t={t - self.t0:.2f} next={self.next} rate={self.rate * 8 / 1e6:.0f}Mbit "
-                     f"acks={[m.ack for m in mm]} sent={self.tick_sent} "
+        p = self.pump if self.mcast_on else None
+        if self.debug and p:
+            self.log(f"t={t - self.t_run:.2f} next={p.next} rate={p.rate * 8 / 1e6:.0f}Mbit "
+                     f"acks={[m.ack for m in mm]} sent={p.tick_sent} "
                      f"waits={self.stats['window_waits']}/{self.stats['rate_waits']}")
-        low = min((m.ack for m in mm), default=self.next)
-        for seq in [s for s in self.sent if s < low]:
-            del self.sent[seq]
-            self.last_repair.pop(seq, None)
-        if mm and not self.opts.rate and self.tick_sent >= 8:
-            # The fraction of new blocks first reported lost: a NACK asked
-            # again is not counted twice, so a lower rate cannot make the
-            # ratio look worse and spiral down.  Steady loss (a lossy link,
-            # --simulate-loss) sets the floor; only loss above it is
-            # congestion to back off from.
-            # Sums over the last second, so a tick that sent little while
-            # repairs of earlier blocks were asked for cannot look lossy.
-            self.loss_window = (self.loss_window + [(self.tick_first_nacks, self.tick_sent)])[-10:]
-            lost = sum(x[0] for x in self.loss_window)
-            sent = sum(x[1] for x in self.loss_window)
-            ratio = lost / sent
-            self.loss_history = (self.loss_history + [ratio])[-50:]
-            base = min(self.loss_history)
-            if len(self.loss_window) >= 5 and ratio > base + 0.1:
-                self.loss_window = []     # judge the new rate on its own losses
-                self.rate = max(MIN_RATE, self.rate * 0.8)
-            else:
-                self.rate = min(self.max_rate, self.rate * 1.1)
-        self.tick_first_nacks = 0
+        if p:
+            p.forget_below(min((m.ack for m in mm), default=p.next))
+            if mm:
+                p.adapt()
+            p.tick_first_nacks = 0
         if self.opts.evict and len(mm) >= 2:
             self._consider_eviction(mm)
         for m in mm:
             m.tick_nacks = 0
-        self.tick_sent = 0
+        if p:
+            p.end_tick()
         for m in self.members:
             if m.running() and m.ack < (self.source.count or 1 << 62) \
                     and t - m.last_progress > self.opts.timeout:
                 self._lose(m, "failed", f"no progress for {self.opts.timeout:g} s")
+        if self._busy(t):
+            self._arm("tick", t + TICK, self._tick)
 
     def _consider_eviction(self, mm):
         slow = min(mm, key=lambda m: m.ack)
@@ -612,7 +494,7 @@ class Sender:
             slow.lag_ticks += 1
         else:
             slow.lag_ticks = 0
-        sent = max(1, self.tick_sent)
+        sent = max(1, self.pump.tick_sent)
         others = sorted(m.tick_nacks for m in mm if m is not slow)
         median = others[(len(others) - 1) // 2]
         if slow.tick_nacks / sent > 0.2 and slow.tick_nacks > 3 * median:
@@ -630,67 +512,35 @@ class Sender:
         m.conn.send(wire.format_line("EVICT"))
         self._start_feed(m, m.ack)
 
-    # --- the whole run -----------------------------------------------------------------
-
-    def run(self):
-        self.open()
-        joined = self.gather()
-        self.start(joined)
-        self.fec_on_build = bool(self.opts.fec) and self.mcast_on
-        self.t0 = net.now()
-        self.debug = getattr(self.opts, "debug", False)
-        src = self.source
-        stdin_watched = False
-        last_tick = net.now()
-        last_ping = last_tick
-        while True:
-            t = net.now()
-            wait = self.pump(t)
-            if self.end_line is None and src.count is not None and self.digest_next >= src.count:
-                self.digest_hex = self.digest.hexdigest()
-                self.end_line = wire.format_line("END", count=src.count, bytes=src.size,
-                                                 digest=self.digest_hex)
-                for m in self.members:
-                    if m.running():
-                        m.conn.send(self.end_line)
-            want_in = src.wants_input()
-            if want_in != stdin_watched:
-                self.loop.watch(src.fd, src.on_readable if want_in else None)
-                stdin_watched = want_in
-            for f in list(self.feeds):
-                if f.paused and src.has(f.pos):
-                    f.paused = False
-                    self.loop.watch(f.sock, None, f.on_writable)
-            if not any(m.running() for m in self.members):
-                break
-            ts = net.now()
-            self.loop.once(0.01 if wait is None else min(wait, 0.01))
-            self.stats["idle_seconds"] += net.now() - ts
-            t = net.now()
-            if t - last_tick >= TICK:
-                self.tick(t)
-                last_tick = t
-            if t - last_ping >= 5:
-                last_ping = t
-                for m in self.members:
-                    if m.running():
-                        m.conn.send(wire.format_line("PING"))
-            self._release()
-        return self.report()
-
     def _release(self):
         src = self.source
         if src.count is not None and src.base >= src.count:
             return
-        low = self.digest_next
+        low = self.blocks.next
         for m in self.members:
             if m.running():
                 low = min(low, m.ack)
         for f in self.feeds:
             low = min(low, f.pos)
         if self.mcast_on:
-            low = min(low, self.next)
+            low = min(low, self.pump.next)
         src.release(low)
+
+    # --- the whole run -----------------------------------------------------------------
+
+    def run(self):
+        try:
+            self.t0 = self.last_join = self.now()
+            self.open()
+            if self.opts.wait is not None:
+                self._arm("wait", self.t0 + self.opts.wait, self._gather_check)
+            self.loop.run_forever()
+            for m in self.members:
+                if m.conn.sock is not None:
+                    m.conn.drain(1.0)
+        finally:
+            self.loop.close()
+        return self.report()
 
     def report(self):
         rows = []
@@ -702,8 +552,9 @@ class Sender:
             rows.append(dict(receiver=m.name, status=m.state, bytes=m.bytes,
                              seconds=round(elapsed, 3), via=via, reason=m.reason,
                              nacks=m.nacks))
-        self.stats["final_rate_mbit"] = round(self.rate * 8 / 1e6, 1)
-        self.stats["idle_seconds"] = round(self.stats["idle_seconds"], 3)
+        rate = self.pump.rate if self.pump else (self.opts.rate / 8 if self.opts.rate
+                                                  else pump.AUTO_START)
+        self.stats["final_rate_mbit"] = round(rate * 8 / 1e6, 1)
         return dict(bytes=self.source.size, blocks=self.source.count,
                     digest=getattr(self, "digest_hex", None), session=self.session,
                     receivers=rows, **self.stats)

@@ -1,0 +1,143 @@
+"""gridmcast's TCP connections on the event loop: the control connection
+(bounded lines in, buffered lines out) and the non-blocking connect that
+relay feeds use, so nothing waits for a peer inside the loop."""
+
+import errno
+import os
+import socket
+
+from gridtools.io import net as ionet
+from gridtools.proto import address, errors
+from gridtools.mcast import wire
+
+
+def control_address(host, port):
+    """(host, port) as the io.net Address that listen() and connect() take."""
+    return address.Address(socket.AF_INET6 if ":" in host else socket.AF_INET, host, port)
+
+
+def connect_nowait(hostport, what, sndbuf=None):
+    """Start a TCP connect to 'HOST:PORT' (a numeric address, as receivers
+    announce their relay port) without waiting: the socket turns writable
+    when it is done, and connect_error() then says how it went."""
+    host, port = wire.parse_hostport(hostport, what)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    if sndbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    err = s.connect_ex((host, port))
+    if err not in (0, errno.EINPROGRESS):
+        s.close()
+        raise OSError(err, os.strerror(err))
+    return s
+
+
+def connect_error(sock):
+    """None once a connect_nowait() socket is connected, else its OSError."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return OSError(err, os.strerror(err)) if err else None
+
+
+class Conn:
+    """A non-blocking TCP connection on the loop: bounded input, buffered
+    output that a writer callback drains while the kernel will not take it."""
+
+    def __init__(self, loop, sock, name=""):
+        sock.setblocking(False)
+        ionet.tune(sock)
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.name = name
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.eof = False
+        self.writing = False
+
+    def fileno(self):
+        return self.fd
+
+    def recv(self, limit=1 << 20):
+        """Read what is there into inbuf; sets eof on end or reset."""
+        try:
+            data = self.sock.recv(limit)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.eof = True
+            return
+        if not data:
+            self.eof = True
+        self.inbuf += data
+
+    def lines(self):
+        """Complete lines from inbuf (blank ones skipped: io.net.connect
+        opens with one); an over-long line is a protocol error."""
+        out = []
+        while True:
+            i = self.inbuf.find(b"\n")
+            if i < 0:
+                if len(self.inbuf) > wire.MAX_LINE:
+                    raise errors.ProtocolError(
+                        f"{self.name}: line longer than {wire.MAX_LINE} bytes: {bytes(self.inbuf[:60])!r}")
+                return out
+            line = bytes(self.inbuf[:i + 1])
+            del self.inbuf[:i + 1]
+            if line.strip():
+                out.append(line)
+
+    def send(self, data):
+        """Queue data; what the kernel does not take now goes when it can."""
+        self.out += data
+        self.flush()
+        if self.out and not self.writing and self.sock is not None:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._on_writable)
+
+    def _on_writable(self):
+        self.flush()
+        if (not self.out or self.eof) and self.sock is not None:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    def flush(self):
+        """Write what the kernel takes now; returns False if the peer is gone."""
+        if self.sock is None:
+            self.out.clear()
+            return False
+        while self.out:
+            try:
+                n = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                self.out.clear()
+                self.eof = True
+                return False
+            del self.out[:n]
+        return True
+
+    def drain(self, timeout):
+        """After the loop: wait up to timeout for the queued output to go."""
+        if not self.out or self.sock is None:
+            return
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(self.out)
+        except OSError:
+            pass
+        self.out.clear()
+
+    def close(self):
+        """Leave the loop and close (the fd is unregistered first, so a
+        number the kernel hands out again cannot inherit our callbacks)."""
+        if self.sock is None:
+            return
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.writing = False
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
