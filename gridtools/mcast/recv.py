@@ -15,8 +15,8 @@ import time
 
 from gridtools.io import loop as ioloop
 from gridtools.io import net as ionet
-from gridtools.proto import address, errors
-from gridtools.mcast import control, net
+from gridtools.proto import errors
+from gridtools.mcast import control, net, relay
 from gridtools.mcast import wire
 from gridtools.mcast.sink import Sink
 
@@ -29,9 +29,6 @@ QUIET = 0.02              # the group is quiet after this long without data
 RECV_SLICE = 0.005        # the most time one wake-up spends reading datagrams
 JOIN_RETRY_MAX = 0.5      # seconds between tries to reach a sender not listening yet
 RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
-RELAY_HIGH = 8 << 20      # downstream bytes queued before we stop reading upstream
-RELAY_BUFFER = 8 << 20    # receive buffer per upstream connection
-RELAY_FRAME_MAX = wire.MAX_PAYLOAD + 4096 + 4   # room always left for one whole frame
 
 
 class Receiver:
@@ -51,10 +48,7 @@ class Receiver:
         self.now = self.loop.time
         self.timers = {}            # duty -> its armed io.loop Timer
         self.udp = None
-        self.listener = None
-        self.upstreams = []
-        self.downstream = None
-        self.throttled = False
+        self.relay = None
         self.session = None
         self.fec = 0
         self.started = False
@@ -109,15 +103,15 @@ class Receiver:
         if auth != "hmac" and self.key:
             raise errors.AuthError("the sender has no group key but --key-file was given")
         local_ip = sock.getsockname()[0]
-        self.listener = ionet.listen(control.control_address(local_ip, 0), backlog=64)
-        relay = address.join(*self.listener.getsockname()[:2])
+        listener = ionet.listen(control.control_address(local_ip, 0), backlog=64)
+        self.relay = relay.Relay(self.loop, listener, self.log, self._frames)
         mine = secrets.token_hex(16)
         probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rcvbuf = net.set_buffer(probe_sock, socket.SO_RCVBUF,
                                 getattr(socket, "SO_RCVBUFFORCE", 33), net.BIG_BUFFER)
         probe_sock.close()
         proof = wire.mac(self.key, "client", mine, theirs) if self.key else None
-        sock.sendall(wire.format_line("HELLO", wire.VERSION, nonce=mine, relay=relay,
+        sock.sendall(wire.format_line("HELLO", wire.VERSION, nonce=mine, relay=self.relay.address,
                                       rcvbuf=rcvbuf, mac=proof))
         verb, args, kv = self._read(f, "WELCOME")
         if self.key:
@@ -169,7 +163,8 @@ class Receiver:
         try:
             self.loop.run_forever()
             self.ctl.drain(5.0)
-            self._drain_downstream()
+            if self.relay:
+                self.relay.drain(self.timeout)
         except BaseException:
             self.sink.discard()
             raise
@@ -253,10 +248,7 @@ class Receiver:
         self.last_data = self.now()
         if self.mode != "mcast":
             self._drop_udp()
-        fwd = kv.get("forward")
-        if fwd:
-            self._forward_to(fwd)
-        self.loop.add_reader(self.listener.fileno(), self._on_accept)
+        self.relay.start(kv.get("forward"))
         self._arm("idle", self.last_data + self.timeout, self._on_idle)
         self._arm("check", self.now() + NACK_DELAY, self._check)
 
@@ -522,161 +514,18 @@ class Receiver:
 
     # --- TCP relay ---------------------------------------------------------------
 
-    def _on_accept(self):
-        try:
-            sock, addr = self.listener.accept()
-        except OSError:
-            return
-        conn = control.Conn(self.loop, sock, address.join(*addr[:2]))
-        conn.rbuf = bytearray(RELAY_BUFFER)
-        conn.rmv = memoryview(conn.rbuf)
-        conn.start = conn.fill = 0
-        self.upstreams.append(conn)
-        self.loop.add_reader(conn.fd, self._on_upstream, conn)
-
-    def _forward_to(self, where):
-        """Connect to the next receiver in the chain, without waiting: what
-        comes before the connection is up waits in its output buffer."""
-        if self.downstream:
-            self.downstream.close()
-            self.downstream = None
-        try:
-            sock = control.connect_nowait(where, "forward address", sndbuf=1 << 20)
-        except OSError as e:
-            self.log(f"cannot reach the next receiver {where}: {e.strerror}")
-            return
-        down = self.downstream = control.Conn(self.loop, sock, where)
-        down.connecting = True
-        self.loop.add_writer(down.fd, self._on_downstream_writable)
-
-    def _on_upstream(self, conn):
-        buf, mv = conn.rbuf, conn.rmv
-        try:
-            n = conn.sock.recv_into(mv[conn.fill:])
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if n == 0:
-            conn.eof = True
-        conn.fill += n
-        view = mv[conn.start:conn.fill]
-        try:
-            frames, used = wire.split_frames(view)
-        except errors.ProtocolError as e:
-            self.log(f"dropping upstream {conn.name}: {e}")
-            frames, used = [], 0
-            conn.eof = True
-        if frames:
-            self.last_data = self.now()
-        down = self.downstream
-        if down is not None and used:
-            # Forward first: the next receiver should not wait for our disk.
-            self._forward(down, view[:used])
+    def _frames(self, frames):
+        """Blocks that came as TCP frames (already passed on down the chain)."""
+        self.last_data = self.now()
         self.stats["frames"] += len(frames)
-        for i in range(len(frames)):
-            self._frame(frames[i])
-            frames[i].release()
-        del frames
-        view.release()
-        conn.start += used
-        if conn.start == conn.fill:
-            conn.start = conn.fill = 0
-        elif len(buf) - conn.fill < RELAY_FRAME_MAX:
-            rest = bytes(mv[conn.start:conn.fill])
-            buf[:len(rest)] = rest
-            conn.start, conn.fill = 0, len(rest)
-        if conn.eof:
-            conn.close()
-            self.upstreams.remove(conn)
-
-    def _forward(self, down, data):
-        if down.connecting:
-            down.out += data
-            if len(down.out) > RELAY_HIGH:
-                self._throttle(True)
-            return
-        if not down.out:
+        for fr in frames:
             try:
-                n = down.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError:
-                n = -1
-            if n < 0:
-                self.log(f"the next receiver {down.name} went away")
-                self.downstream = None
-                down.close()
-                return
-            data = data[n:]
-        if len(data):
-            down.out += data
-            if not down.flush():
-                self.log(f"the next receiver {down.name} went away")
-                self.downstream = None
-                down.close()
-            elif len(down.out) > RELAY_HIGH:
-                self._throttle(True)
-            elif down.out:
-                self.loop.add_writer(down.fd, self._on_downstream_writable)
-
-    def _throttle(self, on):
-        if on == self.throttled:
-            return
-        self.throttled = on
-        for c in self.upstreams:
-            if on:
-                self.loop.remove_reader(c.fd)
-            else:
-                self.loop.add_reader(c.fd, self._on_upstream, c)
-        down = self.downstream
-        if on and down:
-            self.loop.add_writer(down.fd, self._on_downstream_writable)
-
-    def _on_downstream_writable(self):
-        down = self.downstream
-        if down is None:
-            return
-        if down.connecting:
-            err = control.connect_error(down.sock)
-            if err is not None:
-                self.log(f"cannot reach the next receiver {down.name}: {err.strerror}")
-                self.downstream = None
-                down.close()
-                self._throttle(False)
-                return
-            down.connecting = False
-        if not down.flush():
-            self.log(f"the next receiver {down.name} went away")
-            self.downstream = None
-            down.close()
-        elif not down.out:
-            self.loop.remove_writer(down.fd)
-        if self.downstream is None or len(down.out) < RELAY_HIGH // 2:
-            self._throttle(False)
-
-    def _frame(self, fr):
-        try:
-            kind, sess, seq, body = wire.parse_datagram(self.tagger, fr, self.session)
-        except errors.ProtocolError:
-            self.stats["rejected"] += 1
-            return
-        if kind == wire.DATA:
-            self._block(seq, body, wire.datagram_tag(fr))
-
-    def _drain_downstream(self):
-        down = self.downstream
-        if down is None:
-            return
-        down.sock.setblocking(True)
-        down.sock.settimeout(self.timeout)
-        try:
-            if down.out:
-                down.sock.sendall(down.out)
-            down.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        down.close()
+                kind, sess, seq, body = wire.parse_datagram(self.tagger, fr, self.session)
+            except errors.ProtocolError:
+                self.stats["rejected"] += 1
+                continue
+            if kind == wire.DATA:
+                self._block(seq, body, wire.datagram_tag(fr))
 
     # --- the end -------------------------------------------------------------------
 
