@@ -91,7 +91,9 @@ def _main(argv):
 
 # -- hub -----------------------------------------------------------------------
 
-def run_hub(opts, env):
+def run_hub(opts, env, loop=None):
+    """Run a hub until it drains; loop: an event loop with asyncio's method
+    names to run it on instead of gridtools.io.loop (bench/bench_loop.py)."""
     from gridtools.hub import server as hub
     from gridtools.io import net
     from gridtools.proto import keys
@@ -126,7 +128,7 @@ def run_hub(opts, env):
                             worker_key_file=opts.worker_key, tls=tls,
                             heartbeat=opts.heartbeat, keep=opts.keep,
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
-                            stall_timeout=opts.stall_timeout))
+                            stall_timeout=opts.stall_timeout), loop=loop)
     import sqlite3
     try:
         h.open()

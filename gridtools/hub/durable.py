@@ -1,54 +1,169 @@
-"""The hub's durable jobs (gridsub) and its control verbs (gridd ctl):
-SUBMIT, RESULT, RESULTS, FORGET, CANCEL, STATUS, WORKERS, JOBS, DRAIN,
-SHUTDOWN.
-A mixin of gridtools.hub.server.Hub."""
+"""The hub's durable-jobs service (gridsub): SUBMIT, RESULT, RESULTS, FORGET
+and the sqlite journal they live in.  A job is acknowledged only once the
+journal has committed it (one commit per loop turn, before the writes go
+out); it runs on workers through the sessions service, which hands its
+output and its end back here (job.owner)."""
 
 import json
 import os
 import time
 
 from gridtools.hub import journal, sched
+from gridtools.hub.sessions import CLIENT, job_options, shutting_down
 from gridtools.proto import errors, wire
-from gridtools.hub.jobs import log
 from gridtools.hub.sched import JOBS_LISTED
+
+EXPIRE_EVERY = 3600.0
+STORE_RETRY = 2.0           # seconds between tries of a journal that could not write
 
 
 class Durable:
-    # -- durable jobs (gridsub) -------------------------------------------------
+    """jobs: did -> Job not finished; the journal, or None without --state."""
 
-    def on_submit(self, conn, msg):
-        if self.refuse_new(conn):
-            return
-        if self.journal is None:
-            raise wire.WireError("this hub keeps no journal (no --state)", wire.E_UNAVAILABLE)
-        if not msg.body:
-            raise wire.WireError("SUBMIT: needs a command as its body (bytes=N)", wire.E_USAGE)
-        reqs, timeout = self._job_options(msg)
-        retries = msg.int("retries", 0, 0, sched.MAX_RETRIES)
-        argv = msg.get("argv") == "1"
-        ref = msg.get("ref")
+    def __init__(self, server, sessions, scheduler, opts):
+        self.server = server
+        self.sessions = sessions
+        self.sched = scheduler
+        self.opts = opts
+        self.journal = None
+        self.problem = None         # the last journal failure said, or None
+        self.jobs = {}              # did -> Job (queued or running)
+        self.pending = []           # (conn, done, failed) once the journal commits or cannot
+        self.commit_planned = False
+        self.unstored = []          # jobs whose result the journal could not take yet
+        self.retry_timer = None
+        self.counts = {"done": 0, "lost": 0, "submitted": 0}
+        self._lockfd = None
+        self.verbs = {
+            "SUBMIT": (self.on_submit, CLIENT), "RESULT": (self.on_result, CLIENT),
+            "RESULTS": (self.on_results, CLIENT), "FORGET": (self.on_forget, CLIENT),
+        }
+
+    def opened(self, conn):
+        pass
+
+    def closed(self, conn, quiet):
+        pass                        # followers that left are skipped when woken
+
+    # -- the journal ---------------------------------------------------------------
+
+    def open(self):
+        """Lock the state dir, open the journal, requeue what it holds."""
+        self._lock_state()
+        j = self.journal = journal.Journal(self.opts.state_dir)
+        if not j.writable:
+            self.problem = f"journal {j.problem}"
+            self.server.log(f"{self.problem}: durable jobs are refused (ERR 75) and stored "
+                            f"results served until it can write again")
+            self._plan_retry()
+        for row in j.queued():
+            did, command, argv, reqs, retries, timeout, tries = row
+            job = self.sched.new_job(command, bool(argv), False, journal.decode_reqs(reqs),
+                                     retries, timeout)
+            job.did = did
+            job.owner = self
+            self.jobs[did] = job
+            self.sched.submit(job)  # tries count from 0: a restart is not the job's failure
+        if self.jobs:
+            n = len(self.jobs)
+            self.server.log(f"journal: {n} unfinished durable job{'' if n == 1 else 's'} "
+                            f"requeued")
+        self.expire()
+
+    def _lock_state(self):
+        import fcntl
+        os.makedirs(self.opts.state_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.opts.state_dir, "lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            did = self.journal.add(msg.body, argv, reqs, retries, timeout)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise errors.GridError(f"state dir {self.opts.state_dir} is in use by another hub",
+                                   errors.TEMPFAIL)
+        self._lockfd = fd
+
+    def close(self):
+        if self.journal is not None:
+            self.journal.close()
+
+    def after_commit(self, conn, done, failed):
+        """done() once this turn's journal writes are committed, failed()
+        if they could not be (both on conn's behalf: a fault costs conn)."""
+        self.pending.append((conn, done, failed))
+        self._plan_commit()
+
+    def _plan_commit(self):
+        if not self.commit_planned:
+            self.commit_planned = True
+            self.server.before_flush(self.commit)
+
+    def commit(self):
+        """End of a turn: commit its writes, then tell whoever waited."""
+        self.commit_planned = False
+        j = self.journal
+        ok = True
+        if j.in_tx:
+            try:
+                j.commit()
+            except journal.JournalError as e:
+                self.failed(e)
+        if j.take_rolled_back():
+            ok = False              # nothing promised this turn was stored
+        todo, self.pending = self.pending, []
+        for conn, done, failed in todo:
+            self.server.guard(conn, done if ok else failed)
+
+    def failed(self, exc):
+        """The journal could not write: say so once, and try it again in a
+        while (a retry already planned stays planned: refusals while the
+        disk is full must not keep pushing it back)."""
+        if self.problem != str(exc):
+            self.problem = str(exc)
+            self.server.log(f"{exc}: new durable jobs are refused (ERR 75) until it can write "
+                            f"again")
+        self._plan_retry()
+        self._plan_commit()         # whatever this turn promised is withdrawn
+
+    def _plan_retry(self):
+        if self.retry_timer is None:
+            self.retry_timer = self.server.call_later(STORE_RETRY, self.retry)
+
+    def retry(self):
+        self.retry_timer = None
+        j = self.journal
+        if j.writable and not self.unstored:
+            return
+        if not j.retry_write():
+            self._plan_retry()
+            return
+        if self.problem:
+            self.server.log("journal: writing again")
+            self.problem = None
+        todo, self.unstored = self.unstored, []
+        for job in todo:
+            self.store_result(job)
+
+    def expire(self):
+        """Forget results uncollected for --keep seconds; again in an hour
+        (sooner while the journal cannot write)."""
+        j = self.journal
+        if not j.writable:
+            self.server.call_later(STORE_RETRY, self.expire)
+            return
+        self.server.call_later(EXPIRE_EVERY, self.expire)
+        try:
+            n = j.expire(time.time() - self.opts.keep)
         except journal.JournalError as e:
-            self.journal_failed(e)
-            raise wire.WireError(f"SUBMIT: not stored, try again later: {e}",
-                                 wire.E_TEMPFAIL) from None
-        job = self._new_job(msg.body, argv, False, reqs, retries, timeout)
-        job.did = did
+            self.failed(e)
+            n = 0
+        if n:
+            self.server.log(f"journal: {n} uncollected result{'' if n == 1 else 's'} expired")
 
-        def stored():
-            self.durable[did] = job
-            self.counts["submitted"] += 1
-            self.send(conn, wire.format("JOB", did, ref=ref))
-            self.push(job)
+    # -- a durable job's life (called by the sessions service) ------------------------
 
-        def refused():
-            self.send(conn, wire.error(wire.E_TEMPFAIL, f"SUBMIT: not stored, try again "
-                                       f"later: {self.journal_problem}", ref=ref))
-        # Acknowledge only once the journal is committed (end of this turn).
-        self.after_commit.append((conn, stored, refused))
-
-    def reset_output(self, job):
+    def started(self, job):
+        """A try begins: its output starts afresh."""
         self.close_output(job)
         job.outfds = {}
         job.note = None
@@ -60,26 +175,148 @@ class Durable:
             except OSError:
                 pass                # not there yet, or nothing we can do about it
 
+    def output(self, job, fd_no, data):
+        if job.note is None:
+            try:
+                self.store_output(job, fd_no, data)
+            except OSError as e:
+                # The result will say so: never "ok" with output cut short.
+                job.note = f"output not stored: {e.strerror}"
+                self.server.log(f"job {job.did}: {job.note}")
+                self.close_output(job)
+        if job.waiters:
+            self.wake(job)
+
+    def store_output(self, job, fd_no, data):
+        fds = job.outfds
+        fd = fds.get(fd_no)
+        if fd is None:
+            fd = fds[fd_no] = os.open(self.journal.out_path(job.did, fd_no),
+                                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                      0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
     def close_output(self, job):
         if job.outfds:
             for fd in job.outfds.values():
                 os.close(fd)
         job.outfds = {}
 
+    def finished(self, job, exitcode, sig, outcome, worker):
+        """One try ended: retry it, or record its one result."""
+        job.acks = 0
+        self.close_output(job)
+        if outcome is None:
+            outcome = errors.OUTCOME_OK if exitcode == 0 else errors.SIGNALED \
+                if sig is not None else errors.FAILED
+        if outcome not in (errors.OUTCOME_OK, errors.CANCELLED) and not job.cancelled \
+                and job.tries <= job.retries:
+            if self.server.draining:
+                # Its retry is the next hub's: it stays queued in the journal.
+                self.server.log(f"job {job.did}: {outcome}; retried after the restart")
+                job.state = sched.QUEUED
+                return
+            self.server.log(f"job {job.did}: {outcome}; retry {job.tries} of {job.retries}")
+            self.sessions.push(job)
+            return
+        if job.cancelled:
+            outcome = errors.CANCELLED
+        note = job.note
+        if note is not None:
+            # What it printed is not all stored: the job failed, visibly.
+            note += f" (the job ended {outcome}, exit {exitcode}, signal {sig})"
+            outcome, exitcode, sig = errors.FAILED, None, None
+        job.state = sched.DONE
+        job.result = (job.tries, exitcode, sig, outcome, worker, note)
+        self.counts["done"] += 1
+        self.store_result(job)
+
+    def lost(self, job, worker, quiet):
+        """job's worker went away while running it."""
+        if job.cancelled:
+            self.finished(job, None, None, errors.CANCELLED, worker)
+        elif self.server.draining and quiet:
+            self.close_output(job)      # stays queued in the journal
+        elif job.tries <= job.retries:
+            self.server.log(f"job {job.did}: worker {worker} lost; requeued")
+            self.close_output(job)
+            self.sessions.push(job)
+        else:
+            self.counts["lost"] += 1
+            self.finished(job, None, None, errors.LOST, worker)
+
+    def store_result(self, job):
+        """Journal job's result; its followers hear of it once committed.
+        A journal that cannot write keeps the job in memory, retried."""
+        try:
+            self.journal.finish(job.did, *job.result)
+        except journal.JournalError as e:
+            self.failed(e)
+            self.unstored.append(job)
+            return
+        self.after_commit(None, lambda: self.committed(job), lambda: self.unstored.append(job))
+
+    def committed(self, job):
+        """job's result is durable: its followers may have the DONE now."""
+        self.jobs.pop(job.did, None)
+        job.committed = True
+        self.wake(job)
+        job.waiters = []
+
+    def wake(self, job):
+        for c in job.waiters:
+            if not c.closing:
+                self.server.refill(c)
+
+    # -- verbs -------------------------------------------------------------------------
+
+    def on_submit(self, conn, msg):
+        if shutting_down(self.server, conn):
+            return
+        if self.journal is None:
+            raise wire.WireError("this hub keeps no journal (no --state)", wire.E_UNAVAILABLE)
+        if not msg.body:
+            raise wire.WireError("SUBMIT: needs a command as its body (bytes=N)", wire.E_USAGE)
+        reqs, timeout = job_options(msg)
+        retries = msg.int("retries", 0, 0, sched.MAX_RETRIES)
+        argv = msg.get("argv") == "1"
+        ref = msg.get("ref")
+        try:
+            did = self.journal.add(msg.body, argv, reqs, retries, timeout)
+        except journal.JournalError as e:
+            self.failed(e)
+            raise wire.WireError(f"SUBMIT: not stored, try again later: {e}",
+                                 wire.E_TEMPFAIL) from None
+        job = self.sched.new_job(msg.body, argv, False, reqs, retries, timeout)
+        job.did = did
+        job.owner = self
+
+        def stored():
+            self.jobs[did] = job
+            self.counts["submitted"] += 1
+            self.server.send(conn, wire.format("JOB", did, ref=ref))
+            self.sessions.push(job)
+
+        def refused():
+            self.server.send(conn, wire.error(wire.E_TEMPFAIL, f"SUBMIT: not stored, try "
+                                              f"again later: {self.problem}", ref=ref))
+        self.after_commit(conn, stored, refused)
+
     def on_result(self, conn, msg):
         did = msg.id_arg(0)
-        job = self.durable.get(did)
+        job = self.jobs.get(did)
         if job is not None:
             if msg.get("wait") != "1":
-                self.send(conn, wire.format("PENDING", did, state=job.state))
+                self.server.send(conn, wire.format("PENDING", did, state=job.state))
                 return
             # Follow it: what it wrote so far, then the rest as it comes.
             job.waiters.append(conn)
         elif self.journal is None or self.journal.get(did) is None:
             raise wire.WireError(f"no such job {did} (never submitted, or collected)",
                                  wire.E_DATA)
-        conn.feeders.append(self._tail(did, job))
-        self.dirty.add(conn)
+        self.server.feed(conn, self._tail(did, job))
 
     def _tail(self, did, job):
         """OUT messages from a durable job's stored output, like tail -f,
@@ -146,7 +383,7 @@ class Durable:
         room = wire.MAX_BODY - 2            # the list's brackets
         for r in reversed(self.journal.results(JOBS_LISTED)):
             state, tries, worker = r["state"], r["tries"], r["worker"]
-            job = self.durable.get(r["id"])
+            job = self.jobs.get(r["id"])
             if job is not None:
                 state, tries = job.state, job.tries
                 worker = job.worker.name if job.worker is not None else None
@@ -161,139 +398,30 @@ class Durable:
                 break
             rows.append(row)
         rows.reverse()
-        self.info(conn, "results", rows)
+        info(self.server, conn, "results", rows)
 
     def on_forget(self, conn, msg):
         did = msg.id_arg(0)
-        if did in self.durable:
+        if did in self.jobs:
             raise wire.WireError(f"FORGET: job {did} has not finished", wire.E_USAGE)
         if self.journal is None or self.journal.get(did) is None:
             raise wire.WireError(f"no such job {did}", wire.E_DATA)
         try:
             self.journal.forget(did)
         except journal.JournalError as e:
-            self.journal_failed(e)
+            self.failed(e)
             raise wire.WireError(f"FORGET: try again later: {e}", wire.E_TEMPFAIL) from None
-        self.after_commit.append((conn, lambda: self.send(conn, wire.format("OK", did)),
-                                  lambda: self.send(conn, wire.error(
-                                      wire.E_TEMPFAIL, f"FORGET: try again later: "
-                                      f"{self.journal_problem}", job=did))))
+        send = self.server.send
+        self.after_commit(conn, lambda: send(conn, wire.format("OK", did)),
+                          lambda: send(conn, wire.error(
+                              wire.E_TEMPFAIL, f"FORGET: try again later: {self.problem}",
+                              job=did)))
 
-    def on_cancel(self, conn, msg):
-        arg = msg.arg(0)
-        job = None
-        if not arg.startswith("s"):
-            job = self.durable.get(msg.id_arg(0))
-        else:
-            hid = wire.uint(arg[1:], "CANCEL: session job id", 0, wire.MAX_ID, field="id")
-            for c in self.conns.values():
-                if c.slots is not None and hid in c.slots.jobs:
-                    job = c.slots.jobs[hid]
-            for q in self.sched.queues.values():
-                for j in q:
-                    if j.hid == hid and j.state == sched.QUEUED:
-                        job = j
-        if job is None:
-            raise wire.WireError(f"CANCEL: no queued or running job {arg}", wire.E_DATA)
-        job.cancelled = True
-        if job.worker is not None:
-            self.send(job.worker, wire.format("CANCEL", job.hid))
-        elif job.state == sched.QUEUED:
-            self.sched.dequeue(job)
-            self.finished(job, None, None, errors.CANCELLED, None)
-        self.send(conn, wire.format("OK", arg))
 
-    # -- control (gridd ctl) ----------------------------------------------------
-
-    def info(self, conn, what, data):
-        body = json.dumps(data, sort_keys=True).encode()
-        self.send(conn, wire.format("INFO", what, body=body))
-
-    def worker_rows(self):
-        rows = []
-        for c in self.conns.values():
-            if c.slots is None:
-                continue
-            s = c.slots
-            rows.append({"name": s.name, "peer": c.peer, "slots": s.slots,
-                         "running": len(s.jobs), "tags": s.tags,
-                         "state": "draining" if s.draining else "up"})
-        return rows
-
-    def on_status(self, conn, msg):
-        workers = self.worker_rows()
-        clients = sum(1 for c in self.conns.values() if c.role == "client")
-        self.info(conn, "status", {
-            "addresses": [str(a) for a in self.addresses],
-            "workers": len(workers), "slots": sum(w["slots"] for w in workers),
-            "running": sum(w["running"] for w in workers),
-            "queued": self.sched.waiting(), "clients": clients,
-            "durable": len(self.durable), "done": self.counts["done"],
-            "lost": self.counts["lost"], "submitted": self.counts["submitted"],
-            "uptime": round(time.time() - self.started, 1),
-            "state": "draining" if self.draining else "up",
-            "journal": self.opts.state_dir,
-            "journal_state": "ok" if self.journal is None or self.journal.writable
-            else self.journal_problem or f"journal {self.journal.problem}",
-            "unstored": len(self.unstored)})
-
-    def on_workers(self, conn, msg):
-        self.info(conn, "workers", self.worker_rows())
-
-    def on_jobs(self, conn, msg):
-        rows = []
-
-        def row(job, where):
-            cmd = job.command
-            text = " ".join(wire.decode_argv(cmd)) if job.argv else cmd.decode(
-                "utf-8", "replace")
-            why = None
-            if where is None:
-                why = self.why_waiting(job.reqs) if job.reqs else None
-                why = why or "waiting for a free slot"
-            where = where[:200] if where else where
-            rows.append({"id": job.name, "state": job.state, "worker": where,
-                         "tries": job.tries, "kind": "durable" if job.did else "session",
-                         "command": text[:200], "why": why})
-        for c in self.conns.values():
-            if c.slots is not None:
-                for job in c.slots.jobs.values():
-                    row(job, c.name)
-        for q in self.sched.queues.values():
-            for job in q:
-                if job.state == sched.QUEUED and len(rows) < JOBS_LISTED:
-                    row(job, None)
-        self.info(conn, "jobs", rows)
-
-    def on_drain(self, conn, msg):
-        name = msg.arg(0)
-        found = [c for c in self.conns.values() if c.slots is not None and c.slots.name == name]
-        if not found:
-            raise wire.WireError(f"DRAIN: no worker named {name!r}", wire.E_DATA)
-        for c in found:
-            self.sched.drain(c, c.slots)
-            if not c.slots.jobs:
-                self.send(c, b"BYE\n")
-            log(f"worker {name}: draining")
-        self.send(conn, wire.format("OK", name))
-
-    def on_shutdown(self, conn, msg):
-        self.send(conn, wire.format("OK", "shutdown"))
-        self.start_drain(f"shutdown asked by {conn.peer}")
-
-    def on_ping(self, conn, msg):
-        self.send(conn, b"PONG\n")
-
-    def on_pong(self, conn, msg):
-        pass
-
-    def on_quit(self, conn, msg):
-        self.send(conn, b"BYE\n")
-        self.flush(conn)
-        self.close(conn)
-
-    def on_err(self, conn, msg):
-        log(f"{conn.name} says: ERR {' '.join(msg.args)}")
+def info(server, conn, what, data):
+    """An INFO reply: data as JSON."""
+    body = json.dumps(data, sort_keys=True).encode()
+    server.send(conn, wire.format("INFO", what, body=body))
 
 
 def last_try_running(job):

@@ -1,8 +1,7 @@
 """The hub's names: a client announces a name for an address it serves (a
 gridmcast sender its control address) and others look the name up, waiting
 if it is not there yet.  A name lives as long as the connection that
-announced it.  A mixin of gridtools.hub.server.Hub, like hubjobs and hubdurable.
-"""
+announced it.  A service of the hub (see gridtools.hub.server)."""
 
 import re
 
@@ -11,6 +10,7 @@ from gridtools.proto import wire
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 PER_CONN = 64               # names one connection may hold, and lookups park
+CLIENT = ("client",)        # the roles that may use its verbs
 
 
 def check_name(verb, name):
@@ -22,6 +22,16 @@ def check_name(verb, name):
 class Names:
     """names: name -> (conn, address); lookups: name -> [conn] waiting."""
 
+    def __init__(self, server):
+        self.server = server
+        self.names = {}
+        self.lookups = {}
+        self.verbs = {"ANNOUNCE": (self.on_announce, CLIENT),
+                      "LOOKUP": (self.on_lookup, CLIENT)}
+
+    def opened(self, conn):
+        pass
+
     def on_announce(self, conn, msg):
         name = check_name("ANNOUNCE", msg.arg(0))
         addr = msg.arg(1)
@@ -32,16 +42,16 @@ class Names:
         if held is None and sum(c is conn for c, _ in self.names.values()) >= PER_CONN:
             raise wire.WireError(f"ANNOUNCE: more than {PER_CONN} names", wire.E_USAGE)
         self.names[name] = (conn, addr)
-        self.send(conn, wire.format("OK", name))
+        self.server.send(conn, wire.format("OK", name))
         for waiter in self.lookups.pop(name, ()):
             if not waiter.closing:
-                self.send(waiter, wire.format("AT", name, addr))
+                self.server.send(waiter, wire.format("AT", name, addr))
 
     def on_lookup(self, conn, msg):
         name = check_name("LOOKUP", msg.arg(0))
         held = self.names.get(name)
         if held is not None:
-            self.send(conn, wire.format("AT", name, held[1]))
+            self.server.send(conn, wire.format("AT", name, held[1]))
         elif msg.get("wait") == "1":
             if sum(w.count(conn) for w in self.lookups.values()) >= PER_CONN:
                 raise wire.WireError(f"LOOKUP: more than {PER_CONN} waiting", wire.E_USAGE)
@@ -49,7 +59,7 @@ class Names:
         else:
             raise wire.WireError(f"LOOKUP: nothing is announced as {name}", wire.E_UNAVAILABLE)
 
-    def names_gone(self, conn):
+    def closed(self, conn, quiet):
         """conn closed: its names go, and so do its waiting lookups."""
         for name in [n for n, (c, _) in self.names.items() if c is conn]:
             del self.names[name]

@@ -1,6 +1,7 @@
 """The hub's scheduler state: jobs, FIFO queues per requirement set, and the
-workers' free slots (credits).  No I/O: the hub calls in and sends what the
-returned assignments say.
+workers' free slots (credits).  No I/O: the hub's services call in and send
+what the returned assignments say.  One Scheduler is shared by the sessions
+and durable services (it also numbers the jobs, so ids are the hub's).
 
 Dispatch is O(1) for jobs without requirements (the first free worker takes
 them) and O(free workers) otherwise; a worker with a fresh credit looks at
@@ -31,7 +32,8 @@ class Job:
     __slots__ = ("hid", "did", "client", "cid", "command", "argv", "stdin", "reqs",
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
-                 "started", "attempt", "committed", "note", "result", "reason", "queued_at")
+                 "started", "attempt", "committed", "note", "result", "reason", "queued_at",
+                 "owner")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -64,6 +66,9 @@ class Job:
         self.cancelled = False
         self.submitted = 0.0
         self.started = 0.0
+        # Durable jobs: the service told of their output and their end
+        # (output(), started(), finished(), lost()); None for session jobs.
+        self.owner = None
 
     @property
     def name(self):
@@ -90,7 +95,15 @@ class Scheduler:
         self.queues = {}            # reqs -> deque of Job
         self.free = {}              # worker key -> Slots, insertion ordered
         self.seq = itertools.count(1)
+        self.hids = itertools.count(1)
         self.gone = 0               # cancelled jobs still sitting in the queues
+
+    def new_job(self, command, argv=False, stdin=False, reqs=frozenset(), retries=0,
+                timeout=None):
+        """A job with the hub's next id (not yet queued: see submit)."""
+        job = Job(next(self.hids), command, argv, stdin, reqs, retries, timeout)
+        job.submitted = time.time()
+        return job
 
     def submit(self, job):
         """A new or requeued job: returns the worker key it goes to, or None."""

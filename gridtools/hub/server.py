@@ -1,37 +1,64 @@
-"""gridd hub: accepts clients and workers on one selectors loop, pushes each
-job to a worker the moment it has a free slot, relays input and output, and
-keeps durable jobs in the journal.
+"""gridd hub: the server owns the event loop and the connection table, and
+composes the services that give the protocol's verbs a meaning — sessions
+(workers and session jobs), durable (gridsub and the journal), control
+(gridd ctl) and names (ANNOUNCE, LOOKUP).
 
-Connections are plain objects with a read buffer (wire.Reader) and a write
-buffer; writes are batched and flushed once per loop turn.  Memory per
-connection is bounded: headers and bodies by the wire limits, relayed output
-by the workers' per-job window (acknowledged only once the bytes have left
-for the client), relayed input by pausing the sending client while a
-worker's buffer is full.
+The server accepts, sniffs TLS, handshakes (HELLO, keys), reads, and hands
+each whole message to the handler its service registered for the verb and
+the peer's role; it writes each connection's buffer once per loop turn.
+An exception while serving one peer costs that peer (ERR 70, closed, its
+jobs ended as if it vanished), never the daemon.
+
+A service has `verbs = {VERB: (bound method, roles)}`, `opened(conn)` (after
+a HELLO that succeeded) and `closed(conn, quiet)` (when a connection that
+said HELLO closes), and reaches the server only through this interface:
+
+    send(conn, data)           queue bytes for conn; written at the end of the turn
+    close(conn)                close conn now (each service hears closed())
+    pause(conn, because)       read conn no further until because's buffer drains
+    hold(conn), release(conn)  read conn no further until released
+    when_low(conn, fn)         fn(conn) once conn's write buffer is under LOW
+    feed(conn, gen), refill(conn)  refill conn's buffer from gen's messages as it
+                               drains (gen yields None when it has nothing yet)
+    before_flush(fn)           fn() once at the end of this turn, before the
+                               writes go out (the journal's one commit a turn)
+    guard(conn, fn)            fn() on conn's behalf: an exception costs conn
+    call_later(delay, fn, *a)  a cancellable timer on the monotonic clock; an
+                               exception from fn is logged, the hub goes on
+    start_drain(why), draining, addresses, log(text)
+
+and of a conn (gridtools.hub.conn.Conn) reads peer, name, role, closing,
+len(out), sent and last_rx.  The loop is gridtools.io.loop.Loop unless
+another with its (asyncio's) method names is given.
 """
 
 import os
-import selectors
 import signal
 import socket
-import time
+import sys
 
-from gridtools.hub import journal, sched
-from gridtools.hub import durable as hubdurable
-from gridtools.hub import jobs as hubjobs
-from gridtools.hub import names as hubnames
+from gridtools.hub import sched
+from gridtools.hub.conn import Conn
+from gridtools.hub.control import Control
+from gridtools.hub.durable import Durable
+from gridtools.hub.names import Names
+from gridtools.hub.sessions import Sessions
 from gridtools.io import net
+from gridtools.io.loop import Loop
 from gridtools.proto import errors, keys, wire
-from gridtools.hub.jobs import NOTE_AFTER, log
-from gridtools.hub.sched import HELD_MAX, HIGH, LOW
+from gridtools.hub.sched import LOW
 
 RECV = 1 << 18
 HANDSHAKE_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 30.0
-EXPIRE_EVERY = 3600.0
-STORE_RETRY = 2.0           # seconds between tries of a journal that could not write
 MAX_JOBS = 10000            # session jobs (queued or running) per client before it is paused
 STALL_TIMEOUT = 60.0        # seconds a client may read nothing while its jobs hold slots
+BOTH = ("client", "worker")
+
+
+def log(text):
+    sys.stderr.write(f"gridd hub: {text}\n")
+    sys.stderr.flush()
 
 
 class Options:
@@ -55,119 +82,53 @@ class Options:
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
 
 
-class Conn:
-    __slots__ = ("sock", "fd", "peer", "role", "reader", "out", "nonce", "closing",
-                 "born", "last_rx", "pinged", "slots", "jobs", "blocked", "paused",
-                 "ackq", "feeders", "tls_hs", "events", "name", "tls", "held",
-                 "tls_hs_started", "sent", "sent_seen", "sent_since", "noted",
-                 "blocked_by")
+class Hub:
+    """The loop, the connections, and the services composed on them."""
 
-    def __init__(self, sock, peer, tls=False):
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.peer = peer
-        self.role = None
-        self.reader = wire.Reader()
-        self.out = bytearray()
-        self.nonce = None
-        self.closing = False
-        self.born = self.last_rx = self.sent_since = time.monotonic()
-        self.sent = self.sent_seen = 0  # bytes sent, and as of the last tick
-        self.pinged = False
-        self.slots = None           # workers: sched.Slots
-        self.jobs = None            # clients: cid -> sched.Job
-        self.blocked = set()        # conns paused until our buffer drains
-        self.paused = False
-        self.ackq = set()           # jobs whose relayed output awaits an ACK
-        self.feeders = []           # generators refilling out (results)
-        self.tls_hs = tls           # a TLS handshake is still to come
-        self.tls_hs_started = False  # ... and has begun (the socket is wrapped)
-        self.tls = tls
-        self.events = 0
-        self.name = peer
-        self.held = 0               # input bytes held for queued jobs
-        self.blocked_by = 0         # write buffers this conn waits on
-        self.noted = set()          # requirement sets it was told no worker has
+    log = staticmethod(log)
 
-
-class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
-    """The loop and the connections; the jobs' side lives in the mixins."""
-
-    def __init__(self, opts):
+    def __init__(self, opts, loop=None):
         self.opts = opts
-        self.sel = selectors.DefaultSelector()
-        self.sched = sched.Scheduler()
+        self.own_loop = loop is None
+        self.loop = Loop() if loop is None else loop
         self.listeners = []
         self.conns = {}             # fd -> Conn
         self.rbuf = bytearray(RECV)  # every plain read lands here first
         self.rmv = memoryview(self.rbuf)
         self.dirty = set()          # conns with bytes to flush
-        self.ack_conns = set()
-        self.busy = set()           # worker conns running jobs
-        self.unauth = set()
         self.resumed = set()        # unpaused conns with messages buffered
-        self.next_hid = 1
-        self.durable = {}           # did -> Job (queued or running)
-        self.names = {}             # announced name -> (conn, address)
-        self.lookups = {}           # name -> conns waiting for it
-        self.after_commit = []      # (conn, done, failed) once the journal commits or cannot
-        self.unstored = []          # durable jobs whose result the journal could not take yet
-        self.next_store = 0.0       # when to try the journal again after a failure
-        self.next_tick = 0.0        # heartbeats, handshake and stall timeouts
-        self.ticked = 0.0           # when they last ran
-        self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
-        self.next_note = 0.0        # when to tell clients of jobs no worker can take
-        self.journal = None
-        self.journal_problem = None  # the last journal failure said, or None
+        self.hooks = []             # before_flush functions of this turn
+        self.flush_planned = False  # end_turn is queued for this turn
         self.draining = False
-        self.drain_deadline = None
-        self.stop = False
-        self.next_expire = 0.0
-        self.reload_keys = False
+        self.stopped = False
         self.addresses = []
-        self.counts = {"done": 0, "lost": 0, "submitted": 0}
-        self.started = time.time()
-        self.handlers = {
-            None: {"HELLO": self.on_hello},
-            "client": {
-                "RUN": self.on_run, "IN": self.on_in, "KILL": self.on_kill,
-                "SUBMIT": self.on_submit, "RESULT": self.on_result, "FORGET": self.on_forget,
-                "CANCEL": self.on_cancel, "STATUS": self.on_status, "WORKERS": self.on_workers,
-                "JOBS": self.on_jobs, "DRAIN": self.on_drain, "SHUTDOWN": self.on_shutdown,
-                "ANNOUNCE": self.on_announce, "LOOKUP": self.on_lookup,
-                "RESULTS": self.on_results,
-                "PING": self.on_ping, "PONG": self.on_pong, "QUIT": self.on_quit,
-                "ERR": self.on_err,
-            },
-            "worker": {
-                "READY": self.on_ready, "OUT": self.on_out, "DONE": self.on_done,
-                "ACK": self.on_ack, "PING": self.on_ping, "PONG": self.on_pong,
-                "QUIT": self.on_quit, "ERR": self.on_err,
-            },
-        }
+        self.sched = sched.Scheduler()
+        self.sessions = Sessions(self, self.sched, opts)
+        self.durable = Durable(self, self.sessions, self.sched, opts)
+        self.services = (self.sessions, self.durable,
+                         Control(self, self.sessions, self.durable, opts), Names(self))
+        # role -> verb -> handler: None is a peer that has not said HELLO.
+        self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {}}
+        own = {"PING": (self.on_ping, BOTH), "PONG": (self.on_pong, BOTH),
+               "QUIT": (self.on_quit, BOTH), "ERR": (self.on_err, BOTH)}
+        for verbs in (own, *(s.verbs for s in self.services)):
+            for verb, (fn, roles) in verbs.items():
+                for role in roles:
+                    if verb in self.handlers[role]:
+                        raise ValueError(f"{verb} is registered twice for {role}s")
+                    self.handlers[role][verb] = fn
 
-    # -- start and the loop -------------------------------------------------
+    @property
+    def sel(self):
+        """The Loop's selector (tests that build a Hub for its tables close it)."""
+        return self.loop.sel
+
+    # -- start, run, stop ---------------------------------------------------------
 
     def open(self):
         """Journal, then listeners; returns the addresses bound."""
         if self.opts.state_dir:
-            self._lock_state()
-            self.journal = journal.Journal(self.opts.state_dir)
-            if not self.journal.writable:
-                self.journal_problem = f"journal {self.journal.problem}"
-                log(f"{self.journal_problem}: durable jobs are refused (ERR 75) and stored "
-                    f"results served until it can write again")
-            for row in self.journal.queued():
-                did, command, argv, reqs, retries, timeout, tries = row
-                job = self._new_job(command, bool(argv), False, journal.decode_reqs(reqs),
-                                    retries, timeout)
-                job.did = did
-                job.tries = 0       # a hub restart is not the job's failure
-                self.durable[did] = job
-                self.sched.submit(job)
-            if self.durable:
-                n = len(self.durable)
-                log(f"journal: {n} unfinished durable job{'' if n == 1 else 's'} requeued")
+            self.durable.open()
         for addr in self.opts.listen:
             try:
                 s = net.listen(addr)
@@ -175,214 +136,56 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 raise errors.UnavailableError(f"cannot listen on {addr}: {e.strerror}")
             real = net.bound_address(s, addr)
             self.listeners.append((s, real))
-            self.sel.register(s, selectors.EVENT_READ, ("accept", s, real))
+            self.loop.add_reader(s.fileno(), self.on_accept, s, real)
             self.addresses.append(real)
             log(f"listening on {real}")
         return self.addresses
 
-    def _lock_state(self):
-        import fcntl
-        os.makedirs(self.opts.state_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.opts.state_dir, "lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise errors.GridError(f"state dir {self.opts.state_dir} is in use by another hub",
-                                   errors.TEMPFAIL)
-        self._lockfd = fd
-
     def serve(self):
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        self.sel.register(wake_r, selectors.EVENT_READ, ("signal", wake_r, None))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(signum, self._run, self.start_drain,
+                                         (f"signal {signal.Signals(signum).name}",))
+        self.loop.add_signal_handler(signal.SIGHUP, self._run, self.reload, ())
         try:
-            while not self.stop:
-                timeout = self._timeout()
-                for key, mask in self.sel.select(timeout):
-                    kind, obj, extra = key.data
-                    if kind == "conn":
-                        try:
-                            self.on_event(obj, mask)
-                        except Exception as e:  # noqa: BLE001 - costs that peer only
-                            self.fault(obj, e)
-                    elif kind == "accept":
-                        self.on_accept(obj, extra)
-                    else:
-                        self.on_signal(obj)
+            while not self.stopped:
                 try:
-                    self.turn()
+                    self.loop.run_forever()
                 except Exception as e:  # noqa: BLE001 - the daemon outlives its bugs
                     self.report(None, e)
-                if self.draining and (self.idle() or time.monotonic() > self.drain_deadline):
-                    break
         finally:
-            self.turn()
+            self.end_turn()
             for conn in list(self.conns.values()):
                 self.close(conn, quiet=True)
             for s, addr in self.listeners:
                 self._close_listener(s, addr)
-            if self.journal is not None:
-                self.journal.close()
-            signal.set_wakeup_fd(-1)
+            self.durable.close()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                self.loop.remove_signal_handler(signum)
+            self.close_loop()
         log("stopped")
         return 0
 
-    def turn(self):
-        """End of a loop turn: timers, commit, answer, flush, acknowledge."""
-        now = time.monotonic()
-        if (self.busy or self.unauth) and now >= self.next_tick:
-            self.next_tick = now + min(1.0, self.opts.heartbeat / 2)
-            self.tick(now)
-        if self.reqs_waiting and now >= self.next_note:
-            self.next_note = now + NOTE_AFTER
-            self.note_unmatched(now)
-        if self.journal is not None:
-            self.journal_turn(now)
-        self.flush_all()
-        while self.resumed:
-            conn = self.resumed.pop()
-            self.guard(conn, self.process, conn)
-            self.flush_all()
-        if self.ack_conns:
-            for conn in list(self.ack_conns):
-                if len(conn.out) < LOW:
-                    self.ack_conns.discard(conn)
-                    for job in conn.ackq:
-                        self.ack(job)
-                    conn.ackq.clear()
-            self.flush_all()
+    def close_loop(self):
+        if self.own_loop:
+            self.loop.close()
 
-    def journal_turn(self, now):
-        """Commit this turn's journal writes, then tell whoever waited; on
-        a failure, refuse what was not stored and retry results later."""
-        j = self.journal
-        if (not j.writable or self.unstored) and now >= self.next_store:
-            self.next_store = now + STORE_RETRY
-            if j.retry_write():
-                if self.journal_problem:
-                    log("journal: writing again")
-                    self.journal_problem = None
-                todo, self.unstored = self.unstored, []
-                for job in todo:
-                    self.store_result(job)
-        if now >= self.next_expire and j.writable:
-            self.next_expire = now + EXPIRE_EVERY
-            try:
-                n = j.expire(time.time() - self.opts.keep)
-            except journal.JournalError as e:
-                self.journal_failed(e)
-                n = 0
-            if n:
-                log(f"journal: {n} uncollected result{'' if n == 1 else 's'} expired")
-        ok = True
-        if j.in_tx:
-            try:
-                j.commit()
-            except journal.JournalError as e:
-                self.journal_failed(e)
-        if j.take_rolled_back():
-            ok = False              # nothing promised this turn was stored
-        if self.after_commit:
-            todo, self.after_commit = self.after_commit, []
-            for conn, done, failed in todo:
-                self.guard(conn, done if ok else failed)
-
-    def journal_failed(self, exc):
-        """The journal could not write: say so once, and try it again in a
-        while (a retry already planned stays planned: refusals while the
-        disk is full must not keep pushing it back)."""
-        if self.journal_problem != str(exc):
-            self.journal_problem = str(exc)
-            log(f"{exc}: new durable jobs are refused (ERR 75) until it can write again")
-        now = time.monotonic()
-        if self.next_store <= now:
-            self.next_store = now + STORE_RETRY
-
-    def _timeout(self):
-        if self.after_commit or (self.journal is not None and self.journal.in_tx) \
-                or self.resumed:
-            return 0                # work left over from this turn
-        t = None
-        now = time.monotonic()
-        if self.busy or self.unauth:
-            t = max(0.0, self.next_tick - now)
-        if self.reqs_waiting:
-            n = max(0.0, self.next_note - now)
-            t = n if t is None else min(t, n)
-        if self.journal is not None:
-            e = max(0.0, self.next_expire - now)
-            if self.unstored or not self.journal.writable:
-                e = min(e, max(0.0, self.next_store - now))
-            t = e if t is None else min(t, e)
-        if self.draining:
-            t = 0.2 if t is None else min(t, 0.2)
-        return t
-
-    def tick(self, now):
-        hb = self.opts.heartbeat
-        for conn in list(self.busy):
-            quiet = now - conn.last_rx
-            if quiet > 3 * hb:
-                log(f"worker {conn.name} silent for {quiet:.0f}s: declared dead")
-                self.close(conn)
-            elif quiet > hb and not conn.pinged:
-                conn.pinged = True
-                self.send(conn, b"PING\n")
-        # A client stalls while it has bytes waiting and none leave: the
-        # count of bytes sent is compared tick by tick (cheaper than a
-        # clock read per send).
-        stall = self.opts.stall_timeout
-        resumed = now - self.ticked > 2.0    # the ticks paused while nothing ran
-        self.ticked = now
-        for conn in [c for c in self.conns.values() if c.role == "client"]:
-            if not conn.out or conn.sent != conn.sent_seen or resumed:
-                conn.sent_seen = conn.sent
-                conn.sent_since = now
-            elif now - conn.sent_since > stall and conn.jobs:
-                self.stalled(conn, now - conn.sent_since)
-        for conn in list(self.unauth):
-            if now - conn.born > HANDSHAKE_TIMEOUT:
-                self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
-                self.flush(conn)
-                self.close(conn)
-
-    def idle(self):
-        """Nothing running and no session job waiting: a drain may end."""
-        if any(c.slots is not None and c.slots.jobs for c in self.conns.values()):
-            return False
-        return not any(j.did is None and j.state == sched.QUEUED
-                       for q in self.sched.queues.values() for j in q)
-
-    # -- signals --------------------------------------------------------------
-
-    def on_signal(self, fd):
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        for s in data:
-            if s in (signal.SIGTERM, signal.SIGINT):
-                self.start_drain(f"signal {signal.Signals(s).name}")
-            elif s == signal.SIGHUP:
-                self.reload()
+    def stop(self):
+        self.stopped = True
+        self.loop.stop()
 
     def start_drain(self, why):
         if self.draining:
             return
         log(f"{why}: draining (no new jobs; running ones finish, {DRAIN_TIMEOUT:.0f}s at most)")
         self.draining = True
-        self.drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+        self.loop.call_later(DRAIN_TIMEOUT, self.stop)
         for s, addr in self.listeners:
             self._close_listener(s, addr)
         self.listeners = []
+        self._plan()                # end_turn sees whether it is idle already
 
     def _close_listener(self, s, addr):
-        try:
-            self.sel.unregister(s)
-        except (KeyError, ValueError):
-            pass
+        self.loop.remove_reader(s.fileno())
         s.close()
         if addr.family == socket.AF_UNIX:
             try:
@@ -400,6 +203,47 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             log("SIGHUP: keys reread")
         except errors.GridError as e:
             log(f"SIGHUP: keeping the old keys: {e}")
+
+    # -- timers and the end of a turn ---------------------------------------------------
+
+    def call_later(self, delay, fn, *args):
+        return self.loop.call_later(delay, self._run, fn, args)
+
+    def _run(self, fn, args):
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the daemon outlives its bugs
+            self.report(None, e)
+
+    def _plan(self):
+        if not self.flush_planned:
+            self.flush_planned = True
+            self.loop.call_soon(self.end_turn)
+
+    def before_flush(self, fn):
+        self.hooks.append(fn)
+        self._plan()
+
+    def end_turn(self):
+        """Once a turn, after its reads and timers: the services' hooks
+        (the journal commits), then every write, then the messages of
+        clients read again; until nothing is left to do."""
+        try:
+            while True:
+                if self.hooks:
+                    hooks, self.hooks = self.hooks, []
+                    for fn in hooks:
+                        self._run(fn, ())
+                self.flush_all()
+                if self.resumed:
+                    conn = self.resumed.pop()
+                    self.guard(conn, self.process, conn)
+                elif not self.hooks and not self.dirty:
+                    break
+        finally:
+            self.flush_planned = False
+        if self.draining and self.sessions.idle():
+            self.stop()
 
     # -- connections ----------------------------------------------------------
 
@@ -422,11 +266,16 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             tls = self.opts.tls is not None and sock.family != socket.AF_UNIX
             conn = Conn(sock, peer, tls)
             self.conns[conn.fd] = conn
-            self.unauth.add(conn)
-            conn.events = selectors.EVENT_READ
-            self.sel.register(conn.fd, conn.events, ("conn", conn, None))
+            conn.hs_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self.guard, conn,
+                                                 self.no_hello, conn)
+            self._want(conn, True, False)
             if not tls:
                 self.greet(conn)
+
+    def no_hello(self, conn):
+        self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
+        self.flush(conn)
+        self.close(conn)
 
     def greet(self, conn):
         conn.nonce = wire.new_nonce()
@@ -435,19 +284,30 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         self.send(conn, wire.hello("hub", conn.nonce,
                                    auth=wire.AUTH if needs else "none", keys=needs or None))
 
-    def on_event(self, conn, mask):
-        if conn.closing:
-            return
-        if conn.tls_hs:
-            if not conn.tls_hs_started:
-                self.sniff(conn)
-            else:
+    def on_read(self, conn):
+        try:
+            if conn.closing:
+                return
+            if conn.tls_hs:
+                if not conn.tls_hs_started:
+                    self.sniff(conn)
+                else:
+                    self.tls_handshake(conn)
+            elif not conn.paused:
+                self.on_readable(conn)
+        except Exception as e:  # noqa: BLE001 - costs that peer only
+            self.fault(conn, e)
+
+    def on_write(self, conn):
+        try:
+            if conn.closing:
+                return
+            if conn.tls_hs:
                 self.tls_handshake(conn)
-            return
-        if mask & selectors.EVENT_WRITE:
-            self.flush(conn)
-        if mask & selectors.EVENT_READ and not conn.paused:
-            self.on_readable(conn)
+            else:
+                self.flush(conn)
+        except Exception as e:  # noqa: BLE001 - costs that peer only
+            self.fault(conn, e)
 
     def sniff(self, conn):
         """On a TLS port, a plain-text peer (the usual mistake: no
@@ -484,29 +344,35 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         try:
             conn.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._want(conn, selectors.EVENT_READ)
+            self._want(conn, True, False)
             return
         except ssl.SSLWantWriteError:
-            self._want(conn, selectors.EVENT_WRITE)
+            self._want(conn, False, True)
             return
         except (ssl.SSLError, OSError) as e:
             log(f"{conn.peer}: TLS handshake failed: {getattr(e, 'reason', None) or e}")
             self.close(conn, quiet=True)
             return
         conn.tls_hs = False
-        self._want(conn, selectors.EVENT_READ)
+        self._want(conn, True, False)
         self.greet(conn)
 
-    def _want(self, conn, events):
-        if conn.closing or conn.events == events:
+    def _want(self, conn, read, write):
+        """Watch conn for reading and writing (a loop call only on a change)."""
+        if conn.closing:
             return
-        if events == 0:
-            self.sel.unregister(conn.fd)
-        elif conn.events == 0:
-            self.sel.register(conn.fd, events, ("conn", conn, None))
-        else:
-            self.sel.modify(conn.fd, events, ("conn", conn, None))
-        conn.events = events
+        if read != conn.reading:
+            conn.reading = read
+            if read:
+                self.loop.add_reader(conn.fd, self.on_read, conn)
+            else:
+                self.loop.remove_reader(conn.fd)
+        if write != conn.writing:
+            conn.writing = write
+            if write:
+                self.loop.add_writer(conn.fd, self.on_write, conn)
+            else:
+                self.loop.remove_writer(conn.fd)
 
     def recv(self, conn):
         """What conn has sent, or None for nothing yet; empty at its end.
@@ -539,8 +405,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.flush(conn)
             self.close(conn)
             return
-        conn.last_rx = time.monotonic()
-        conn.pinged = False
+        conn.last_rx = self.loop.time()
         conn.reader.feed(data)
         self.process(conn)
 
@@ -566,8 +431,7 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             self.close(conn)
 
     def dispatch(self, conn, msg):
-        table = self.handlers[conn.role]
-        handler = table.get(msg.verb)
+        handler = self.handlers[conn.role].get(msg.verb)
         if handler is None:
             if conn.role is None:
                 self.send(conn, wire.error(wire.E_PROTOCOL,
@@ -585,11 +449,28 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
         except wire.WireError as e:
             self.send(conn, e.reply())
 
+    # -- writing, pausing ---------------------------------------------------------
+
     def send(self, conn, data):
         if conn.closing:
             return
         conn.out += data
         self.dirty.add(conn)
+        if not self.flush_planned:
+            self.flush_planned = True
+            self.loop.call_soon(self.end_turn)
+
+    def refill(self, conn):
+        if not conn.closing:
+            self.dirty.add(conn)
+            self._plan()
+
+    def feed(self, conn, gen):
+        conn.feeders.append(gen)
+        self.refill(conn)
+
+    def when_low(self, conn, fn):
+        conn.low = fn
 
     def flush_all(self):
         while self.dirty:
@@ -598,6 +479,103 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
                 self.flush(conn)
             except Exception as e:  # noqa: BLE001 - costs that peer only
                 self.fault(conn, e)
+
+    def flush(self, conn):
+        if conn.closing:
+            return
+        out = conn.out
+        while out:
+            try:
+                n = conn.sock.send(out if len(out) <= RECV * 4 else out[:RECV * 4])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if conn.tls and e.__class__.__name__ in ("SSLWantReadError",
+                                                         "SSLWantWriteError"):
+                    break
+                self.close(conn)
+                return
+            del out[:n]
+            conn.sent += n
+        if conn.feeders and len(out) < LOW:
+            before = len(out)
+            self.pump(conn)
+            if len(out) > before and not conn.closing:
+                self.dirty.add(conn)        # write what the feeders added
+        self._want(conn, not conn.paused, bool(out))
+        if len(out) < LOW:
+            if conn.blocked:
+                self.unblock(conn)
+            if conn.low is not None:
+                fn, conn.low = conn.low, None
+                fn(conn)
+
+    def pump(self, conn):
+        while conn.feeders and len(conn.out) < sched.HIGH:
+            try:
+                chunk = next(conn.feeders[0])
+            except StopIteration:
+                conn.feeders.pop(0)
+                continue
+            if chunk is None:
+                break               # following a job that has more to say
+            conn.out += chunk
+
+    def pause(self, conn, because):
+        """Stop reading conn until because's write buffer drains."""
+        if conn not in because.blocked:
+            because.blocked.add(conn)
+            conn.blocked_by += 1
+        self._stop_reading(conn)
+
+    def hold(self, conn):
+        """Stop reading conn until release(conn)."""
+        conn.holds = True
+        self._stop_reading(conn)
+
+    def release(self, conn):
+        conn.holds = False
+        if not conn.blocked_by:
+            self.resume(conn)
+
+    def _stop_reading(self, conn):
+        if not conn.paused:
+            conn.paused = True
+            self._want(conn, False, conn.writing)
+
+    def unblock(self, conn):
+        for other in conn.blocked:
+            other.blocked_by -= 1
+            if not other.blocked_by and not other.holds:
+                self.resume(other)
+        conn.blocked.clear()
+
+    def resume(self, conn):
+        if conn.paused and not conn.closing:
+            conn.paused = False
+            self._want(conn, True, conn.writing)
+            # Whole messages may already wait in its read buffer.
+            self.resumed.add(conn)
+            self._plan()
+
+    def close(self, conn, quiet=False):
+        if conn.closing:
+            return
+        self._want(conn, False, False)
+        conn.closing = True
+        if conn.hs_timer is not None:
+            conn.hs_timer.cancel()
+        self.dirty.discard(conn)
+        self.resumed.discard(conn)
+        self.conns.pop(conn.fd, None)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self.unblock(conn)
+        if conn.role is not None:
+            for service in self.services:
+                service.closed(conn, quiet)
 
     # -- one peer's failure is that peer's ------------------------------------
 
@@ -635,107 +613,20 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
     def forget_conn(self, conn):
         """Last resort when close() itself failed: drop every reference."""
         conn.closing = True
-        for table in (self.dirty, self.ack_conns, self.unauth, self.busy, self.resumed):
-            table.discard(conn)
-        self.conns.pop(conn.fd, None)
-        try:
-            self.sel.unregister(conn.fd)
-        except (KeyError, ValueError, OSError):
-            pass
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
-
-    def flush(self, conn):
-        if conn.closing:
-            return
-        out = conn.out
-        while out:
-            try:
-                n = conn.sock.send(out if len(out) <= RECV * 4 else out[:RECV * 4])
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if conn.tls and e.__class__.__name__ in ("SSLWantReadError",
-                                                         "SSLWantWriteError"):
-                    break
-                self.close(conn)
-                return
-            del out[:n]
-            conn.sent += n
-        if conn.feeders and len(out) < LOW:
-            before = len(out)
-            self.pump(conn)
-            if len(out) > before and not conn.closing:
-                self.dirty.add(conn)        # write what the feeders added
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0)
-        if conn.paused:
-            want &= ~selectors.EVENT_READ
-        self._want(conn, want)
-        if conn.blocked and len(out) < LOW:
-            self.unblock(conn)
-
-    def pause(self, conn, because):
-        """Stop reading conn until because's write buffer drains."""
-        if conn not in because.blocked:
-            because.blocked.add(conn)
-            conn.blocked_by += 1
-        if not conn.paused:
-            conn.paused = True
-            self._want(conn, conn.events & ~selectors.EVENT_READ)
-
-    def unblock(self, conn):
-        for other in conn.blocked:
-            other.blocked_by -= 1
-            if self.may_resume(other):
-                self.resume(other)
-        conn.blocked.clear()
-
-    def may_resume(self, conn):
-        """A paused client is read again once nothing holds it back: no
-        worker buffer it filled, its held input and its session jobs well
-        under their limits (hysteresis: half and three quarters)."""
-        return (not conn.blocked_by and conn.held <= HELD_MAX // 2
-                and (conn.jobs is None or len(conn.jobs) <= self.opts.max_jobs * 3 // 4))
-
-    def hold_back(self, conn):
-        """Stop reading a client until may_resume says otherwise."""
-        if not conn.paused:
-            conn.paused = True
-            self._want(conn, conn.events & ~selectors.EVENT_READ)
-
-    def resume(self, conn):
-        if conn.paused and not conn.closing:
-            conn.paused = False
-            self._want(conn, conn.events | selectors.EVENT_READ)
-            # Whole messages may already wait in its read buffer.
-            self.resumed.add(conn)
-
-    def close(self, conn, quiet=False):
-        if conn.closing:
-            return
-        conn.closing = True
         self.dirty.discard(conn)
-        self.ack_conns.discard(conn)
-        self.unauth.discard(conn)
-        self.busy.discard(conn)
         self.resumed.discard(conn)
-        if conn.events:
-            self.sel.unregister(conn.fd)
         self.conns.pop(conn.fd, None)
+        for remove in (self.loop.remove_reader, self.loop.remove_writer):
+            try:
+                remove(conn.fd)
+            except (KeyError, ValueError, OSError):
+                pass
         try:
             conn.sock.close()
         except OSError:
             pass
-        self.unblock(conn)
-        if conn.role == "worker":
-            self.worker_gone(conn, quiet)
-        elif conn.role == "client":
-            self.client_gone(conn)
-            self.names_gone(conn)
 
-    # -- handshake ------------------------------------------------------------
+    # -- the handshake and the connection's own verbs --------------------------------
 
     def on_hello(self, conn, msg):
         try:
@@ -753,27 +644,27 @@ class Hub(hubjobs.Jobs, hubdurable.Durable, hubnames.Names):
             self.close(conn)
             return
         conn.role = role
-        self.unauth.discard(conn)
+        conn.hs_timer.cancel()
+        conn.hs_timer = None
         mac = wire.mac(key, "hub", nonce, conn.nonce) if key is not None else None
         self.send(conn, wire.format("WELCOME", wire.VERSION, role="hub", mac=mac,
-                                    slots=self.total_slots()))
-        if role == "client":
-            conn.jobs = {}
+                                    slots=self.sessions.total_slots()))
+        for service in self.services:
+            service.opened(conn)
 
-    def total_slots(self):
-        return sum(c.slots.slots for c in self.conns.values()
-                   if c.slots is not None and not c.slots.draining)
+    def on_ping(self, conn, msg):
+        self.send(conn, b"PONG\n")
 
-    def pump(self, conn):
-        while conn.feeders and len(conn.out) < HIGH:
-            try:
-                chunk = next(conn.feeders[0])
-            except StopIteration:
-                conn.feeders.pop(0)
-                continue
-            if chunk is None:
-                break               # following a job that has more to say
-            conn.out += chunk
+    def on_pong(self, conn, msg):
+        pass
+
+    def on_quit(self, conn, msg):
+        self.send(conn, b"BYE\n")
+        self.flush(conn)
+        self.close(conn)
+
+    def on_err(self, conn, msg):
+        log(f"{conn.name} says: ERR {' '.join(msg.args)}")
 
 
 def default_state_dir(env):

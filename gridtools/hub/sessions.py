@@ -1,0 +1,483 @@
+"""The hub's sessions service: workers (READY, OUT, DONE, ACK) and clients'
+session jobs (RUN, IN, KILL) relayed between them, with heartbeats, stalls
+and exactly one result per job.  Durable jobs run on workers through here
+too; their output and their end go to the job's owner (the durable service).
+"""
+
+import signal
+import time
+
+from gridtools.hub import sched
+from gridtools.proto import errors, wire
+from gridtools.hub.sched import ACK_EVERY, HELD_MAX, HIGH
+
+NOTE_AFTER = 5.0            # seconds a job waits for tags no worker has before we say so
+CLIENT, WORKER = ("client",), ("worker",)
+
+
+class Session:
+    """A client's session jobs and what they hold at the hub (conn.session)."""
+
+    __slots__ = ("jobs", "ackq", "held", "noted", "holding", "sent_seen", "sent_since")
+
+    def __init__(self, now):
+        self.jobs = {}              # cid -> sched.Job
+        self.ackq = set()           # jobs whose relayed output awaits an ACK to the worker
+        self.held = 0               # input bytes held for queued jobs
+        self.noted = set()          # requirement sets it was told no worker has
+        self.holding = False        # we hold its reading back (server.hold)
+        self.sent_seen = 0          # conn.sent as of the last tick ...
+        self.sent_since = now       # ... and since when it has not moved
+
+
+def shutting_down(server, conn, cid=None):
+    """Refuse new work while the hub drains: True when refused."""
+    if server.draining:
+        server.send(conn, wire.error(wire.E_UNAVAILABLE, "the hub is shutting down", job=cid))
+        return True
+    return False
+
+
+class Sessions:
+    """Workers' slots (conn.slots, a sched.Slots) and clients' sessions
+    (conn.session); the scheduler is shared with the durable service."""
+
+    def __init__(self, server, scheduler, opts):
+        self.server = server
+        self.sched = scheduler
+        self.opts = opts
+        self.workers = {}           # conns that said READY, in that order
+        self.clients = {}           # client conns, in the order they said HELLO
+        self.busy = set()           # worker conns running jobs (heartbeats watch them)
+        self.pinged = {}            # worker conn -> when we pinged it
+        self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
+        self.counts = {"done": 0, "lost": 0}
+        self.tick_timer = None
+        self.note_timer = None
+        self.ticked = 0.0
+        self._send_acks = self.send_acks    # bound once: the relay path allocates nothing
+        self.verbs = {
+            "RUN": (self.on_run, CLIENT), "IN": (self.on_in, CLIENT),
+            "KILL": (self.on_kill, CLIENT),
+            "READY": (self.on_ready, WORKER), "OUT": (self.on_out, WORKER),
+            "DONE": (self.on_done, WORKER), "ACK": (self.on_ack, WORKER),
+        }
+
+    def opened(self, conn):
+        if conn.role == "client":
+            conn.session = Session(time.monotonic())
+            self.clients[conn] = None
+
+    def closed(self, conn, quiet):
+        if conn.slots is not None:
+            self.worker_gone(conn, quiet)
+        elif conn.session is not None:
+            del self.clients[conn]
+            self.client_gone(conn)
+
+    # -- workers ----------------------------------------------------------------
+
+    def on_ready(self, conn, msg):
+        if conn.slots is not None:
+            raise wire.WireError("READY: already announced", wire.E_USAGE)
+        slots = msg.int("slots", 1, 1, wire.MAX_SLOTS)
+        name = msg.get("name") or conn.peer
+        conn.name = name
+        conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
+        self.workers[conn] = None
+        self.server.log(f"worker {name} joined from {conn.peer} with {slots} "
+                        f"slot{'' if slots == 1 else 's'}")
+        if self.server.draining:
+            conn.slots.draining = True
+            return
+        for job in self.sched.credit(conn, conn.slots):
+            self.start(conn, job)
+
+    def start(self, wconn, job):
+        """Job was given to worker wconn: send it, and its held stdin."""
+        send = self.server.send
+        self.busy.add(wconn)
+        if self.tick_timer is None:
+            self.tick_timer = self.server.call_later(self.tick_every(), self.tick)
+        job.started = time.time()
+        send(wconn, wire.format_run(job.hid, wire.run_flags(job.argv, job.stdin, job.timeout),
+                                    job.command))
+        if job.inq:
+            for chunk in job.inq:
+                send(wconn, wire.format("IN", job.hid, body=chunk))
+            job.inq = []
+            self.unhold(job)
+        if job.in_eof:
+            send(wconn, wire.format("IN", job.hid, eof=1, body=b""))
+        if job.owner is not None:
+            job.owner.started(job)
+
+    def push(self, job):
+        """Queue a job, or send it to a free worker at once."""
+        wconn = self.sched.submit(job)
+        if wconn is not None:
+            self.start(wconn, job)
+        elif job.reqs and job.reqs not in self.reqs_waiting:
+            self.reqs_waiting.add(job.reqs)
+            if self.note_timer is None:
+                self.note_timer = self.server.call_later(NOTE_AFTER, self.note_unmatched)
+
+    def total_slots(self):
+        return sum(c.slots.slots for c in self.workers if not c.slots.draining)
+
+    def why_waiting(self, reqs):
+        """Why jobs needing reqs wait: None when some worker could take them."""
+        for c in self.workers:
+            if not c.slots.draining and reqs <= c.slots.tagset:
+                return None
+        tags = " ".join(f"{k}={v}" for k, v in sorted(reqs))
+        return f"no connected worker is tagged {tags}"
+
+    def note_unmatched(self):
+        """Tell each client, once per requirement set, that some of its jobs
+        wait for tags no connected worker has (and followers of durable
+        jobs the same): a NOTE line, not an error; the jobs stay queued."""
+        self.note_timer = None
+        now = time.monotonic()
+        for reqs in list(self.reqs_waiting):
+            queue = self.sched.queues.get(reqs)
+            if not queue:
+                self.reqs_waiting.discard(reqs)
+                continue
+            why = self.why_waiting(reqs)
+            if why is None:
+                continue
+            counts = {}
+            for job in queue:
+                if job.state != sched.QUEUED or now - job.queued_at < NOTE_AFTER:
+                    continue
+                for conn in ([job.client] if job.client is not None else job.waiters):
+                    if conn.closing or reqs in conn.session.noted:
+                        continue
+                    first, n = counts.get(conn, (job, 0))
+                    counts[conn] = (first, n + 1)
+            for conn, (first, n) in counts.items():
+                conn.session.noted.add(reqs)
+                self.server.send(conn, wire.format(
+                    "NOTE", job=first.cid or first.name, jobs=n,
+                    text=f"{n} job{' waits' if n == 1 else 's wait'}: {why}"))
+        if self.reqs_waiting:
+            self.note_timer = self.server.call_later(NOTE_AFTER, self.note_unmatched)
+
+    def wjob(self, conn, msg):
+        if conn.slots is None:
+            raise wire.WireError(f"{msg.verb}: say READY first", wire.E_PROTOCOL)
+        job = conn.slots.jobs.get(msg.id_arg(0))
+        if job is None:
+            arg = msg.arg(0)
+            self.server.send(conn, wire.error(wire.E_DATA, f"{msg.verb}: no job {arg} on "
+                                              f"this worker", job=arg))
+        return job
+
+    def on_out(self, conn, msg):
+        job = self.wjob(conn, msg)
+        if job is None:
+            return          # finished or cancelled meanwhile
+        data = msg.body or b""
+        fd_no = msg.int("fd", 1, 1, 2)
+        client = job.client
+        if client is not None and not client.closing:
+            self.server.send(client, wire.format("OUT", job.cid, fd=fd_no, body=data))
+            job.acks += len(data)
+            if job.acks >= ACK_EVERY:
+                # Acknowledged once the bytes have left for the client.
+                client.session.ackq.add(job)
+                self.server.when_low(client, self._send_acks)
+            return
+        if job.owner is not None:
+            job.owner.output(job, fd_no, data)
+        job.acks += len(data)
+        if job.acks >= ACK_EVERY:
+            self.ack(job)
+
+    def send_acks(self, client):
+        """client's write buffer drained: its jobs' workers may send more."""
+        ackq = client.session.ackq
+        for job in ackq:
+            self.ack(job)
+        ackq.clear()
+
+    def ack(self, job):
+        if job.acks and job.worker is not None and not job.worker.closing:
+            self.server.send(job.worker, wire.format("ACK", job.hid, n=job.acks))
+        job.acks = 0
+
+    def on_ack(self, conn, msg):
+        """The worker fed n bytes of a job's stdin to it: tell the client."""
+        job = self.wjob(conn, msg)
+        if job is not None and job.client is not None:
+            self.server.send(job.client, wire.format("ACK", job.cid, n=msg.int("n", 0)))
+
+    def on_done(self, conn, msg):
+        job = self.wjob(conn, msg)
+        if job is None:
+            return
+        exitcode = msg.int("exit", None, 0, 255)
+        sig = msg.int("sig", None, 1, wire.MAX_SIGNAL)
+        outcome = msg.get("outcome")
+        if outcome is not None and outcome not in errors.OUTCOMES:
+            raise wire.WireError(f"DONE: outcome= must be one of {', '.join(errors.OUTCOMES)}, "
+                                 f"got {outcome[:40]!r}", wire.E_USAGE, field="outcome",
+                                 got=outcome)
+        slots = conn.slots
+        self.sched.release(conn, slots, job)
+        if not slots.jobs:
+            self.busy.discard(conn)
+        self.finished(job, exitcode, sig, outcome, conn.name)
+        if slots.draining and not slots.jobs:
+            self.server.send(conn, b"BYE\n")
+        for nxt in self.sched.credit(conn, slots):
+            self.start(conn, nxt)
+
+    def finished(self, job, exitcode, sig, outcome, worker):
+        """One try of a job ended: a session job's one result goes to its
+        client; a durable job's end is its owner's to judge."""
+        client = job.client
+        if client is not None:
+            client.session.ackq.discard(job)
+        job.acks = 0
+        if job.owner is not None:
+            job.owner.finished(job, exitcode, sig, outcome, worker)
+            return
+        if client is not None and not client.closing:
+            client.session.jobs.pop(job.cid, None)
+            self.server.send(client, wire.format_done(
+                job.cid.encode("ascii"), exitcode, sig, outcome,
+                None if worker is None else wire.escape(worker), job.reason))
+            self.jobs_left(client)
+        job.state = sched.DONE
+        self.counts["done"] += 1
+
+    def worker_gone(self, conn, quiet):
+        del self.workers[conn]
+        self.busy.discard(conn)
+        self.pinged.pop(conn, None)
+        jobs = self.sched.remove_worker(conn, conn.slots)
+        if not quiet:
+            n = len(jobs)
+            self.server.log(f"worker {conn.name} left ({n} job{'' if n == 1 else 's'} running)")
+        for job in jobs:
+            job.worker = None
+            if job.owner is not None:
+                job.owner.lost(job, conn.name, quiet)
+            else:
+                self.counts["lost"] += 1
+                self.finished(job, None, None, errors.LOST, conn.name)
+
+    def drain_worker(self, name):
+        """Give worker name no more jobs; BYE once it runs none.  How many."""
+        found = [c for c in self.workers if c.slots.name == name]
+        for c in found:
+            self.sched.drain(c, c.slots)
+            if not c.slots.jobs:
+                self.server.send(c, b"BYE\n")
+            self.server.log(f"worker {name}: draining")
+        return len(found)
+
+    def find(self, hid):
+        """The session or durable job numbered hid, queued or running, or None."""
+        job = None
+        for c in self.workers:
+            if hid in c.slots.jobs:
+                job = c.slots.jobs[hid]
+        for q in self.sched.queues.values():
+            for j in q:
+                if j.hid == hid and j.state == sched.QUEUED:
+                    job = j
+        return job
+
+    def cancel(self, job):
+        """Cancel job wherever it is: at its worker, or ended here if queued."""
+        job.cancelled = True
+        if job.worker is not None:
+            self.server.send(job.worker, wire.format("CANCEL", job.hid))
+        elif job.state == sched.QUEUED:
+            self.sched.dequeue(job)
+            self.finished(job, None, None, errors.CANCELLED, None)
+
+    def idle(self):
+        """Nothing running and no session job waiting: a drain may end."""
+        if any(c.slots.jobs for c in self.workers):
+            return False
+        return not any(j.owner is None and j.state == sched.QUEUED
+                       for q in self.sched.queues.values() for j in q)
+
+    # -- heartbeats and stalls, while workers are busy -----------------------------
+
+    def tick_every(self):
+        return min(1.0, self.opts.heartbeat / 2)
+
+    def tick(self):
+        self.tick_timer = None
+        now = time.monotonic()
+        hb = self.opts.heartbeat
+        for conn in list(self.busy):
+            quiet = now - conn.last_rx
+            if quiet > 3 * hb:
+                self.server.log(f"worker {conn.name} silent for {quiet:.0f}s: declared dead")
+                self.server.close(conn)
+            elif quiet > hb and self.pinged.get(conn, -1.0) < conn.last_rx:
+                self.pinged[conn] = now
+                self.server.send(conn, b"PING\n")
+        # A client stalls while it has bytes waiting and none leave: the
+        # count of bytes sent is compared tick by tick (cheaper than a
+        # clock read per send).
+        stall = self.opts.stall_timeout
+        resumed = now - self.ticked > 2.0    # the ticks paused while nothing ran
+        self.ticked = now
+        for conn in self.clients:
+            s = conn.session
+            if not conn.out or conn.sent != s.sent_seen or resumed:
+                s.sent_seen = conn.sent
+                s.sent_since = now
+            elif now - s.sent_since > stall and s.jobs:
+                self.stalled(conn, now - s.sent_since)
+        if self.busy:
+            self.tick_timer = self.server.call_later(self.tick_every(), self.tick)
+
+    # -- session jobs (gridmap) -------------------------------------------------
+
+    def on_run(self, conn, msg):
+        cid = msg.ref_arg(0)
+        if shutting_down(self.server, conn, cid):
+            return
+        session = conn.session
+        if cid in session.jobs:
+            raise wire.WireError(f"RUN: job {cid} is already running", wire.E_USAGE)
+        if not msg.body:
+            raise wire.WireError("RUN: needs a command as its body (bytes=N)", wire.E_USAGE)
+        reqs, timeout = job_options(msg)
+        job = self.sched.new_job(msg.body, msg.get("argv") == "1", msg.get("stdin") == "1",
+                                 reqs, 0, timeout)
+        job.client = conn
+        job.cid = cid
+        session.jobs[cid] = job
+        self.push(job)
+        if len(session.jobs) >= self.opts.max_jobs:
+            self.hold(conn)         # read on once some of them have ended
+
+    def cjob(self, conn, msg):
+        """The client's job named in msg, or None after an ERR that names
+        it (a job may finish while the client's KILL or IN is on its way:
+        the client knows to ignore such errors for jobs it saw end)."""
+        cid = msg.arg(0)
+        job = conn.session.jobs.get(cid)
+        if job is None:
+            self.server.send(conn, wire.error(wire.E_DATA, f"{msg.verb}: no running job "
+                                              f"{cid}", job=cid))
+        return job
+
+    def on_in(self, conn, msg):
+        job = self.cjob(conn, msg)
+        if job is None:
+            return
+        eof = msg.get("eof") == "1"
+        data = msg.body or b""
+        if job.worker is not None:
+            w = job.worker
+            self.server.send(w, wire.format("IN", job.hid, eof=eof, body=data))
+            if len(w.out) > HIGH:
+                self.server.pause(conn, w)
+            return
+        if data:
+            session = conn.session
+            job.inq.append(data)
+            job.held += len(data)
+            session.held += len(data)
+            if session.held > HELD_MAX:
+                # Input for jobs still queued: stop reading this client
+                # until some of them have a worker to take it.
+                self.hold(conn)
+        job.in_eof = job.in_eof or eof
+
+    def hold(self, conn):
+        if not conn.session.holding:
+            conn.session.holding = True
+            self.server.hold(conn)
+
+    def unhold(self, job):
+        """job's held input left the hub (sent on, or dropped)."""
+        client = job.client
+        held, job.held = job.held, 0
+        if client is not None and held:
+            client.session.held -= held
+            self.jobs_left(client)
+
+    def jobs_left(self, conn):
+        """conn holds less at the hub: read it again once it is well under
+        its limits (hysteresis: half the held input, three quarters of the
+        jobs)."""
+        s = conn.session
+        if s.holding and s.held <= HELD_MAX // 2 and len(s.jobs) <= self.opts.max_jobs * 3 // 4:
+            s.holding = False
+            self.server.release(conn)
+
+    def on_kill(self, conn, msg):
+        job = self.cjob(conn, msg)
+        if job is None:
+            return
+        sig = msg.int("sig", signal.SIGTERM, 1, wire.MAX_SIGNAL)
+        if job.worker is not None:
+            self.server.send(job.worker, wire.format("KILL", job.hid, sig=sig))
+        else:
+            # Killed before it started: it ends here, as if by the signal.
+            self.end_queued(conn, job, sig)
+
+    def stalled(self, conn, quiet):
+        """conn has read nothing for quiet seconds while its jobs hold
+        slots: every job of its ends now, cancelled with reason=stalled (one
+        DONE each, waiting in its buffer should it read again); running ones
+        are cancelled at their workers, and what they still print is
+        dropped, so the slots come free."""
+        session = conn.session
+        running = [j for j in session.jobs.values() if j.worker is not None]
+        if not running:
+            return
+        self.server.log(f"client {conn.name} read nothing for {quiet:.0f}s while "
+                        f"{len(running)} of its jobs held slots: its {len(session.jobs)} "
+                        f"jobs are cancelled")
+        for job in list(session.jobs.values()):
+            job.reason = "stalled"
+            if job.worker is None:
+                self.end_queued(conn, job)
+                continue
+            session.ackq.discard(job)
+            session.jobs.pop(job.cid, None)
+            job.client = None
+            self.server.send(conn, wire.format("DONE", job.cid, outcome=errors.CANCELLED,
+                                               reason="stalled"))
+            self.server.send(job.worker, wire.format("CANCEL", job.hid))
+            self.ack(job)
+        self.jobs_left(conn)
+
+    def end_queued(self, conn, job, sig=None):
+        """A session job that never started ends now, cancelled."""
+        self.sched.dequeue(job)
+        job.inq = []
+        self.unhold(job)
+        conn.session.jobs.pop(job.cid, None)
+        self.server.send(conn, wire.format("DONE", job.cid, sig=sig, outcome=errors.CANCELLED,
+                                           reason=job.reason))
+        self.jobs_left(conn)
+
+    def client_gone(self, conn):
+        jobs = conn.session.jobs
+        for job in jobs.values():
+            job.client = None
+            if job.worker is not None:
+                self.server.send(job.worker, wire.format("CANCEL", job.hid))
+                self.ack(job)
+            else:
+                self.sched.dequeue(job)
+                job.inq = []
+        jobs.clear()
+
+
+def job_options(msg):
+    """A RUN's or SUBMIT's requirements and timeout."""
+    return frozenset(wire.parse_tags(msg.kv, "req.").items()), msg.seconds("timeout")
