@@ -38,7 +38,7 @@ import socket
 import sys
 
 from gridtools.hub import sched
-from gridtools.hub.conn import Conn
+from gridtools.hub.conn import RECV, Conn
 from gridtools.hub.control import Control
 from gridtools.hub.durable import Durable
 from gridtools.hub.names import Names
@@ -48,7 +48,6 @@ from gridtools.io.loop import Loop
 from gridtools.proto import errors, keys, wire
 from gridtools.hub.sched import LOW
 
-RECV = 1 << 18
 HANDSHAKE_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 30.0
 MAX_JOBS = 10000            # session jobs (queued or running) per client before it is paused
@@ -310,52 +309,24 @@ class Hub:
             self.fault(conn, e)
 
     def sniff(self, conn):
-        """On a TLS port, a plain-text peer (the usual mistake: no
-        GRID_TLS_CA) is told so at once in plain text instead of waiting
-        for a handshake that never comes.  Our plain clients open with a
-        blank line; a TLS ClientHello opens with the record type 0x16."""
-        try:
-            first = conn.sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            first = b""
-        if not first:
+        got = conn.sniff(self.opts.tls)
+        if got == "tls":
+            self.tls_handshake(conn)
+        elif got != "wait":
+            if got == "refused":
+                log(f"{conn.peer}: plain text on a TLS port: refused")
             self.close(conn, quiet=True)
-            return
-        if first != b"\x16":
-            conn.sock.setblocking(True)
-            conn.sock.settimeout(1.0)
-            try:
-                conn.sock.sendall(wire.error(wire.E_PROTOCOL, "this hub speaks TLS: connect "
-                                             "with TLS (GRID_TLS_CA or --tls-ca)"))
-            except OSError:
-                pass
-            log(f"{conn.peer}: plain text on a TLS port: refused")
-            self.close(conn, quiet=True)
-            return
-        conn.sock = self.opts.tls.wrap_socket(conn.sock, server_side=True,
-                                              do_handshake_on_connect=False)
-        conn.tls_hs_started = True
-        self.tls_handshake(conn)
 
     def tls_handshake(self, conn):
-        import ssl
-        try:
-            conn.sock.do_handshake()
-        except ssl.SSLWantReadError:
+        step = conn.handshake()
+        if step in ("read", "write"):
+            self._want(conn, step == "read", step == "write")
+        elif step == "done":
             self._want(conn, True, False)
-            return
-        except ssl.SSLWantWriteError:
-            self._want(conn, False, True)
-            return
-        except (ssl.SSLError, OSError) as e:
-            log(f"{conn.peer}: TLS handshake failed: {getattr(e, 'reason', None) or e}")
+            self.greet(conn)
+        else:
+            log(f"{conn.peer}: TLS handshake {step}")
             self.close(conn, quiet=True)
-            return
-        conn.tls_hs = False
-        self._want(conn, True, False)
-        self.greet(conn)
 
     def _want(self, conn, read, write):
         """Watch conn for reading and writing (a loop call only on a change)."""
@@ -374,26 +345,8 @@ class Hub:
             else:
                 self.loop.remove_writer(conn.fd)
 
-    def recv(self, conn):
-        """What conn has sent, or None for nothing yet; empty at its end.
-        Plain sockets read into one buffer kept for all: a fresh 256 KiB
-        bytes per read costs an mmap and a munmap."""
-        try:
-            if not conn.tls:
-                return self.rmv[:conn.sock.recv_into(self.rbuf)]
-            data = conn.sock.recv(RECV)
-            while conn.sock.pending():
-                data += conn.sock.recv(conn.sock.pending())
-            return data
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as e:
-            if conn.tls and e.__class__.__name__ in ("SSLWantReadError", "SSLWantWriteError"):
-                return None
-            return b""
-
     def on_readable(self, conn):
-        data = self.recv(conn)
+        data = conn.recv(self.rbuf, self.rmv)
         if data is None:
             return
         if not data:
@@ -483,23 +436,13 @@ class Hub:
     def flush(self, conn):
         if conn.closing:
             return
+        if not conn.write():
+            self.close(conn)
+            return
         out = conn.out
-        while out:
-            try:
-                n = conn.sock.send(out if len(out) <= RECV * 4 else out[:RECV * 4])
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if conn.tls and e.__class__.__name__ in ("SSLWantReadError",
-                                                         "SSLWantWriteError"):
-                    break
-                self.close(conn)
-                return
-            del out[:n]
-            conn.sent += n
         if conn.feeders and len(out) < LOW:
             before = len(out)
-            self.pump(conn)
+            conn.pump(sched.HIGH)
             if len(out) > before and not conn.closing:
                 self.dirty.add(conn)        # write what the feeders added
         self._want(conn, not conn.paused, bool(out))
@@ -509,17 +452,6 @@ class Hub:
             if conn.low is not None:
                 fn, conn.low = conn.low, None
                 fn(conn)
-
-    def pump(self, conn):
-        while conn.feeders and len(conn.out) < sched.HIGH:
-            try:
-                chunk = next(conn.feeders[0])
-            except StopIteration:
-                conn.feeders.pop(0)
-                continue
-            if chunk is None:
-                break               # following a job that has more to say
-            conn.out += chunk
 
     def pause(self, conn, because):
         """Stop reading conn until because's write buffer drains."""
@@ -576,6 +508,8 @@ class Hub:
         if conn.role is not None:
             for service in self.services:
                 service.closed(conn, quiet)
+        if self.draining:
+            self._plan()            # the last worker gone may leave the hub idle
 
     # -- one peer's failure is that peer's ------------------------------------
 
