@@ -399,15 +399,23 @@ class ScriptedExecutor:
 class ListSink:
     keep_order = False
     next_seq = 1
-    out_fd, err_fd = 1, 2
 
     def __init__(self):
         self.results = []
 
+    def attach(self, loop, on_drain):
+        pass
+
+    def pending(self):
+        return 0
+
+    def write(self, fd_no, data):
+        os.write(fd_no, data)
+
     def add(self, r):
         self.results.append(r)
 
-    def close(self):
+    def close(self, drop=False):
         pass
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-from gridtools.local import blocks, inputs, jobs, output, pool, template
+from gridtools.local import blocks, inputs, jobs, output, pool, template, writer
 from gridtools.local import executor as localexec
 from gridtools.proto import errors
 from gridtools.cli import common
@@ -513,7 +513,7 @@ def dry_run(source, opts, slots, out_fd=1):
         n += 1
         pool.prepare(job, opts)
         # --tag and --tagstring prefix the line, as GNU parallel does.
-        output.write_all(out_fd, job.tag + os.fsencode(job.command) + b"\n")
+        writer.write_all(out_fd, job.tag + os.fsencode(job.command) + b"\n")
 
 
 def show_limits(opts):

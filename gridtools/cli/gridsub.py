@@ -16,7 +16,7 @@ import sys
 
 from gridtools.hub import sched
 from gridtools.hub import client as hubclient
-from gridtools.local import output
+from gridtools.local.writer import write_all
 from gridtools.proto import errors, wire
 from gridtools.cli import common
 
@@ -152,10 +152,6 @@ def say(text):
     sys.stderr.flush()
 
 
-def write_output(fd, data):
-    output.write_all(fd, data)
-
-
 class Stopped(Exception):
     """A signal that stops the wait (the jobs stay on the hub)."""
 
@@ -215,7 +211,7 @@ class Link:
     def collect(self, did):
         """Write job did's output here, once, across reconnections; then
         delete its result (unless --keep).  Its exit status."""
-        replay = hubclient.Replay(write_output)
+        replay = hubclient.Replay(write_all)
         record = None
         forgetting = False
         while True:

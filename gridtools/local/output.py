@@ -8,27 +8,16 @@ file, and only their offsets are kept.
 
 import array
 import os
-import select
 import struct
+import sys
 
+from gridtools.local.writer import Writer
 from gridtools.proto import errors
 
 JOBLOG_HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
 
 # A finished job's outcome as the tools print it (named once, in errors).
 OK, FAILED, SIGNALED, TIMEOUT, CANCELLED, LOST = errors.OUTCOMES
-
-
-def write_all(fd, data):
-    """Write every byte, waiting when fd is non-blocking and full."""
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
 
 
 class Result:
@@ -222,20 +211,29 @@ def close(data):
         data.close()
 
 
-def write_tagged(fd, prefix, pieces):
-    """Write output, every line prefixed; lines may span pieces."""
+def pieces(data):
+    """data's chunks, read as they are wanted; a Capture is closed after
+    its last one (or when the writer drops it)."""
+    try:
+        yield from chunks(data)
+    finally:
+        close(data)
+
+
+def tagged(prefix, pieces):
+    """The pieces with every line prefixed; lines may span pieces."""
+    if not prefix:
+        yield from pieces
+        return
     carry = b""
     for piece in pieces:
-        if not prefix:
-            write_all(fd, piece)
-            continue
         data = carry + piece
         cut = data.rfind(b"\n") + 1
         if cut:
-            write_all(fd, tag_lines(prefix, data[:cut]))
+            yield tag_lines(prefix, data[:cut])
         carry = data[cut:]
     if carry:
-        write_all(fd, prefix + carry)
+        yield prefix + carry
 
 
 class Sink:
@@ -253,8 +251,9 @@ class Sink:
         self.as_json = as_json
         self.joblog = joblog
         self.tagged = tagged
-        self.out_fd = out_fd
-        self.err_fd = err_fd
+        self.out = Writer(out_fd)
+        self.err = Writer(err_fd)
+        self.log_to_out = joblog is sys.stdout      # --joblog -: in order with the output
         self.next_seq = first_seq
         self.held = {}                 # seq -> Result kept in memory
         self.held_bytes = 0
@@ -263,8 +262,30 @@ class Sink:
         self.spill_base = first_seq
         self.spilled = 0               # results waiting in the spill file
         if joblog is not None:
-            joblog.write(JOBLOG_HEADER)
-            joblog.flush()
+            self._write_log(JOBLOG_HEADER)
+
+    # -- writing ---------------------------------------------------------
+
+    def attach(self, loop, on_drain):
+        """Write from loop, never blocking it; on_drain() when what waited
+        has been written."""
+        self.out.attach(loop, on_drain)
+        self.err.attach(loop, on_drain)
+
+    def pending(self):
+        """Writes waiting for a reader (the pool starts no more jobs while
+        too many wait)."""
+        return self.out.pending() + self.err.pending()
+
+    def write(self, fd_no, data):
+        (self.out if fd_no == 1 else self.err).write(data)
+
+    def _write_log(self, line):
+        if self.log_to_out:
+            self.out.write(line.encode("utf-8", "surrogateescape"))
+        else:
+            self.joblog.write(line)
+            self.joblog.flush()
 
     # -- grouped results -------------------------------------------------
 
@@ -280,10 +301,6 @@ class Sink:
         self.next_seq += 1
         self._drain()
 
-    def _log(self, r):
-        if self.joblog is not None:
-            self.joblog.write(joblog_line(r))
-            self.joblog.flush()
 
     def _drain(self):
         while True:
@@ -309,9 +326,10 @@ class Sink:
         if self.spill is None:
             import tempfile
             self.spill = tempfile.TemporaryFile(prefix="gridmap-spill-", dir=self.tmpdir)
-        if not self.spilled:
-            # Nothing spilled is waiting: start the file afresh, so its size
-            # follows what is held, not everything that ever was.
+        if not self.spilled and not self.pending():
+            # Nothing spilled is waiting (to be emitted, or written): start
+            # the file afresh, so its size follows what is held, not
+            # everything that ever was.
             self.spill.seek(0)
             self.spill.truncate()
             self.spill_at = array.array("q")
@@ -358,21 +376,33 @@ class Sink:
         return True
 
     def _emit(self, r):
+        # The joblog line is made first: it counts the output's bytes,
+        # and the writer may close the output as soon as it is written.
+        log = joblog_line(r) if self.joblog is not None else None
         if self.as_json:
-            write_all(self.out_fd, json_record(r).encode("ascii"))
+            self.out.write(json_record(r).encode("ascii"))
+            close(r.stdout)
+            close(r.stderr)
         else:
             if self.show_command:
-                write_all(self.out_fd, os.fsencode(r.command.replace("\n", " ")) + b"\n")
-            write_tagged(self.out_fd, r.tag, chunks(r.stdout))
-            write_tagged(self.err_fd, r.tag, chunks(r.stderr))
-        self._log(r)
-        close(r.stdout)
-        close(r.stderr)
+                self.out.write(os.fsencode(r.command.replace("\n", " ")) + b"\n")
+            self.out.write_pieces(tagged(r.tag, pieces(r.stdout)))
+            self.err.write_pieces(tagged(r.tag, pieces(r.stderr)))
+        if log is not None:
+            self._write_log(log)
 
-    def close(self):
+    def close(self, drop=False):
+        """Write what waits (blocking: the loop is over) or, with drop,
+        forget it; then close the spill file."""
+        for w in (self.out, self.err):
+            w.close()
+            if drop:
+                w.drop()
+            else:
+                w.flush()
         if self.spill is not None:
             self.spill.close()
             self.spill = None
-        if self.joblog is not None:
+        if self.joblog is not None and not self.log_to_out:
             self.joblog.flush()
 

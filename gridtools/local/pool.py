@@ -26,6 +26,7 @@ the worker running the job vanished).
 import heapq
 import math
 import os
+import select
 import signal
 import sys
 import time
@@ -40,6 +41,10 @@ KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
 # Signals that stop the run: every job's process group is killed first (the
 # jobs have groups of their own, so the terminal's signal never reaches them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# While this many writes wait for our reader (a full pipe), no job starts:
+# finished jobs' output waits in their captures (memory up to Capture.LIMIT
+# each, then a temporary file), and a slow reader slows the run.
+MAX_WAITING = 16
 
 
 class Halt:
@@ -152,6 +157,8 @@ class Pool:
         self.retry = []            # (job, status of its last try) waiting for another
         self.stepping = False      # a _step is queued on the loop
         self.delay_timer = None    # --delay: the timer that starts the next job
+        self.drain_timer = None    # stopped by a signal: how long output may wait
+        self.dropped = False       # ... and it waited too long
         self.exhausted = False
         self.watching_input = None     # the input fd we watch
         self.halting = None        # None, "soon" or "now"
@@ -175,6 +182,7 @@ class Pool:
         except ValueError:
             pass                    # not the main thread: no signals to catch
         try:
+            self.sink.attach(self.loop, self._poke)
             if self.opts.round_robin:
                 self._start_round_robin()
             self._poke()
@@ -189,8 +197,11 @@ class Pool:
             if self.bar:
                 self.bar.clear()
             self.executor.close()
-            self.sink.close()
+            self.sink.close(drop=self.dropped)
             self.loop.close()
+            if self.dropped:
+                _last_words("gridmap: output of finished jobs not written: "
+                            f"nothing read it for {KILL_GRACE:g}s after the signal\n")
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         if self.halt_status is not None:
@@ -208,7 +219,10 @@ class Pool:
         self.stepping = False
         self._fill()
         if not self.running and (self.exhausted or self.halting or self.stop_signal):
-            self.loop.stop()
+            if not self.sink.pending() or self.dropped:
+                self.loop.stop()
+            elif self.stop_signal and self.drain_timer is None:
+                self.drain_timer = self.loop.call_later(KILL_GRACE, self._give_up_output)
             return
         self._watch_input()
         if self.bar:
@@ -221,6 +235,8 @@ class Pool:
         if self.retry and (self.halting or self.stop_signal):
             self._end_retries()
         while self.free and not self.halting and not self.stop_signal:
+            if self.sink.pending() > MAX_WAITING:
+                return                  # the drain pokes us
             if self.opts.delay and self.loop.time() < self.next_start:
                 if self.delay_timer is None:
                     self.delay_timer = self.loop.call_at(self.next_start, self._delayed)
@@ -239,6 +255,12 @@ class Pool:
             self._start(job)
             if self.opts.delay:
                 self.next_start = self.loop.time() + self.opts.delay
+
+    def _give_up_output(self):
+        """Stopped by a signal, and our reader takes nothing: what waits is
+        lost, and we say so (the alternative is never exiting)."""
+        self.dropped = True
+        self._poke()
 
     def _delayed(self):
         self.delay_timer = None
@@ -357,7 +379,7 @@ class Pool:
             self._write_now(fd_no, output.tag_lines(job.tag, data[:cut]))
 
     def _write_now(self, fd_no, data):
-        output.write_all(self.sink.out_fd if fd_no == 1 else self.sink.err_fd, data)
+        self.sink.write(fd_no, data)
 
     def job_done(self, job, exitcode, sig, outcome=None):
         runtime = self.loop.time() - job.t0
@@ -410,8 +432,8 @@ class Pool:
         command holds, with the --bar line out of its way."""
         if self.bar:
             self.bar.clear()
-        sys.stderr.write(f"gridmap: {text.replace(chr(10), ' ')}\n")
-        sys.stderr.flush()
+        self.sink.write(2, f"gridmap: {text.replace(chr(10), ' ')}\n".encode(
+            "utf-8", "surrogateescape"))
 
     def _end_retries(self):
         """Halting or stopping means no more tries: a job still waiting for
@@ -485,6 +507,16 @@ class Pool:
             self.stop_signal = signum
             self._kill_running(cancel=True)
             self._poke()
+
+
+def _last_words(text):
+    """A line on stderr if it can take it now (it may be the full pipe)."""
+    _, ready, _ = select.select([], [2], [], 0)
+    if ready:
+        try:
+            os.write(2, text.encode())
+        except OSError:
+            pass
 
 
 class Progress:
