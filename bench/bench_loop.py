@@ -15,7 +15,6 @@ starts and measures it exactly as it does the real one.
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 
 import benchlib
@@ -25,7 +24,6 @@ LAUNCHER = """\
 # gridd hub on an asyncio loop, for bench/bench_loop.py
 import asyncio
 import os
-import sys
 
 sys.path.insert(0, {repo!r})
 from gridtools.cli import common, gridd  # noqa: E402
