@@ -276,3 +276,29 @@ def test_nul_in_an_input_fails_only_its_job():
         assert (p.returncode, p.stdout) == (2, b"c\n")
         assert p.stderr.count(b"gridmap: cannot run") == 2
         assert b"Traceback" not in p.stderr
+
+
+def test_an_item_longer_than_an_argument_can_be_ends_the_input_not_the_jobs():
+    """An input with no delimiter cannot grow gridmap's memory: an item past
+    128 KiB (Linux's limit on one argument) is an error, exit 65, after the
+    jobs of the items before it have run and printed."""
+    data = b"first\nsecond\n" + b"a" * (300 * 1024)
+    p = run_gridmap(["-k", "-j2", "echo"], input=data)
+    assert p.returncode == 65
+    assert p.stdout == b"first\nsecond\n"
+    assert p.stderr.startswith(b"gridmap: error: an input item is longer than 131072 bytes")
+    # A long item under the limit still reaches its command.
+    p = run_gridmap(["printf", "%s"], input=b"b" * (100 * 1024) + b"\n")
+    assert (p.returncode, p.stdout) == (0, b"b" * (100 * 1024))
+
+
+def test_pipe_record_with_no_end_is_bounded(tmp_path):
+    """--pipe keeps a record in memory only up to 256 MiB (or twice
+    --block): past that, exit 65 naming the way out."""
+    import subprocess
+
+    from conftest import GRIDMAP
+    p = subprocess.run(f"head -c 300000000 /dev/zero | {GRIDMAP} --pipe wc -c",
+                       shell=True, capture_output=True, timeout=120)
+    assert p.returncode == 65
+    assert b"--pipe: a record is longer than 256 MiB" in p.stderr

@@ -11,6 +11,13 @@ import itertools
 import os
 import re
 
+from gridtools.proto import errors
+
+# The most bytes one input item may hold: Linux's limit on one argument
+# (MAX_ARG_STRLEN), so no longer item could reach a command anyway, and an
+# input with no delimiter cannot grow gridmap's memory without bound.
+MAX_ITEM = 128 * 1024
+
 
 def decode(b):
     return os.fsdecode(b) if b else ""
@@ -23,8 +30,9 @@ class Splitter:
     Empty items between delimiters are items (an empty line is an input).
     """
 
-    def __init__(self, delim=b"\n"):
+    def __init__(self, delim=b"\n", limit=MAX_ITEM):
         self.delim = delim
+        self.limit = limit
         self.tail = b""
 
     def feed(self, chunk):
@@ -33,6 +41,10 @@ class Splitter:
         data = self.tail + chunk if self.tail else chunk
         parts = data.split(self.delim)
         self.tail = parts.pop()
+        if len(data) > self.limit and max([len(self.tail), *map(len, parts)]) > self.limit:
+            raise errors.DataError(
+                f"an input item is longer than {self.limit} bytes, the most one argument "
+                f"may hold (for data, use --pipe)")
         return [decode(p) for p in parts]
 
     def finish(self):

@@ -21,6 +21,9 @@ WAIT = object()
 # A command line longer than this is split across jobs with -X and -m
 # (Linux allows more, but other systems and shells do not).
 MAX_LINE = 128 * 1024
+# --pipe: the most one record may hold unless --block is larger (its
+# half): an input with no record end must not grow memory without bound.
+MAX_RECORD = 256 << 20
 
 
 class Job:
@@ -318,6 +321,10 @@ class PipeSource:
         self._read()
 
     def _read(self):
+        if len(self.buf) > max(MAX_RECORD, 2 * self.size):
+            raise errors.DataError(
+                f"--pipe: a record is longer than {len(self.buf) >> 20} MiB (no record end "
+                f"in it): give --recend, or a --block at least half its size")
         want = max(self.size + (1 << 16) - len(self.buf), 1 << 16)
         try:
             chunk = read_input(self.fd_in, min(want, 16 << 20))

@@ -159,6 +159,7 @@ class Pool:
         self.delay_timer = None    # --delay: the timer that starts the next job
         self.drain_timer = None    # stopped by a signal: how long output may wait
         self.dropped = False       # ... and it waited too long
+        self.bad_input = None      # the DataError that ended the input
         self.exhausted = False
         self.watching_input = None     # the input fd we watch
         self.halting = None        # None, "soon" or "now"
@@ -204,6 +205,8 @@ class Pool:
                             f"nothing read it for {KILL_GRACE:g}s after the signal\n")
         if self.stop_signal is not None:
             return 128 + self.stop_signal
+        if self.bad_input is not None:
+            raise self.bad_input        # after the jobs it let start have ended
         if self.halt_status is not None:
             return self.halt_status
         return self.opts.halt.final_status(self.failed, self.started)
@@ -217,7 +220,10 @@ class Pool:
 
     def _step(self):
         self.stepping = False
-        self._fill()
+        try:
+            self._fill()
+        except errors.DataError as e:
+            self._input_failed(e)
         if not self.running and (self.exhausted or self.halting or self.stop_signal):
             if not self.sink.pending() or self.dropped:
                 self.loop.stop()
@@ -268,10 +274,13 @@ class Pool:
 
     def _start(self, job):
         job.slot = heapq.heappop(self.free)
-        prepare(job, self.opts)
+        try:
+            prepare(job, self.opts)
+        except errors.DataError:
+            heapq.heappush(self.free, job.slot)
+            raise
         if self.opts.verbose:
-            sys.stderr.write(job.command + "\n")
-            sys.stderr.flush()
+            self.sink.write(2, os.fsencode(job.command) + b"\n")
         job.tries += 1
         job.start = time.time()
         job.t0 = self.loop.time()
@@ -306,8 +315,18 @@ class Pool:
             self.watching_input = None
 
     def _on_input(self):
-        self.source.on_readable()
+        try:
+            self.source.on_readable()
+        except errors.DataError as e:
+            self._input_failed(e)
         self._poke()
+
+    def _input_failed(self, e):
+        """Input gridmap cannot use (an item too long, a command line too
+        long): no more jobs start, the running ones end as they would, and
+        then gridmap reports it (exit 65).  No job is lost to it."""
+        self.bad_input = e
+        self.exhausted = True
 
     # -- round robin -----------------------------------------------------
 
