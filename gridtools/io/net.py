@@ -1,10 +1,14 @@
 """Listening and connecting (addresses as proto.address parses them, TLS
-as proto.keys loads it), and the client side of a hub connection: the
-blocking Channel and the HELLO handshake."""
+as proto.keys loads it), the one buffered message connection (Channel:
+blocking for clients, on the loop for the worker), and the connecting side
+of the HELLO handshake.  Shipped with the worker: stdlib and proto only."""
 
+import math
 import os
+import select
 import socket
 import stat
+import time
 
 from gridtools.proto import address, errors, keys, wire
 
@@ -81,9 +85,11 @@ def tune(sock):
 
 
 def connect(addr, tls=None, timeout=CONNECT_TIMEOUT):
-    """A connected, blocking socket (TLS-wrapped if a client context is given)."""
+    """A connected socket, TLS-wrapped if a client context is given and
+    the address is not a unix socket (a hub speaks TLS on TCP only)."""
     try:
         if addr.family == socket.AF_UNIX:
+            tls = None
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(timeout)
             s.connect(addr.path)
@@ -112,50 +118,177 @@ def tls_failure(exc, addr):
     return grid_error(code, f"hub {addr}: {text}")
 
 
-# -- the client side of the handshake ----------------------------------------
+# -- the buffered connection ---------------------------------------------------
 
 class Channel:
-    """A blocking message channel over a socket (clients and ctl)."""
+    """A buffered message connection to a hub: a socket (plain or TLS), or
+    a pair of fds for a worker on stdio.  Its fds are non-blocking.
 
-    def __init__(self, sock, addr):
+    Used blocking (clients, ctl): send() writes everything out, recv()
+    waits for the next message.  Attached to a Loop (the worker): send()
+    queues, and what a turn queued leaves in one write at the turn's end;
+    on_input() runs after bytes arrive, with the messages in .reader.
+    Every failure is a GridError: UnavailableError when the connection is
+    gone, the TLS table's error when the hub refused us."""
+
+    def __init__(self, sock, addr, rfd=None, wfd=None):
         self.sock = sock
         self.addr = addr
+        self.rfd = sock.fileno() if sock is not None else rfd
+        self.wfd = sock.fileno() if sock is not None else wfd
+        self.tls = hasattr(sock, "pending")
+        self.would_block = (BlockingIOError, InterruptedError)
+        if self.tls:
+            import ssl
+            self.would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        if sock is not None:
+            sock.setblocking(False)
+        else:
+            os.set_blocking(rfd, False)
+            os.set_blocking(wfd, False)
         self.reader = wire.Reader()
-        self.queue = []
+        self.out = bytearray()
+        # Reads land here: a fresh 256 KiB bytes object per read costs an mmap.
+        self.rbuf = bytearray(1 << 18)
+        self.loop = None
+        self.on_input = None
+        self.flush_due = False      # a flush is queued, or waits for writability
+        self.waiting = False        # the loop watches wfd for writability
+
+    @classmethod
+    def over_fds(cls, rfd, wfd, addr="on stdio"):
+        return cls(None, addr, rfd, wfd)
+
+    # -- both ways --------------------------------------------------------------
+
+    def read_some(self):
+        """Feed what has arrived to the reader; False at end of stream."""
+        try:
+            if self.tls:
+                data = self.sock.recv(1 << 18)
+                while self.sock.pending():
+                    data += self.sock.recv(self.sock.pending())
+            else:
+                data = memoryview(self.rbuf)[:os.readv(self.rfd, [self.rbuf])]
+        except self.would_block:
+            return True
+        except OSError as e:
+            # With TLS 1.3 a refused client certificate shows at the first read.
+            raise tls_failure(e, self.addr) or errors.UnavailableError(
+                f"hub {self.addr}: {e.strerror or e}") from None
+        if not data:
+            return False
+        self.reader.feed(data)
+        return True
+
+    def flush(self):
+        """Write what the connection takes now; True when all is out."""
+        out = self.out
+        while out:
+            try:
+                if self.tls:
+                    n = self.sock.send(out[:1 << 18])
+                else:
+                    n = os.write(self.wfd, out)
+            except self.would_block:
+                return False
+            except OSError as e:
+                raise errors.UnavailableError(f"hub {self.addr}: {e.strerror or e}") from None
+            del out[:n]
+        return True
 
     def send(self, data):
+        self.out += data
+        if self.loop is None:
+            self.flush_blocking()
+        elif not self.flush_due:
+            self.flush_due = True
+            self.loop.call_soon(self._flush_soon)
+
+    def close(self):
+        self.detach()
         try:
-            self.sock.sendall(data)
-        except OSError as e:
-            raise errors.UnavailableError(f"hub {self.addr}: {e.strerror or e}")
+            if self.sock is not None:
+                self.sock.close()
+            else:
+                for fd in {self.rfd, self.wfd}:
+                    os.close(fd)
+        except OSError:
+            pass
+
+    # -- blocking -------------------------------------------------------------
 
     def recv(self, timeout=None):
-        """The next message; UnavailableError when the hub hangs up."""
+        """The next message, waiting at most timeout seconds (None: for ever)."""
+        end = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 return next(self.reader)
             except StopIteration:
                 pass
             except wire.WireError as e:
-                raise errors.ProtocolError(f"hub {self.addr}: {e}")
-            self.sock.settimeout(timeout)
-            try:
-                data = self.sock.recv(1 << 18)
-            except TimeoutError:
+                raise errors.ProtocolError(f"hub {self.addr}: {e}") from None
+            if not _wait(self.rfd, select.POLLIN, end):
                 raise errors.UnavailableError(f"hub {self.addr}: no answer")
-            except OSError as e:
-                # With TLS 1.3 a refused client certificate shows at the first read.
-                raise tls_failure(e, self.addr) or errors.UnavailableError(
-                    f"hub {self.addr}: {e.strerror or e}")
-            if not data:
+            if not self.read_some():
                 raise errors.UnavailableError(f"hub {self.addr} closed the connection")
-            self.reader.feed(data)
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+    def flush_blocking(self, timeout=None):
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.flush():
+            if not _wait(self.wfd, select.POLLOUT, end):
+                raise errors.UnavailableError(f"hub {self.addr}: write timed out")
+
+    # -- on a loop --------------------------------------------------------------
+
+    def attach(self, loop, on_input):
+        """Serve on loop: on_input() runs whenever bytes arrived (the end of
+        the stream raises UnavailableError out of the loop instead)."""
+        self.loop = loop
+        self.on_input = on_input
+        loop.add_reader(self.rfd, self._readable)
+        if self.out:
+            self.flush_due = True
+            loop.call_soon(self._flush_soon)
+
+    def detach(self):
+        """Back to blocking use; what is queued stays queued."""
+        loop, self.loop = self.loop, None
+        if loop is None:
+            return
+        loop.remove_reader(self.rfd)
+        if self.waiting:
+            self.waiting = False
+            loop.remove_writer(self.wfd)
+        self.flush_due = False
+
+    def _readable(self):
+        if not self.read_some():
+            raise errors.UnavailableError(f"hub {self.addr} closed the connection")
+        self.on_input()
+
+    def _flush_soon(self):
+        if self.loop is None or self.waiting:
+            return
+        if self.flush():
+            self.flush_due = False
+        else:
+            self.waiting = True
+            self.loop.add_writer(self.wfd, self._writable)
+
+    def _writable(self):
+        if self.flush():
+            self.waiting = self.flush_due = False
+            self.loop.remove_writer(self.wfd)
+
+
+def _wait(fd, event, end):
+    """Wait until fd is ready for event or the monotonic clock reaches end
+    (None: no limit); False on time-out."""
+    p = select.poll()
+    p.register(fd, event)
+    left = None if end is None else max(0, math.ceil((end - time.monotonic()) * 1000))
+    return bool(p.poll(left))
 
 
 def raise_err(msg, where):

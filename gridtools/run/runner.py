@@ -2,8 +2,8 @@
 
 The worker's MANIFEST includes this module, so it imports nothing but the
 standard library and nothing from the rest of gridtools.  It does no
-waiting of its own: the caller's selectors loop watches the descriptors a
-Child exposes (stdout, stderr, stdin for fed jobs, and a pidfd for the exit).
+waiting of its own: run.relay watches the descriptors a Child exposes
+(stdout, stderr, stdin for fed jobs, and a pidfd for the exit) on the loop.
 
 A command reaches us as an argv list.  The caller decides whether it needs a
 shell (see needs_shell); an argv that cannot be executed directly (not found,
