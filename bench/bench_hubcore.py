@@ -16,6 +16,7 @@ on two shared cores single runs vary by a fifth).
 
 import os
 import re
+import shutil
 import selectors
 import socket
 import statistics
@@ -49,10 +50,13 @@ def start_hub(tree):
     while time.monotonic() < deadline:
         m = re.search(r"listening on (\S+):(\d+)", open(log).read())
         if m:
+            p.tmp = tmp
             return p, (m.group(1), int(m.group(2)))
         time.sleep(0.02)
     p.kill()
-    raise SystemExit("hub did not start: " + open(log).read())
+    text = open(log).read()
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise SystemExit("hub did not start: " + text)
 
 
 def greet(addr, role, extra=b""):
@@ -167,6 +171,7 @@ def measure(tree, mode):
     finally:
         hub.terminate()
         hub.wait(10)
+        shutil.rmtree(hub.tmp, ignore_errors=True)
     return cpu / jobs * 1e6, jobs / wall
 
 

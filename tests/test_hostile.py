@@ -479,7 +479,7 @@ def test_the_mutator_covers_every_verb_the_hub_handles():
     try:
         tables = hub.handlers
     finally:
-        hub.sel.close()
+        hub.close_loop()
     assert set(CLIENT_VERBS) == set(tables["client"]) - {"SHUTDOWN", "DRAIN"}
     assert set(WORKER_VERBS) == set(tables["worker"])
 HELLO = template("HELLO", [st.sampled_from(["1", "2"])],
