@@ -134,17 +134,17 @@ def read_batches(f, max_len=MAX_COMMAND, lines=BATCH_LINES, size=BATCH_BYTES):
 
 
 def status_of(record):
-    """gridsub's exit status for a job's result (hubclient.done_record)."""
-    outcome = record["outcome"]
+    """gridsub's exit status for a job's result (a hubclient.Done)."""
+    outcome = record.outcome
     if outcome == errors.LOST:
         return LOST_STATUS
     if outcome == errors.TIMEOUT:
         return TIMEOUT_STATUS
-    if record["sig"] is not None:
-        return 128 + record["sig"]
-    if record["exit"] is None:
-        return 128 + 15 if outcome == "cancelled" else 1
-    return record["exit"]
+    if record.sig is not None:
+        return 128 + record.sig
+    if record.exit is None:
+        return 128 + 15 if outcome == errors.CANCELLED else 1
+    return record.exit
 
 
 def say(text):
@@ -230,8 +230,8 @@ class Link:
                             raise
                         # Our FORGET sent before the connection broke did it.
                 self.collected(did)
-                if record["note"]:
-                    say(f"job {did}: {record['note']}")
+                if record.note:
+                    say(f"job {did}: {record.note}")
                 return status_of(record)
             except errors.UnavailableError as e:
                 self.lost(e, did)

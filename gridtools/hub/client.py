@@ -8,6 +8,7 @@ import json
 import os
 import random
 import time
+import typing
 
 from gridtools.io import net
 from gridtools.proto import errors, wire
@@ -105,8 +106,7 @@ def submit(client, commands, require=None, retries=0, timeout=None):
 def follow(client, did, write):
     """Collect durable job did, waiting for it to finish: write(fd, data)
     for each piece of its output (fd 1 or 2) as it comes, from the start of
-    what the hub stored (see Replay), then its result as a dict (see
-    done_record).  UnavailableError if the connection is lost meanwhile."""
+    what the hub stored (see Replay), then its result as a Done.  UnavailableError if the connection is lost meanwhile."""
     client.send(wire.format("RESULT", did, wait=1))
     name = str(did)
     while True:
@@ -120,12 +120,23 @@ def follow(client, did, write):
                                        f"{did}, got {msg.verb} {' '.join(msg.args)[:80]}")
 
 
+class Done(typing.NamedTuple):
+    """A durable job's result: exit (0-255) or sig (1-64) or neither, its
+    outcome (gridtools.proto.errors.OUTCOMES), tries, the worker that ran
+    it, and the hub's note when something went wrong on its side."""
+    id: int
+    exit: typing.Optional[int]
+    sig: typing.Optional[int]
+    outcome: typing.Optional[str]
+    tries: int
+    worker: typing.Optional[str]
+    note: typing.Optional[str]
+
+
 def done_record(msg):
-    """A durable job's DONE as a dict: id, exit (0-255) or sig (1-64) or
-    neither, outcome, tries, worker (WireError for a malformed field)."""
-    return {"id": msg.id_arg(0), "exit": msg.int("exit", None, 0, 255),
-            "sig": msg.int("sig", None, 1, 64), "outcome": msg.get("outcome"),
-            "tries": msg.int("tries"), "worker": msg.get("worker"), "note": msg.get("note")}
+    """A durable job's DONE as a Done (WireError for a malformed field)."""
+    return Done(msg.id_arg(0), msg.int("exit", None, 0, 255), msg.int("sig", None, 1, 64),
+                msg.get("outcome"), msg.int("tries"), msg.get("worker"), msg.get("note"))
 
 
 def forget(client, did):
