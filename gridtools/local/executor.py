@@ -1,16 +1,15 @@
 """The local executor: runs the pool's jobs as child processes on this host,
-relaying their pipes on the pool's loop (see pool.py for the interface).
+each relayed by run.relay on the pool's loop (see pool.py for the
+interface), and the shell that runs the commands that need one.
 """
 
-import collections
 import os
 import re
 
 from gridtools.proto import errors
 from gridtools.run import runner
-from gridtools.local.jobs import FileRange, grow_pipe
-
-SPLICE_F_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
+from gridtools.run.relay import Relay
+from gridtools.local.jobs import grow_pipe
 
 
 # The shells GNU parallel recognises in its parent processes.
@@ -113,7 +112,8 @@ def parent_shell(pid):
 
 
 class LocalExecutor:
-    """Runs jobs as local child processes."""
+    """Runs jobs as local child processes, each relayed by run.relay on the
+    pool's loop."""
 
     def __init__(self, capacity, loop, pool):
         self.capacity = capacity
@@ -124,163 +124,40 @@ class LocalExecutor:
         fed = job.block is not None or self.pool.opts.round_robin
         argv = job.argv or self.pool.opts.shell.argv(job.command)
         child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
-        h = job.handle = _Running(child)
-        self.loop.add_reader(child.stdout, self._readable, job, 1)
-        self.loop.add_reader(child.stderr, self._readable, job, 2)
-        self.loop.add_reader(child.pidfd, self._exited, job)
+        pool = self.pool
+
+        def output(fd_no, data):
+            pool.job_output(job, fd_no, data)
+
+        def taken(n):
+            job.sent = relay.written
+            if not relay.inq and not relay.input_done:
+                pool.input_taken(job)
+
+        def done(code, sig):
+            job.handle = None
+            pool.job_done(job, code, sig)
+
+        relay = job.handle = Relay(self.loop, child, output, done, taken)
         if fed:
             grow_pipe(child.stdin)
             if job.block is not None:
-                h.inq.append(job.block)
-                h.input_done = not self.pool.opts.round_robin
-            self._want_write(job)
+                relay.feed(job.block)
+                if not pool.opts.round_robin:
+                    relay.end_input()
 
     def feed(self, job, block):
-        job.handle.inq.append(block)
-        self._want_write(job)
+        job.handle.feed(block)
 
     def end_input(self, job):
-        job.handle.input_done = True
-        self._want_write(job)
+        job.handle.end_input()
 
     def pending_input(self, job):
-        h = job.handle
-        return sum(len(b) for b in h.inq) - h.inpos if h.inq else 0
+        return job.handle.pending_input()
 
     def kill(self, job, sig):
         if job.handle is not None:
-            job.handle.child.kill(sig)
+            job.handle.kill(sig)
 
     def close(self):
         pass
-
-    # -- events ----------------------------------------------------------
-
-    def _want_write(self, job):
-        h = job.handle
-        child = h.child
-        if child.stdin is None:
-            return
-        if not h.inq:
-            if h.input_done:
-                self._close_stdin(job)
-            return
-        if not h.writing:
-            self.loop.add_writer(child.stdin, self._writable, job)
-            h.writing = True
-
-    def _writable(self, job):
-        h = job.handle
-        if h is None or not h.writing:
-            return
-        fd = h.child.stdin
-        try:
-            while h.inq:
-                block = h.inq[0]
-                if isinstance(block, FileRange):
-                    # splice moves page-cache pages into the pipe without
-                    # copying them (sendfile to a pipe goes through a copy).
-                    n = os.splice(block.fd, fd, block.length - h.inpos,
-                                  offset_src=block.offset + h.inpos,
-                                  flags=SPLICE_F_NONBLOCK)
-                else:
-                    n = os.write(fd, memoryview(block)[h.inpos:])
-                h.inpos += n
-                job.sent += n
-                if h.inpos >= len(block) or n == 0:
-                    # n == 0: splice found the end of the file early (it
-                    # shrank under us); the rest of the block is gone, and
-                    # waiting for it would spin on a writable pipe forever.
-                    h.inq.popleft()
-                    h.inpos = 0
-        except BlockingIOError:
-            return
-        except (BrokenPipeError, ConnectionResetError):
-            # The job stopped reading; what it did not take is not ours to
-            # force on it.  Its exit status tells the story.
-            h.inq.clear()
-            h.input_done = True
-        if not h.inq:
-            self.loop.remove_writer(fd)
-            h.writing = False
-            if h.input_done:
-                self._close_stdin(job)
-            else:
-                self.pool.input_taken(job)
-
-    def _close_stdin(self, job):
-        h = job.handle
-        if h.writing:
-            self.loop.remove_writer(h.child.stdin)
-            h.writing = False
-        h.child.close_stdin()
-
-    def _readable(self, job, fd_no):
-        # An event from the same select() batch may arrive after the job
-        # was finished by its exit event: its pipes are closed already.
-        h = job.handle
-        fd = None if h is None else h.child.stdout if fd_no == 1 else h.child.stderr
-        if fd is None:
-            return
-        try:
-            data = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return
-        if data:
-            self.pool.job_output(job, fd_no, data)
-            return
-        self._close_out(job, fd_no)
-        self._maybe_done(job)
-
-    def _close_out(self, job, fd_no):
-        h = job.handle
-        fd = h.child.stdout if fd_no == 1 else h.child.stderr
-        if fd is None:
-            return
-        self.loop.remove_reader(fd)
-        os.close(fd)
-        if fd_no == 1:
-            h.child.stdout = None
-        else:
-            h.child.stderr = None
-
-    def _exited(self, job):
-        h = job.handle
-        if h is None:
-            return
-        self.loop.remove_reader(h.child.pidfd)
-        h.status = h.child.reap()
-        # Whatever the job wrote before exiting is in the pipes now; a
-        # background grandchild holding them open must not hold us up.
-        for fd_no in (1, 2):
-            fd = h.child.stdout if fd_no == 1 else h.child.stderr
-            while fd is not None:
-                try:
-                    data = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                self.pool.job_output(job, fd_no, data)
-            self._close_out(job, fd_no)
-        self._maybe_done(job)
-
-    def _maybe_done(self, job):
-        h = job.handle
-        if h.status is None or h.child.stdout is not None or h.child.stderr is not None:
-            return
-        self._close_stdin(job)
-        job.handle = None
-        self.pool.job_done(job, *h.status)
-
-
-class _Running:
-    __slots__ = ("child", "status", "inq", "inpos", "input_done", "writing")
-
-    def __init__(self, child):
-        self.child = child
-        self.status = None
-        self.inq = collections.deque()
-        self.inpos = 0
-        self.input_done = False
-        self.writing = False
