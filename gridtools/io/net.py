@@ -207,14 +207,14 @@ class Channel:
 
     def close(self):
         self.detach()
-        try:
-            if self.sock is not None:
-                self.sock.close()
-            else:
-                for fd in {self.rfd, self.wfd}:
-                    os.close(fd)
-        except OSError:
-            pass
+        if self.sock is not None:
+            self.sock.close()
+            return
+        for fd in {self.rfd, self.wfd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # -- blocking -------------------------------------------------------------
 
