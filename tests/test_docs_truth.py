@@ -275,11 +275,26 @@ def read_verbs(tree):
 
 _SENT_BYTES = re.compile(rb"^([A-Z]{2,16})[ \n]")
 
+# The handshake and error helpers of gridtools.proto.wire, and the verb of
+# the line each one makes.
+WIRE_HELPERS = {"hello": "HELLO", "connect_as": "HELLO", "error": "ERR"}
+
+
+def wire_aliases(tree):
+    """The names gridtools.proto.wire is imported under in a module."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "gridtools.proto":
+            names |= {a.asname or a.name for a in node.names if a.name == "wire"}
+    return names
+
 
 def sent_verbs(tree):
     """Verbs a module writes: format("VERB", ...), request("VERB"),
-    format_line("VERB"), and bytes that start a message (b"BYE\\n")."""
+    format_line("VERB"), proto.wire's hello(), connect_as() and error(),
+    and bytes that start a message (b"BYE\\n")."""
     found = set()
+    wire_names = wire_aliases(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and node.args:
             func = node.func
@@ -288,6 +303,9 @@ def sent_verbs(tree):
                 verb = _verb_constant(node.args[0])
                 if verb:
                     found.add(verb)
+            elif (name in WIRE_HELPERS and isinstance(func, ast.Attribute)
+                  and getattr(func.value, "id", None) in wire_names):
+                found.add(WIRE_HELPERS[name])
         elif isinstance(node, ast.Constant) and isinstance(node.value, bytes):
             m = _SENT_BYTES.match(node.value)
             if m:
@@ -356,15 +374,16 @@ def test_every_verb_in_the_protocol_section_exists_in_the_code():
     assert not unsent, f"gridtools(7) PROTOCOL names replies {unsent} that nothing sends"
 
 
-# Lines a receiver waits for by name in its handshake rather than
-# dispatching them from a table.
-EXPECTED_FIRST = ("GRIDMCAST", "WELCOME")
+# Lines a receiver hands to proto.wire.connect_as in its handshake (the
+# sender's HELLO, its WELCOME) rather than dispatching them from a table.
+EXPECTED_FIRST = ("HELLO", "WELCOME")
 
 
-def test_mcast_control_lines_are_sent_and_handled():
+def mcast_control_lines():
+    """[(side, words)] of each line gridtools(7) Control lines lists, in order."""
     text = (MAN / "gridtools.7").read_text(encoding="utf-8")
     lines = subsections(section(text, "MULTICAST WIRE FORMAT"))["Control lines"]
-    said = {}                   # verb -> "sender" or "receiver"
+    out = []
     for i, line in enumerate(lines):
         if line.startswith(".TP") and i + 1 < len(lines):
             tag = unescape(lines[i + 1])
@@ -373,8 +392,31 @@ def test_mcast_control_lines_are_sent_and_handled():
                 for alt in rest.split(" or "):
                     words = re.sub(r"^\.\w+\s*", "", alt.strip()).split()
                     if words and _VERB.match(words[0]):
-                        said[words[0]] = side
-    assert {"GRIDMCAST", "HELLO", "NACK", "END", "DONE", "FAILED"} <= set(said), said
+                        out.append((side, words))
+    return out
+
+
+def test_mcast_greeting_is_the_hub_protocols_hello():
+    """The first control line gridtools(7) lists is the sender's greeting,
+    the hub protocol's HELLO, with the keys the sender's greeting has."""
+    from gridtools.proto import wire
+    from gridtools.mcast import send
+    side, words = mcast_control_lines()[0]
+    assert (side, words[:2]) == ("sender", ["HELLO", wire.VERSION]), words
+    doc = dict(w.split("=", 1) for w in words[2:])
+    for key in (b"k", None):
+        msg, _ = wire.split(send.greeting(wire.new_nonce(), key))
+        assert wire.check_hello(msg, roles=("sender",))[0] == "sender"
+        assert doc.keys() == msg.kv.keys(), (doc, msg.kv)
+        assert doc["role"] == msg.get("role")
+        assert msg.get("auth") in doc["auth"].split("|")
+
+
+def test_mcast_control_lines_are_sent_and_handled():
+    said = {}                   # verb -> "sender" or "receiver"
+    for side, words in mcast_control_lines():
+        said[words[0]] = side
+    assert {"HELLO", "WELCOME", "ERR", "NACK", "END", "DONE", "FAILED"} <= set(said), said
     mcast = [p for p in sources() if not not_mcast(p)]
     sent = set().union(*(sent_verbs(parsed(p)) for p in mcast))
     read = set().union(*(read_verbs(parsed(p)) for p in mcast))

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from gridtools.proto import errors
+from gridtools.proto import wire as proto
 from gridtools.mcast import wire
 from gridtools.cli import gridmcast
 from mcast_helpers import finish, start_receiver, start_sender
@@ -286,9 +287,50 @@ def test_wrong_or_missing_key(tmp_path):
     src.write_bytes(b"hello")
     sender, addr = start_sender([*CTL, "--key-file", str(key), "--wait", "3", str(src)])
     rc, out, err = finish(start_receiver(addr))
-    assert rc == errors.NOPERM, err
+    assert rc == errors.NOPERM and "requires a receiver key (--key-file)" in err, err
+    assert "GRID_KEY" not in err, err           # the group key comes from --key-file only
     rc, out, err = finish(start_receiver(addr, ["--key-file", str(other)]))
-    assert rc == errors.NOPERM, err
+    assert rc == errors.NOPERM and "refused: authentication as receiver failed" in err, err
+    rc, out, err = finish(start_receiver(addr, ["--key-file", str(key)]))
+    assert rc == 0 and out == b"hello", err
+    assert finish(sender)[0] == 0
+    # And a key on the receiver's side only: the sender could never prove it.
+    sender, addr = start_sender([*CTL, "--wait", "3", str(src)])
+    rc, out, err = finish(start_receiver(addr, ["--key-file", str(key)]))
+    assert rc == errors.NOPERM and "has no receiver key" in err, err
+    rc, out, err = finish(start_receiver(addr))
+    assert rc == 0 and out == b"hello", err
+    assert finish(sender)[0] == 0
+
+
+def test_the_sender_answers_a_bad_hello_with_err(tmp_path):
+    """The control channel is the hub protocol: a keyed sender greets with
+    HELLO role=sender, and answers a HELLO without the key's MAC (or from
+    the wrong role) with the hub's ERR line, code and all, then hangs up."""
+    key = tmp_path / "key"
+    key.write_bytes(b"k1")
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"hello")
+    sender, addr = start_sender([*CTL, "--key-file", str(key), "--wait", "3", str(src)])
+    host, port = wire.parse_hostport(addr)
+
+    def exchange(hello):
+        with socket.create_connection((host, port), timeout=10) as s:
+            f = s.makefile("rb")
+            greeting, _ = proto.split(f.readline())
+            assert proto.check_hello(greeting, roles=("sender",))[0] == "sender"
+            assert greeting.get("auth") == proto.AUTH
+            s.sendall(hello(greeting.get("nonce")))
+            return f.readline(), f.readline()
+
+    nonce = proto.new_nonce()
+    no_mac = exchange(lambda theirs: proto.hello("receiver", nonce, relay="127.0.0.1:1"))
+    assert no_mac == (b"ERR 77 authentication as receiver failed\n", b""), no_mac
+    wrong = exchange(lambda theirs: proto.hello(
+        "receiver", nonce, relay="127.0.0.1:1", mac=proto.mac(b"k2", "receiver", theirs, nonce)))
+    assert wrong == (b"ERR 77 authentication as receiver failed\n", b""), wrong
+    role = exchange(lambda theirs: proto.hello("client", nonce))
+    assert role[0].startswith(b"ERR 76 HELLO: role must be one of receiver") and role[1] == b""
     rc, out, err = finish(start_receiver(addr, ["--key-file", str(key)]))
     assert rc == 0 and out == b"hello", err
     assert finish(sender)[0] == 0
@@ -301,7 +343,7 @@ def test_late_joiner_refused(tmp_path):
     sender.stdin.flush()
     time.sleep(1.5)
     rc, out, err = finish(start_receiver(addr))
-    assert rc == errors.TEMPFAIL, err
+    assert rc == errors.TEMPFAIL and "refused: the session has already started" in err, err
     sender.stdin.close()
     assert finish(first)[:2] == (0, b"a" * 1000)
     assert finish(sender)[0] == 0

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gridtools.proto import errors
+from gridtools.proto import wire as proto
 from gridtools.mcast import wire
 
 TAGGERS = [wire.make_tagger(None), wire.make_tagger(b"group key")]
@@ -89,18 +90,77 @@ def test_ranges_bounded():
         wire.parse_ranges("x")
 
 
-def test_lines_round_trip_and_limits():
-    line = wire.format_line("HELLO", 1, nonce="ab", relay="10.0.0.1:5", mac=None)
-    assert line == b"HELLO 1 nonce=ab relay=10.0.0.1:5\n"
-    assert wire.parse_line(line) == ("HELLO", ["1"], {"nonce": "ab", "relay": "10.0.0.1:5"})
-    with pytest.raises(ValueError):
-        wire.format_line("BAD", "two words")
-    with pytest.raises(errors.ProtocolError):
-        wire.parse_line(b"X" * (wire.MAX_LINE + 1))
-    with pytest.raises(errors.ProtocolError):
-        wire.parse_line(b"\xff\n")
-    with pytest.raises(errors.ProtocolError):
-        wire.parse_line(b"   \n")
+def lines(*data):
+    """What a control connection's reader makes of these bytes."""
+    r = proto.Reader()
+    for d in data:
+        r.feed(d)
+    return list(r)
+
+
+def test_control_lines_are_the_hub_protocols():
+    """Formatted and parsed by proto.wire, so the hub's parser reads every
+    one: no key announces a body (END and DONE say size=, not bytes=)."""
+    said = [proto.format("START", mode="mcast", payload=60000, window=512),
+            proto.format("START", mode="tcp", payload=131072, forward="[::1]:7000"),
+            proto.format("NACK", wire.format_ranges([1, 2, 3, 7, 9, 10])),
+            proto.format("ACK", 64), proto.format("HEARD"), proto.format("EVICT"),
+            proto.format("END", count=3, size=150000, digest="ab" * 32),
+            proto.format("DONE", size=150000, digest="ab" * 32),
+            proto.format("FAILED", reason="digest"), proto.format("PING")]
+    got = lines(b"\n" + b"".join(said))    # io.net.connect opens with a blank line
+    assert [m.verb for m in got] == [proto.split(d)[0].verb for d in said]
+    assert all(m.body is None for m in got)
+    assert got[2].args == ["1-3,7,9-10"]
+    assert got[6].int("size") == 150000 and got[7].kv == {"size": "150000", "digest": "ab" * 32}
+    with pytest.raises(proto.WireError):            # the parser's one header cap
+        lines(b"X" * (proto.MAX_HEADER + 1))
+
+
+def test_the_sender_greets_as_the_hub_does():
+    from gridtools.mcast import send as mcastsend
+    nonce = proto.new_nonce()
+    (msg,) = lines(mcastsend.greeting(nonce, b"k"))
+    assert proto.check_hello(msg, roles=("sender",)) == ("sender", nonce)
+    assert msg.get("auth") == proto.AUTH
+    (msg,) = lines(mcastsend.greeting(nonce, None))
+    assert msg.get("auth") == "none"
+
+
+def test_the_receivers_handshake_is_connect_as():
+    """The receiver's side is proto.wire.connect_as, role receiver; the
+    MACs are the hub's, so each side's role and the other's nonce count."""
+    from gridtools.mcast import send as mcastsend
+    key = b"group key"
+    theirs = proto.new_nonce()
+    (greeting,) = lines(mcastsend.greeting(theirs, key))
+    line, check = proto.connect_as(greeting, "receiver", key, peer_roles=("sender",),
+                                   hint="--key-file", relay="127.0.0.1:5", rcvbuf=1)
+    (hello,) = lines(line)
+    role, mine = proto.check_hello(hello, roles=("receiver",))
+    assert proto.check_mac(key, role, theirs, mine, hello.get("mac"))
+    assert hello.get("relay") == "127.0.0.1:5"
+    welcome = proto.format("WELCOME", proto.VERSION, role="sender",
+                           mac=proto.mac(key, "sender", mine, theirs), session=1)
+    assert check(lines(welcome)[0]).int("session") == 1
+    for bad in (proto.mac(key, "receiver", mine, theirs), proto.mac(b"other", "sender", mine, theirs),
+                None):
+        with pytest.raises(proto.WireError, match="the sender did not prove") as e:
+            check(lines(proto.format("WELCOME", proto.VERSION, role="sender", mac=bad))[0])
+        assert e.value.code == errors.NOPERM
+    with pytest.raises(proto.WireError, match=r"requires a receiver key \(--key-file\)"):
+        proto.connect_as(greeting, "receiver", None, peer_roles=("sender",), hint="--key-file")
+    (open_greeting,) = lines(mcastsend.greeting(theirs, None))
+    with pytest.raises(proto.WireError, match="has no receiver key") as e:
+        proto.connect_as(open_greeting, "receiver", key, peer_roles=("sender",))
+    assert e.value.code == errors.NOPERM
+    with pytest.raises(proto.WireError, match="role must be one of sender"):
+        proto.connect_as(lines(proto.hello("hub", theirs))[0], "receiver", None,
+                         peer_roles=("sender",))
+    refused = lines(proto.error(errors.TEMPFAIL, "the session has already started"))[0]
+    with pytest.raises(proto.WireError, match="refused: the session") as e:
+        proto.connect_as(refused, "receiver", None, peer_roles=("sender",))
+    assert e.value.code == errors.TEMPFAIL
 
 
 def test_hostport():
@@ -110,12 +170,6 @@ def test_hostport():
     for bad in ("nope", "h:x", "h:70000", "[::1]x:5"):
         with pytest.raises(errors.UsageError):
             wire.parse_hostport(bad)
-
-
-def test_mac_depends_on_role():
-    k = b"key"
-    assert wire.mac(k, "client", "a", "b") != wire.mac(k, "server", "a", "b")
-    assert wire.mac(k, "client", "a", "b") != wire.mac(k, "client", "b", "a")
 
 
 @given(body=st.binary(min_size=1, max_size=20000), seg=st.integers(wire.SEGLEN + 1, 3000),
@@ -164,8 +218,24 @@ def test_a_receiver_keeps_no_block_past_the_senders_window(tmp_path):
     assert max(r.pending) < 32 + mcastrecv.WINDOW_SLACK
 
 
-def test_control_numbers_are_ascii_digits():
-    assert wire.number("17", "x") == 17
-    for bad in ("+5", "-1", "1_000", " 5", "", "²", "99999999999999999999"):
+def test_control_numbers_are_ascii_digits(tmp_path):
+    """A number on a control line is ASCII digits within its maximum, by the
+    hub protocol's one field grammar; anything else from the sender is a
+    protocol error (76), and an ERR from it ends the receiver with its code."""
+    from gridtools.mcast import recv as mcastrecv
+    r = mcastrecv.Receiver(("127.0.0.1", 1), output=str(tmp_path / "out"))
+    for bad in ("+5", "-1", "1_000", " 5", "", "\u00b2", "99999999999999999999"):
+        msg = proto.Message("END", kv={"count": bad, "size": "5", "digest": "ab"})
+        with pytest.raises(errors.ProtocolError, match="count="):
+            r._control(msg)
+    with pytest.raises(errors.ProtocolError, match="END without"):
+        r._control(proto.Message("END", kv={"count": "1", "bytes": "5", "digest": "ab"}))
+    with pytest.raises(errors.ProtocolError, match="unexpected HELLO"):
+        r._control(proto.Message("HELLO", ["1"]))
+    with pytest.raises(errors.AuthError, match="the sender: nope") as e:
+        r._control(lines(proto.error(errors.NOPERM, "nope"))[0])
+    assert e.value.code == errors.NOPERM
+    r.sink.discard()
+    for bad in ("+5", "1_000", "\u00b2", "5-", "-5", "1,,2"):
         with pytest.raises(errors.ProtocolError):
-            wire.number(bad, "x")
+            wire.parse_ranges(bad)

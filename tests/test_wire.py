@@ -230,6 +230,42 @@ def test_check_hello():
             wire.check_hello(roundtrip(bad))
 
 
+def test_connect_as_one_handshake_for_every_role():
+    """connect_as serves any connector and acceptor role (hub clients and
+    workers, gridmcast receivers), names the peer by its role, gives the
+    caller's hint for a missing key, and takes keys= at its word."""
+    def greeting(role, **kv):
+        return roundtrip(wire.hello(role, "ab" * 32, **kv))
+
+    k = b"secret"
+    line, check = wire.connect_as(greeting("sender", auth=wire.AUTH), "receiver", k,
+                                  peer_roles=("sender",), relay="h:1")
+    mine = roundtrip(line)
+    assert wire.check_hello(mine, roles=("receiver",))[0] == "receiver"
+    assert wire.check_mac(k, "receiver", "ab" * 32, mine.get("nonce"), mine.get("mac"))
+    with pytest.raises(wire.WireError, match="the sender did not prove") as e:
+        check(roundtrip(wire.format("WELCOME", "1", role="sender", mac="00" * 32)))
+    assert e.value.code == wire.E_NOPERM
+    with pytest.raises(wire.WireError, match="role must be one of hub"):
+        wire.connect_as(greeting("sender"), "client", None)
+    with pytest.raises(wire.WireError, match=r"requires a client key \(a key file, or GRID_KEY\)"):
+        wire.connect_as(greeting("hub", auth=wire.AUTH), "client", None)
+    with pytest.raises(wire.WireError, match=r"requires a receiver key \(--key-file\)\Z"):
+        wire.connect_as(greeting("sender", auth=wire.AUTH), "receiver", None,
+                        peer_roles=("sender",), hint="--key-file")
+    # A hub keyed for workers only takes clients without a key, and a
+    # client with one is told at once that the hub cannot prove it.
+    line, _ = wire.connect_as(greeting("hub", auth=wire.AUTH, keys="worker"), "client", None)
+    assert roundtrip(line).get("mac") is None
+    for g in (greeting("hub", auth=wire.AUTH, keys="worker"), greeting("hub", auth="none")):
+        with pytest.raises(wire.WireError, match="has no client key") as e:
+            wire.connect_as(g, "client", k)
+        assert e.value.code == wire.E_NOPERM
+    with pytest.raises(wire.WireError, match="refused: busy") as e:
+        wire.connect_as(roundtrip(wire.error(75, "busy")), "receiver", None)
+    assert e.value.code == 75
+
+
 def test_the_hot_formats_match_the_general_one():
     for argv in (False, True):
         for stdin in (False, True):

@@ -1,13 +1,15 @@
 """gridmcast's TCP connections on the event loop: the control connection
-(bounded lines in, buffered lines out) and the non-blocking connect that
-relay feeds use, so nothing waits for a peer inside the loop."""
+(hub-protocol messages in through the one bounded parser, buffered lines
+out) and the non-blocking connect that relay feeds use, so nothing waits
+for a peer inside the loop."""
 
 import errno
 import os
 import socket
 
 from gridtools.io import net as ionet
-from gridtools.proto import address, errors
+from gridtools.proto import address
+from gridtools.proto import wire as proto
 from gridtools.mcast import wire
 
 
@@ -42,14 +44,14 @@ class Conn:
     """A non-blocking TCP connection on the loop: bounded input, buffered
     output that a writer callback drains while the kernel will not take it."""
 
-    def __init__(self, loop, sock, name=""):
+    def __init__(self, loop, sock, name="", reader=None):
         sock.setblocking(False)
         ionet.tune(sock)
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
         self.name = name
-        self.inbuf = bytearray()
+        self.reader = reader or proto.Reader()    # may hold what came after the handshake
         self.out = bytearray()
         self.eof = False
         self.writing = False
@@ -58,7 +60,7 @@ class Conn:
         return self.fd
 
     def recv(self, limit=1 << 20):
-        """Read what is there into inbuf; sets eof on end or reset."""
+        """Read what is there into the reader; sets eof on end or reset."""
         try:
             data = self.sock.recv(limit)
         except (BlockingIOError, InterruptedError):
@@ -68,23 +70,18 @@ class Conn:
             return
         if not data:
             self.eof = True
-        self.inbuf += data
+        self.reader.feed(data)
 
-    def lines(self):
-        """Complete lines from inbuf (blank ones skipped: io.net.connect
-        opens with one); an over-long line is a protocol error."""
+    def messages(self):
+        """The whole messages read so far (blank lines skipped: io.net.connect
+        opens with one).  Raises proto.WireError for a line that breaks the
+        grammar or its caps, and for a body, which no control line has."""
         out = []
-        while True:
-            i = self.inbuf.find(b"\n")
-            if i < 0:
-                if len(self.inbuf) > wire.MAX_LINE:
-                    raise errors.ProtocolError(
-                        f"{self.name}: line longer than {wire.MAX_LINE} bytes: {bytes(self.inbuf[:60])!r}")
-                return out
-            line = bytes(self.inbuf[:i + 1])
-            del self.inbuf[:i + 1]
-            if line.strip():
-                out.append(line)
+        for msg in self.reader:
+            if msg.body is not None:
+                raise proto.WireError(f"{msg.verb}: a control line carries no body (bytes=)")
+            out.append(msg)
+        return out
 
     def send(self, data):
         """Queue data; what the kernel does not take now goes when it can."""

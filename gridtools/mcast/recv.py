@@ -9,13 +9,13 @@ stream pauses and the idle timeout are timers armed for when they are due,
 so a receiver waiting for data sleeps in select()."""
 
 import random
-import secrets
 import socket
 import time
 
 from gridtools.io import loop as ioloop
 from gridtools.io import net as ionet
-from gridtools.proto import errors
+from gridtools.proto import address, errors
+from gridtools.proto import wire as proto
 from gridtools.mcast import control, net, relay
 from gridtools.mcast import wire
 from gridtools.mcast.sink import Sink
@@ -29,6 +29,13 @@ QUIET = 0.02              # the group is quiet after this long without data
 RECV_SLICE = 0.005        # the most time one wake-up spends reading datagrams
 JOIN_RETRY_MAX = 0.5      # seconds between tries to reach a sender not listening yet
 RECV_BATCH = 512          # datagrams taken per wake-up before the control socket is looked at
+
+
+def exit_code(code):
+    """The exit code for a failed handshake or an ERR from the sender: 75
+    (the session has started) and 77 (keys) as they are, any other code
+    the protocol's 76 (gridtools(7), Control lines)."""
+    return code if code in (errors.TEMPFAIL, errors.NOPERM) else errors.PROTOCOL
 
 
 class Receiver:
@@ -92,37 +99,36 @@ class Receiver:
             pause = min(pause * 2, JOIN_RETRY_MAX)
 
     def join(self):
+        """The hub protocol's handshake, as role receiver to the sender's
+        role sender (the acceptor); then the group, if we can hear one."""
         sock = self._connect()
         sock.settimeout(self.timeout)
-        f = sock.makefile("rb", buffering=0)
-        verb, args, kv = self._read(f, "GRIDMCAST")
-        theirs = kv.get("nonce", "")
-        auth = kv.get("auth", "none")
-        if auth == "hmac" and not self.key:
-            raise errors.AuthError("the sender wants a group key: give --key-file")
-        if auth != "hmac" and self.key:
-            raise errors.AuthError("the sender has no group key but --key-file was given")
-        local_ip = sock.getsockname()[0]
-        listener = ionet.listen(control.control_address(local_ip, 0), backlog=64)
-        self.relay = relay.Relay(self.loop, listener, self.log, self._frames)
-        mine = secrets.token_hex(16)
-        probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rcvbuf = net.set_buffer(probe_sock, socket.SO_RCVBUF,
-                                getattr(socket, "SO_RCVBUFFORCE", 33), net.BIG_BUFFER)
-        probe_sock.close()
-        proof = wire.mac(self.key, "client", mine, theirs) if self.key else None
-        sock.sendall(wire.format_line("HELLO", wire.VERSION, nonce=mine, relay=self.relay.address,
-                                      rcvbuf=rcvbuf, mac=proof))
-        verb, args, kv = self._read(f, "WELCOME")
-        if self.key:
-            want = wire.mac(self.key, "server", theirs, mine)
-            if not wire.tag_matches(want.encode(), kv.get("mac", "").encode()):
-                raise errors.AuthError("the sender did not prove it holds the group key")
-        if "session" not in kv:
-            raise errors.ProtocolError(f"bad WELCOME from the sender: {kv}")
-        self.session = wire.number(kv["session"], "WELCOME session=")
-        self.fec = wire.number(kv.get("fec", "0"), "WELCOME fec=", 0, wire.MAX_FEC)
-        group = kv.get("group", "-")
+        where = f"sender {address.join(*self.control_addr)}"
+        reader = proto.Reader()
+        try:
+            greeting = self._handshake_message(sock, reader)
+            local_ip = sock.getsockname()[0]
+            listener = ionet.listen(control.control_address(local_ip, 0), backlog=64)
+            self.relay = relay.Relay(self.loop, listener, self.log, self._frames)
+            probe_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rcvbuf = net.set_buffer(probe_sock, socket.SO_RCVBUF,
+                                    getattr(socket, "SO_RCVBUFFORCE", 33), net.BIG_BUFFER)
+            probe_sock.close()
+            line, check = proto.connect_as(greeting, "receiver", self.key, peer_roles=("sender",),
+                                           hint="--key-file", relay=self.relay.address,
+                                           rcvbuf=rcvbuf)
+            self._handshake_send(sock, line)
+            welcome = check(self._handshake_message(sock, reader))
+        except proto.WireError as e:
+            raise ionet.grid_error(exit_code(e.code), f"{where}: {e}") from None
+        try:
+            if "session" not in welcome.kv:
+                raise proto.WireError("WELCOME without session=")
+            self.session = welcome.int("session", hi=(1 << 32) - 1)
+            self.fec = welcome.int("fec", 0, hi=wire.MAX_FEC)
+        except proto.WireError as e:
+            raise errors.ProtocolError(f"{where}: {e}") from None
+        group = welcome.get("group", "-")
         if group != "-" and self._can_multicast(local_ip):
             ghost, gport = wire.parse_hostport(group, "group")
             iface = self.interface or local_ip
@@ -131,36 +137,49 @@ class Receiver:
             except OSError as e:
                 self.log(f"cannot join {group}: {e.strerror}; asking for TCP")
                 self.udp = None
-        f.close()
-        self.ctl = control.Conn(self.loop, sock, "sender")
+        # What came after the WELCOME (a START, when the sender starts at
+        # once) stays in the reader the control connection goes on with.
+        self.ctl = control.Conn(self.loop, sock, "sender", reader=reader)
         self.loop.add_reader(self.ctl.fd, self._on_control)
         if self.udp:
             self.loop.add_reader(self.udp.fileno(), self._on_udp)
+
+    def _handshake_message(self, sock, reader):
+        """The next message of the handshake, read blocking (the loop has
+        not started yet) within the socket's timeout."""
+        while True:
+            msg = next(reader, None)
+            if msg is not None:
+                return msg
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                raise errors.UnavailableError(
+                    f"the sender said nothing for {self.timeout:g} s in the handshake") from None
+            except OSError as e:
+                raise errors.UnavailableError(
+                    f"the sender went away during the handshake: {e.strerror or e}") from None
+            if not data:
+                raise errors.UnavailableError("the sender closed the connection during the handshake")
+            reader.feed(data)
+
+    @staticmethod
+    def _handshake_send(sock, line):
+        try:
+            sock.sendall(line)
+        except OSError as e:
+            raise errors.UnavailableError(
+                f"the sender went away during the handshake: {e.strerror or e}") from None
 
     @staticmethod
     def _can_multicast(local_ip):
         return ":" not in local_ip
 
-    def _read(self, f, want):
-        try:
-            line = f.readline(wire.MAX_LINE + 1)
-        except OSError as e:
-            raise errors.UnavailableError(f"sender went away during the handshake: {e}") from None
-        if not line:
-            raise errors.UnavailableError("sender closed the connection during the handshake")
-        verb, args, kv = wire.parse_line(line)
-        if verb == "REFUSED":
-            code = wire.number(kv.get("code", str(errors.UNAVAILABLE)), "REFUSED code=", 1, 255)
-            raise errors.GridError("the sender refused: " + " ".join(args), code)
-        if verb != want:
-            raise errors.ProtocolError(f"expected {want} but got {line[:80]!r}")
-        return verb, args, kv
-
     # --- the loop ----------------------------------------------------------
 
     def run(self):
-        self.join()
         try:
+            self.join()         # a refused join leaves no .part file behind either
             self.loop.run_forever()
             self.ctl.drain(5.0)
             if self.relay:
@@ -225,52 +244,67 @@ class Receiver:
 
     def _on_control(self):
         self.ctl.recv()
-        for line in self.ctl.lines():
-            verb, args, kv = wire.parse_line(line)
-            handler = self.CONTROL.get(verb)
-            if handler is None:
-                raise errors.ProtocolError(f"unexpected control line from the sender: {line[:80]!r}")
-            handler(self, args, kv)
-            if self.done:
-                return
+        try:
+            for msg in self.ctl.messages():
+                self._control(msg)
+                if self.done:
+                    return
+        except proto.WireError as e:
+            raise errors.ProtocolError(f"the sender: {e}") from None
         if self.ctl.eof:
             raise errors.UnavailableError(
                 f"the sender went away after {wire.count(self.sink.bytes, 'byte')}")
 
-    def _c_start(self, args, kv):
-        self.mode = kv.get("mode", "mcast")
-        self.payload = wire.number(kv.get("payload", "0"), "START payload=", 0, wire.MAX_PAYLOAD)
+    def _control(self, msg):
+        """One control line from the sender, by the table; a field that
+        breaks the grammar is a protocol error (76), as any other."""
+        handler = self.CONTROL.get(msg.verb)
+        if handler is None:
+            raise errors.ProtocolError(f"unexpected {msg.verb} from the sender")
+        try:
+            handler(self, msg)
+        except proto.WireError as e:
+            raise errors.ProtocolError(f"the sender: {e}") from None
+
+    def _c_start(self, msg):
+        self.mode = msg.get("mode", "mcast")
+        self.payload = msg.int("payload", 0, hi=wire.MAX_PAYLOAD)
         # The sender never runs further ahead of us than its window: blocks
         # past it are no one's we will need, and are not kept.
-        self.window = wire.number(kv.get("window", str(PENDING_BEFORE_START)),
-                                  "START window=", 1, 1 << 20)
+        self.window = msg.int("window", PENDING_BEFORE_START, lo=1, hi=1 << 20)
         self.started = True
         self.last_data = self.now()
         if self.mode != "mcast":
             self._drop_udp()
-        self.relay.start(kv.get("forward"))
+        self.relay.start(msg.get("forward"))
         self._arm("idle", self.last_data + self.timeout, self._on_idle)
         self._arm("check", self.now() + NACK_DELAY, self._check)
 
-    def _c_evict(self, args, kv):
+    def _c_evict(self, msg):
         self.log("evicted from the multicast group; continuing over TCP")
         self.mode = "evicted"
         self._drop_udp()
 
-    def _c_end(self, args, kv):
-        if not {"count", "bytes", "digest"} <= kv.keys():
-            raise errors.ProtocolError(f"bad END from the sender: {kv}")
-        self.total = wire.number(kv["count"], "END count=")
-        self.end_bytes = wire.number(kv["bytes"], "END bytes=")
-        self.end_digest = kv["digest"]
+    def _c_end(self, msg):
+        if not {"count", "size", "digest"} <= msg.kv.keys():
+            raise errors.ProtocolError(f"END without count=, size= and digest=: {msg.kv}")
+        self.total = msg.int("count")
+        self.end_bytes = msg.int("size")
+        self.end_digest = msg.get("digest")
         self.last_data = self.now()
         self._maybe_finish()
         self._arm("check", self.last_data + QUIET, self._check)
 
-    def _c_ping(self, args, kv):
+    def _c_ping(self, msg):
         self.last_data = self.now()
 
-    CONTROL = {"START": _c_start, "EVICT": _c_evict, "END": _c_end, "PING": _c_ping}
+    def _c_err(self, msg):
+        """The sender gave up on us, saying why with the hub's codes."""
+        raise ionet.grid_error(exit_code(proto.err_code(msg)), "the sender: "
+                               + (msg.args[1] if len(msg.args) > 1 else "error"))
+
+    CONTROL = {"START": _c_start, "EVICT": _c_evict, "END": _c_end, "PING": _c_ping,
+               "ERR": _c_err}
 
     def _send(self, line):
         self.ctl.send(line)
@@ -367,7 +401,7 @@ class Receiver:
         elif kind == wire.PROBE:
             if not self.started and not self.heard:
                 self.heard = True
-                self._send(wire.format_line("HEARD"))
+                self._send(proto.format("HEARD"))
 
     def _block(self, seq, payload, tag):
         if seq < self.next or seq in self.pending:
@@ -416,7 +450,7 @@ class Receiver:
 
     def _ack(self):
         self.last_ack = self.next
-        self._send(wire.format_line("ACK", self.next))
+        self._send(proto.format("ACK", self.next))
 
     def _parity(self, g, body):
         if (g + 1) * self.fec <= self.next:
@@ -509,7 +543,7 @@ class Receiver:
             self.log(f"{t:.3f} NACK next={self.next} top={self.top} {wire.format_ranges(want)}")
         if want:
             self.stats["nacks"] += len(want)
-            self._send(wire.format_line("NACK", wire.format_ranges(want)))
+            self._send(proto.format("NACK", wire.format_ranges(want)))
         return due
 
     # --- TCP relay ---------------------------------------------------------------
@@ -535,14 +569,14 @@ class Receiver:
         self.sink.flush()
         got = self.sink.digest.hexdigest()
         if got != self.end_digest or self.sink.bytes != self.end_bytes:
-            self._send(wire.format_line("FAILED", reason="digest"))
+            self._send(proto.format("FAILED", reason="digest"))
             self.ctl.flush()
             raise errors.DataError(
                 f"stream digest {got} ({wire.count(self.sink.bytes, 'byte')}) does not match "
                 f"the sender's {self.end_digest} ({wire.count(self.end_bytes, 'byte')})")
         self.sink.commit()
         self.done = True
-        self._send(wire.format_line("DONE", bytes=self.sink.bytes, digest=got))
+        self._send(proto.format("DONE", size=self.sink.bytes, digest=got))
         for t in self.timers.values():
             t.cancel()
         self.loop.stop()        # run() waits for DONE to go, outside the loop

@@ -12,6 +12,7 @@ import secrets
 from gridtools.io import loop as ioloop
 from gridtools.io import net as ionet
 from gridtools.proto import address, errors
+from gridtools.proto import wire as proto
 from gridtools.mcast import control, feed, net, pump
 from gridtools.mcast import wire
 
@@ -27,6 +28,11 @@ LOSSY_TICKS = 3          # ticks a receiver may lose far more than the others
 TERMINAL = ("verified", "failed", "dead")
 
 
+def greeting(nonce, key):
+    """The sender's first line: the hub protocol's HELLO, role sender."""
+    return proto.hello("sender", nonce, auth=proto.AUTH if key is not None else "none")
+
+
 class Member:
     """One receiver, as the sender sees it."""
 
@@ -35,7 +41,7 @@ class Member:
         self.name = conn.name
         self.number = number
         self.state = "handshake"
-        self.nonce = secrets.token_hex(16)
+        self.nonce = proto.new_nonce()
         self.relay = None
         self.rcvbuf = 0
         self.heard = False
@@ -145,57 +151,65 @@ class Sender:
             return
         conn = control.Conn(self.loop, sock, address.join(*addr[:2]))
         m = Member(conn, len(self.members))
-        auth = "hmac" if self.opts.key else "none"
-        conn.send(wire.format_line("GRIDMCAST", wire.VERSION, nonce=m.nonce, auth=auth))
         self.members.append(m)
+        if self.state != "gather":
+            self._refuse(m, errors.TEMPFAIL, "the session has already started; try again")
+            return
+        conn.send(greeting(m.nonce, self.opts.key))
         self.loop.add_reader(conn.fd, self._on_member, m)
 
     def _on_member(self, m):
         m.conn.recv()
         try:
-            for line in m.conn.lines():
-                verb, args, kv = wire.parse_line(line)
-                handler = self.CONTROL.get(verb)
+            for msg in m.conn.messages():
+                if m.conn.sock is None:
+                    return          # refused or lost: what it sent after that is moot
+                handler = self.CONTROL.get(msg.verb)
                 if handler is None:
-                    raise errors.ProtocolError(f"unexpected line {line[:80]!r}")
-                handler(self, m, args, kv)
-        except errors.GridError as e:
+                    raise proto.WireError(f"unexpected {msg.verb} from a receiver")
+                handler(self, m, msg)
+        except (proto.WireError, errors.GridError) as e:
+            # The receiver hears why, as a hub's peer would.
+            m.conn.send(e.reply() if isinstance(e, proto.WireError) else proto.error(e.code, str(e)))
             self._lose(m, "failed", str(e))
             return
         if m.conn.eof:
             self._lose(m, "dead", f"connection lost after {m.ack * self.payload} bytes"
                        if m.state == "running" else "connection lost")
 
-    def _c_hello(self, m, args, kv):
+    def _refuse(self, m, code, why):
+        """Turn a receiver away in the handshake with ERR code, and forget it."""
+        m.conn.send(proto.error(code, why))
+        self._lose(m, "refused", why)
+
+    def _c_hello(self, m, msg):
         if m.state != "handshake":
-            raise errors.ProtocolError("HELLO twice")
+            raise proto.WireError("HELLO twice")
         if self.state != "gather":
-            m.conn.send(wire.format_line("REFUSED", "session", "already", "started",
-                                         code=errors.TEMPFAIL))
-            self._lose(m, "refused", "joined after the start")
+            self._refuse(m, errors.TEMPFAIL, "the session has already started; try again")
             return
+        role, nonce = proto.check_hello(msg, roles=("receiver",))
         key = self.opts.key
-        if key:
-            want = wire.mac(key, "client", kv.get("nonce", ""), m.nonce)
-            if not wire.tag_matches(want.encode(), kv.get("mac", "").encode()):
-                m.conn.send(wire.format_line("REFUSED", "bad", "group", "key", code=errors.NOPERM))
-                self._lose(m, "refused", "wrong group key")
-                return
-        m.relay = kv.get("relay")
-        m.rcvbuf = wire.number(kv.get("rcvbuf", "0"), "HELLO rcvbuf=")
+        if key is not None and not proto.check_mac(key, role, m.nonce, nonce, msg.get("mac")):
+            self.log(f"receiver {m.name}: authentication failed (a wrong or no group key)")
+            self._refuse(m, errors.NOPERM, f"authentication as {role} failed")
+            return
+        m.relay = msg.get("relay")
+        m.rcvbuf = msg.int("rcvbuf", 0)
         if not m.relay:
-            raise errors.ProtocolError("HELLO without a relay address")
+            raise proto.WireError("HELLO without a relay address", field="relay")
         group = f"{self.group[0]}:{self.group[1]}" if self.pump else "-"
-        proof = wire.mac(key, "server", m.nonce, kv.get("nonce", "")) if key else None
-        m.conn.send(wire.format_line("WELCOME", session=self.session, group=group,
-                                     fec=self.opts.fec, mac=proof))
+        m.conn.send(proto.format("WELCOME", proto.VERSION, role="sender",
+                                 mac=proto.mac(key, "sender", nonce, m.nonce) if key is not None
+                                 else None,
+                                 session=self.session, group=group, fec=self.opts.fec))
         m.state = "joined"
         m.t_join = self.last_join = self.now()
         if self.pump:
             self._probe()
         self._gather_check()
 
-    def _c_heard(self, m, args, kv):
+    def _c_heard(self, m, msg):
         m.heard = True
         if self.state == "gather":
             self._gather_check()
@@ -235,41 +249,42 @@ class Sender:
 
     # --- the control lines of a running session ---------------------------------
 
-    def _c_ack(self, m, args, kv):
-        if not args:
-            raise errors.ProtocolError("ACK without a block number")
-        ack = wire.number(args[0], "ACK")
+    def _c_ack(self, m, msg):
+        ack = proto.uint(msg.arg(0), "ACK", field="seq")
         if ack > m.ack:
             m.ack = ack
             m.last_progress = self.now()
             self._kick()
 
-    def _c_nack(self, m, args, kv):
-        if not args or m.mode != "mcast" or not m.running():
+    def _c_nack(self, m, msg):
+        if not msg.args or m.mode != "mcast" or not m.running():
             return
-        seqs = wire.parse_ranges(args[0], limit=4096)
+        seqs = wire.parse_ranges(msg.args[0], limit=4096)
         m.nacks += len(seqs)
         m.tick_nacks += len(seqs)
         self.stats["nack_requests"] += len(seqs)
         self.pump.nack(seqs, self.now())
         self._kick()
 
-    def _c_done(self, m, args, kv):
+    def _c_done(self, m, msg):
         m.t_end = self.now()
-        m.bytes = wire.number(kv.get("bytes", "0"), "DONE bytes=")
-        if self.end_line is None or kv.get("digest") != self.digest_hex:
-            self._lose(m, "failed", f"reported digest {kv.get('digest')}")
+        m.bytes = msg.int("size", 0)
+        if self.end_line is None or msg.get("digest") != self.digest_hex:
+            self._lose(m, "failed", f"reported digest {msg.get('digest')}")
             return
         m.ack = self.source.count
         m.state = "verified"
         self._close_member(m)
         self._kick()
 
-    def _c_failed(self, m, args, kv):
-        self._lose(m, "failed", "receiver reported " + " ".join(f"{k}={v}" for k, v in kv.items()))
+    def _c_failed(self, m, msg):
+        self._lose(m, "failed", "receiver reported " + " ".join(f"{k}={v}" for k, v in msg.kv.items()))
+
+    def _c_err(self, m, msg):
+        self._lose(m, "failed", "receiver gave up: " + (msg.args[1] if len(msg.args) > 1 else ""))
 
     CONTROL = {"HELLO": _c_hello, "HEARD": _c_heard, "ACK": _c_ack, "NACK": _c_nack,
-               "DONE": _c_done, "FAILED": _c_failed}
+               "DONE": _c_done, "FAILED": _c_failed, "ERR": _c_err}
 
     def _close_member(self, m):
         m.conn.flush()
@@ -361,13 +376,13 @@ class Sender:
             m.last_progress = t
         for m in mc:
             m.mode = "mcast"
-            m.conn.send(wire.format_line("START", mode="mcast", payload=self.payload,
-                                         window=self.window))
+            m.conn.send(proto.format("START", mode="mcast", payload=self.payload,
+                                     window=self.window))
         for i, m in enumerate(chain):
             m.mode = "tcp"
             m.downstream = chain[i + 1] if i + 1 < len(chain) else None
             fwd = m.downstream.relay if m.downstream else None
-            m.conn.send(wire.format_line("START", mode="tcp", payload=self.payload, forward=fwd))
+            m.conn.send(proto.format("START", mode="tcp", payload=self.payload, forward=fwd))
         if chain:
             self._start_feed(chain[0], 0)
         self.mcast_on = bool(mc)
@@ -402,8 +417,8 @@ class Sender:
                 self._arm("rate", t + wait, self._kick)
         if self.end_line is None and src.count is not None and self.blocks.next >= src.count:
             self.digest_hex = self.blocks.digest.hexdigest()
-            self.end_line = wire.format_line("END", count=src.count, bytes=src.size,
-                                             digest=self.digest_hex)
+            self.end_line = proto.format("END", count=src.count, size=src.size,
+                                         digest=self.digest_hex)
             for m in self.members:
                 if m.running():
                     m.conn.send(self.end_line)
@@ -453,7 +468,7 @@ class Sender:
     def _ping(self):
         running = [m for m in self.members if m.running()]
         for m in running:
-            m.conn.send(wire.format_line("PING"))
+            m.conn.send(proto.format("PING"))
         if running:
             self._arm("ping", self.now() + PING_EVERY, self._ping)
 
@@ -509,7 +524,7 @@ class Sender:
         self.stats["evictions"] += 1
         m.mode = "evicted"
         m.evicted = True
-        m.conn.send(wire.format_line("EVICT"))
+        m.conn.send(proto.format("EVICT"))
         self._start_feed(m, m.ack)
 
     def _release(self):

@@ -1,8 +1,10 @@
-"""gridmcast wire formats: data and parity datagrams, TCP frames and the
-control lines, as pure functions with no I/O.
+"""gridmcast's own wire formats: data, parity and probe datagrams, their
+segments, TCP frames, and the NACK range lists, as pure functions with no I/O.
 
 The grammar is written out in man/gridtools.7 (MULTICAST WIRE FORMAT); this
 module is its only implementation, so sender, receiver and tests agree.
+The control lines and their handshake are the hub protocol's
+(gridtools.proto.wire): one parser, one MAC scheme.
 """
 
 import functools
@@ -12,7 +14,6 @@ import re
 import struct
 
 from gridtools.proto import address, errors
-from gridtools.proto import wire as protocol
 
 VERSION = 1
 MAGIC = b"GM"
@@ -33,7 +34,6 @@ SEGHEAD = struct.Struct("!2sBBIQBBHH")   # HEADER, inner kind, 0, index, count
 SEGLEN = SEGHEAD.size                    # 22
 
 MAX_PAYLOAD = 1 << 20                # the largest block a receiver accepts
-MAX_LINE = 4096                      # the longest control line accepted
 MAX_FEC = 64
 
 
@@ -231,51 +231,10 @@ def recover(xor, others, length):
         raise errors.ProtocolError("parity does not match its group") from None
 
 
-# Control lines: `VERB arg ... key=value ...`, ASCII, at most MAX_LINE bytes.
+# NACK ranges: the one argument of a NACK control line, ASCII digits only
+# (int() alone would take '+5' and '1_000').
 
-_TOKEN = re.compile(r"^[\x21-\x7e]+$")
-
-
-def number(text, what, lo=0, hi=1 << 62):
-    """A number from a control line, by the hub protocol's one field grammar
-    (ASCII digits within [lo, hi]); ProtocolError otherwise."""
-    try:
-        return protocol.uint(text, what, lo, hi)
-    except protocol.WireError as e:
-        raise errors.ProtocolError(str(e)) from None
-
-
-def format_line(verb, *args, **kv):
-    parts = [verb] + [str(a) for a in args]
-    parts += [f"{k}={v}" for k, v in kv.items() if v is not None]
-    for p in parts:
-        if not _TOKEN.match(p):
-            raise ValueError(f"control token {p!r} is empty or not printable ASCII")
-    line = (" ".join(parts) + "\n").encode("ascii")
-    if len(line) > MAX_LINE:
-        raise ValueError(f"control line of {len(line)} bytes")
-    return line
-
-
-def parse_line(line):
-    """Return (verb, [args], {key: value}) from one control line."""
-    if len(line) > MAX_LINE:
-        raise errors.ProtocolError(f"control line of {len(line)} bytes is over {MAX_LINE}")
-    try:
-        text = bytes(line).decode("ascii").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise errors.ProtocolError(f"control line is not ASCII: {bytes(line[:60])!r}") from None
-    words = text.split()
-    if not words:
-        raise errors.ProtocolError("empty control line")
-    args, kv = [], {}
-    for w in words[1:]:
-        k, eq, v = w.partition("=")
-        if eq:
-            kv[k] = v
-        else:
-            args.append(w)
-    return words[0], args, kv
+_RANGE = re.compile(r"([0-9]{1,19})(?:-([0-9]{1,19}))?\Z")
 
 
 def format_ranges(seqs):
@@ -299,13 +258,12 @@ def parse_ranges(text, limit=1 << 16):
     """'a-b,c' -> list of ints, refusing more than `limit` of them."""
     out = []
     for part in text.split(","):
-        a, dash, b = part.partition("-")
-        try:
-            lo = int(a)
-            hi = int(b) if dash else lo
-        except ValueError:
-            raise errors.ProtocolError(f"bad range {part!r} in NACK") from None
-        if lo < 0 or hi < lo or hi - lo + len(out) >= limit:
+        m = _RANGE.match(part)
+        if m is None:
+            raise errors.ProtocolError(f"bad range {part[:40]!r} in NACK")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if hi < lo or hi - lo + len(out) >= limit:
             raise errors.ProtocolError(f"range {part!r} in NACK is out of bounds")
         out.extend(range(lo, hi + 1))
     return out
@@ -318,9 +276,3 @@ def parse_hostport(text, what="address"):
     except address.AddressError as e:
         raise errors.UsageError(f"{what}: {e}") from None
     return a.host, a.port
-
-
-def mac(key, role, mine, theirs):
-    """Handshake proof: HMAC over the role and both nonces (blocks reflection)."""
-    msg = f"gridmcast-v{VERSION}|{role}|{mine}|{theirs}".encode()
-    return hmac.new(key, msg, "sha256").hexdigest()

@@ -315,6 +315,70 @@ def parse_header(line):
     return verb, args, kv, size
 
 
+# -- the hot headers, parsed without the general path ---------------------------
+#
+# Nearly every header crossing the hub is a RUN, DONE, OUT, ACK or IN of
+# plain tokens: printable ASCII with no %-escape, single spaces.  parse_plain
+# returns what parse_header would for those, and None for anything else,
+# which then goes to parse_header: that parser alone accepts or rejects, so
+# the fast path cannot take what the grammar refuses (tests/test_wire_fast.py
+# holds the two together on random and mutated headers).
+
+_PLAIN = _SAFE_BYTES + b" ="            # bytes a plain header is made of
+_HOT = {v.encode(): v for v in ("RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY",
+                                 "PING", "PONG")}
+_KEYS = {k.encode(): k for k in ("bytes", "exit", "sig", "outcome", "fd", "n", "eof",
+                                  "argv", "stdin", "timeout", "worker", "reason")}
+
+
+def parse_plain(line):
+    """parse_header(line) for a hot verb's plain header; None when the
+    general parser must decide (it also rejects what is wrong)."""
+    if len(line) >= MAX_HEADER or line.translate(None, _PLAIN):
+        return None
+    words = line.split()
+    if not words or len(words) > MAX_ARGS + 1:
+        return None
+    verb = _HOT.get(words[0])
+    if verb is None:
+        return None
+    args = []
+    kv = {}
+    for w in words[1:]:
+        k, eq, v = w.partition(b"=")
+        if eq:
+            key = _KEYS.get(k)
+            if key is None:
+                key = k.decode("ascii")
+                if not _KEY.match(key):
+                    return None
+            if key in kv:
+                return None
+            kv[key] = v.decode("ascii")
+        else:
+            args.append(w.decode("ascii"))
+    v = kv.pop("bytes", None)
+    if v is None:
+        return verb, args, kv, None
+    # ASCII already, so isdigit() is 0-9 only.
+    if not v.isdigit() or len(v) > 12 or int(v) > MAX_BODY:
+        return None
+    return verb, args, kv, int(v)
+
+
+def _message(verb, args, kv, body):
+    """A Message of lists the parser just made (Message() copies its own)."""
+    msg = _new_message(Message)
+    msg.verb = verb
+    msg.args = args
+    msg.kv = kv
+    msg.body = body
+    return msg
+
+
+_new_message = object.__new__
+
+
 def split(buf, start=0):
     """Parse the message at buf[start:].
 
@@ -333,17 +397,21 @@ def split(buf, start=0):
             raise WireError(f"no newline within {MAX_HEADER} bytes: header too long",
                             fatal=True)
         return None, start
-    try:
-        verb, args, kv, size = parse_header(bytes(buf[start:nl]))
-    except WireError as e:
-        e.next = nl + 1
-        raise
+    line = bytes(buf[start:nl])
+    parsed = parse_plain(line)
+    if parsed is None:
+        try:
+            parsed = parse_header(line)
+        except WireError as e:
+            e.next = nl + 1
+            raise
+    verb, args, kv, size = parsed
     end = nl + 1
     if size is None:
-        return Message(verb, args, kv), end
+        return _message(verb, args, kv, None), end
     if len(buf) - end < size:
         return None, start
-    return Message(verb, args, kv, bytes(buf[end:end + size])), end + size
+    return _message(verb, args, kv, bytes(buf[end:end + size])), end + size
 
 
 class Reader:
@@ -363,6 +431,14 @@ class Reader:
         return self
 
     def __next__(self):
+        msg = self.next()
+        if msg is None:
+            raise StopIteration
+        return msg
+
+    def next(self):
+        """The next whole message, or None (no StopIteration to raise and
+        catch once per message on a busy connection)."""
         try:
             msg, self.pos = split(self.buf, self.pos)
         except WireError as e:
@@ -372,8 +448,6 @@ class Reader:
             else:
                 self.pos = e.next
             raise
-        if msg is None:
-            raise StopIteration
         return msg
 
     def pending(self):
@@ -400,7 +474,8 @@ class Reader:
 #   connector -> HELLO 1 role=R2 nonce=N2 mac=MAC(k, R2, N1, N2)
 #   acceptor  -> WELCOME 1 role=R1 mac=MAC(k, R1, N2, N1)     (or ERR 77)
 #
-# k is the key of the non-hub role.  Each side's own role is in what it
+# k is the key of the non-hub role (gridmcast: the group key; its sender
+# accepts, its receivers connect).  Each side's own role is in what it
 # MACs, and each MAC covers the other side's fresh nonce: a recorded
 # exchange cannot be replayed or reflected.
 
@@ -426,30 +501,41 @@ def hello(role, nonce, auth=None, **kv):
     return format("HELLO", VERSION, role=role, nonce=nonce, auth=auth, **kv)
 
 
-def connect_as(greeting, role, key, **extra):
-    """The connecting side of the handshake, written once for clients and
-    workers: from the acceptor's HELLO (or its ERR), our HELLO to send and
-    a check for the WELCOME that answers it.  Raises WireError whose code
-    says why (E_NOPERM: keys; E_PROTOCOL: anything else; or the ERR's)."""
+def _refused(msg):
+    return WireError(f"refused: {msg.args[1] if len(msg.args) > 1 else ''}", err_code(msg))
+
+
+def connect_as(greeting, role, key, peer_roles=("hub",), hint="a key file, or GRID_KEY",
+               **extra):
+    """The connecting side of the handshake, written once for clients,
+    workers and gridmcast receivers: from the acceptor's HELLO (or its
+    ERR), our HELLO to send and a check for the WELCOME that answers it.
+    peer_roles are the roles the acceptor may have; hint says where a
+    missing key comes from.  Raises WireError whose code says why
+    (E_NOPERM: keys; E_PROTOCOL: anything else; or the ERR's)."""
     if greeting.verb == "ERR":
-        raise WireError(f"refused: {greeting.args[1] if len(greeting.args) > 1 else ''}",
-                        err_code(greeting))
-    their_role, their_nonce = check_hello(greeting, roles=("hub",))
-    if greeting.get("auth", "none") != "none" and key is None:
-        raise WireError(f"requires a {role} key (a key file, or GRID_KEY)", E_NOPERM)
+        raise _refused(greeting)
+    their_role, their_nonce = check_hello(greeting, roles=peer_roles)
+    keyed = greeting.get("auth", "none") != "none"
+    if keyed and greeting.get("keys") is not None:
+        keyed = role in greeting.get("keys").split(",")     # a key for some roles only
+    if keyed and key is None:
+        raise WireError(f"requires a {role} key ({hint})", E_NOPERM)
+    if not keyed and key is not None:
+        # It could never prove the key: say so now, not after joining.
+        raise WireError(f"has no {role} key, but this side was given one", E_NOPERM)
     nonce = new_nonce()
     line = hello(role, nonce, mac=mac(key, role, their_nonce, nonce) if key is not None
                  else None, **extra)
 
     def check(welcome):
         if welcome.verb == "ERR":
-            raise WireError(f"refused: {welcome.args[1] if len(welcome.args) > 1 else ''}",
-                            err_code(welcome))
+            raise _refused(welcome)
         if welcome.verb != "WELCOME":
             raise WireError(f"expected WELCOME, got {welcome.verb}")
         if key is not None and not check_mac(key, their_role, nonce, their_nonce,
                                              welcome.get("mac")):
-            raise WireError("the hub did not prove it knows the key", E_NOPERM)
+            raise WireError(f"the {their_role} did not prove it knows the key", E_NOPERM)
         return welcome
     return line, check
 
