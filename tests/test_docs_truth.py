@@ -233,7 +233,7 @@ def hub_handlers():
     try:
         return {role: set(table) for role, table in hub.handlers.items()}
     finally:
-        hub.sel.close()
+        hub.close_loop()
 
 
 def worker_handlers():
