@@ -237,13 +237,16 @@ def hub_handlers():
 
 
 def worker_handlers():
-    from gridtools.worker.serve import Link, Worker
+    from gridtools.io import net
+    from gridtools.io.loop import Loop
+    from gridtools.worker.session import Worker
     r, w = os.pipe()
-    worker = Worker(Link(r, w), 1, "docs", {})
+    loop = Loop()
+    worker = Worker(net.Channel.over_fds(r, w), 1, "docs", {}, loop)
     try:
         return set(worker.handlers)
     finally:
-        worker.sel.close()
+        loop.close()
         os.close(r)
         os.close(w)
 

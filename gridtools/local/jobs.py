@@ -56,7 +56,7 @@ class Job:
 
 
 class FileRange:
-    """A block that is a byte range of a regular file (sent with sendfile)."""
+    """A block that is a byte range of a regular file (spliced into the job's stdin)."""
 
     __slots__ = ("fd", "offset", "length")
 

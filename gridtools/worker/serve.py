@@ -28,17 +28,6 @@ MANIFEST = ("gridtools", "gridtools.io", "gridtools.io.loop", "gridtools.io.net"
             "gridtools.worker.serve", "gridtools.worker.session", "gridtools.worker.__main__")
 ENTRY = "gridtools.worker.__main__"    # python3 -m gridtools.worker; imported by no one
 
-# Names tests hold on to: test_docs_truth builds a Worker on Link(rfd,
-# wfd); test_address expects parse_hub to fail with Fatal, code 64.
-Link = net.Channel.over_fds
-Fatal = errors.GridError
-
-
-def parse_hub(text):
-    """The hub's address, by the parser every command shares (UsageError)."""
-    return net.parse_address(text)
-
-
 # -- meeting the hub ----------------------------------------------------------
 
 def next_message(loop, chan, timeout):
@@ -111,7 +100,7 @@ def serve_connect(loop, hub, key, slots, name, tags, tls=None, once=False, debug
                   lifeline=None):
     """Connect to the hub, serve, reconnect with backoff when it goes away.
     A refusal (keys, TLS, protocol) is a GridError for the caller."""
-    addr = parse_hub(hub)
+    addr = net.parse_address(hub)
     delay = 0.1
     while True:
         try:
@@ -239,7 +228,7 @@ def run(opts, env):
     if opts.name is None:
         opts.name = f"{socket.gethostname()}-{os.getpid()}"
     if opts.connect:
-        parse_hub(opts.connect)             # a usage error now, not a retry loop
+        net.parse_address(opts.connect)             # a usage error now, not a retry loop
     key = keys.key_option(opts.key_file, env, "GRID_KEY")
     opts.tls = keys.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key) if opts.tls_ca \
         else None

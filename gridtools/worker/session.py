@@ -86,11 +86,6 @@ class Worker:
         }
         self.bye = False
 
-    @property
-    def sel(self):
-        # tests/test_docs_truth.py closes a Worker's selector; the loop owns it.
-        return self.loop.sel
-
     def run(self):
         chan = self.chan
         if chan.loop is not self.loop:
