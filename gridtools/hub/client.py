@@ -259,37 +259,25 @@ def job_request(command, argv, require=None, **kv):
 
 class HubExecutor:
     """Runs the pool's jobs through one hub connection (see pool.py for the
-    executor interface).  Job ids on the wire are the jobs' sequence numbers."""
+    executor interface), its net.Channel attached to the pool's loop.  Job
+    ids on the wire are the jobs' sequence numbers."""
 
     def __init__(self, hub, env, require=None):
         self.client = Client(hub, env)
+        self.chan = self.client.chan
         self.hub_slots = int(self.client.welcome.get("slots", "0") or 0)
         self.require = require or {}
         self.capacity = max(1, self.hub_slots)
-        self.loop = None                # the pool's, from attach()
-        self.sock = self.client.chan.sock
-        self.sock.setblocking(False)
-        self.would_block = (BlockingIOError, InterruptedError)
-        self.tls = hasattr(self.sock, "pending")
-        if self.tls:
-            import ssl
-            self.would_block += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
-        self.reader = self.client.chan.reader
-        self.rbuf = bytearray(1 << 18)
-        self.rmv = memoryview(self.rbuf)
-        self.out = bytearray()
         self.jobs = {}                  # cid -> job
         self.unacked = {}               # cid -> stdin bytes the job has not taken
         self.pool = None
-        self.writing = False
         self.handlers = {"OUT": self._on_out, "DONE": self._on_done, "ACK": self._on_ack,
                          "ERR": self._on_err, "PING": self._on_ping, "PONG": _ignore,
                          "BYE": self._on_bye, "NOTE": self._on_note}
 
     def attach(self, pool):
         self.pool = pool
-        self.loop = pool.loop
-        self.loop.add_reader(self.sock, self._event)
+        self.chan.attach(pool.loop, self._messages)
 
     # -- the executor interface ---------------------------------------------
 
@@ -299,17 +287,17 @@ class HubExecutor:
         argv = job.argv if job.argv is not None else self.pool.opts.shell.remote_argv(job.command)
         body, kv = job_request(job.command, argv, self.require, stdin=fed or None)
         self.jobs[cid] = job
-        self._send(wire.format("RUN", cid, body=body, **kv))
+        self.chan.send(wire.format("RUN", cid, body=body, **kv))
         if job.block is not None:
             self._send_in(cid, job.block)
             if not self.pool.opts.round_robin:
-                self._send(wire.format("IN", cid, eof=1, body=b""))
+                self.chan.send(wire.format("IN", cid, eof=1, body=b""))
 
     def feed(self, job, block):
         self._send_in(str(job.seq), block)
 
     def end_input(self, job):
-        self._send(wire.format("IN", str(job.seq), eof=1, body=b""))
+        self.chan.send(wire.format("IN", str(job.seq), eof=1, body=b""))
 
     def pending_input(self, job):
         return self.unacked.get(str(job.seq), 0)
@@ -317,22 +305,18 @@ class HubExecutor:
     def kill(self, job, sig):
         cid = str(job.seq)
         if cid in self.jobs:
-            self._send(wire.format("KILL", cid, sig=int(sig)))
+            self.chan.send(wire.format("KILL", cid, sig=int(sig)))
 
     def close(self):
-        if self.loop is not None:
-            self.loop.remove_reader(self.sock)
-            self.loop.remove_writer(self.sock)
+        """The last words, with a deadline: a hub that stopped reading must
+        not hold gridmap's exit."""
+        self.chan.detach()
         try:
-            # The last words, with a deadline: a hub that stopped reading
-            # must not hold gridmap's exit.
-            self.sock.settimeout(net.CONNECT_TIMEOUT)
-            if self.out:
-                self.sock.sendall(self.out)
-            self.sock.sendall(b"QUIT\n")
-        except OSError:
+            self.chan.out += b"QUIT\n"
+            self.chan.flush_blocking(net.CONNECT_TIMEOUT)
+        except errors.GridError:
             pass
-        self.sock.close()
+        self.chan.close()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -348,53 +332,17 @@ class HubExecutor:
                 n = len(data)
             else:
                 data = bytes(memoryview(block)[offset:offset + n])
-            self._send(wire.format("IN", cid, body=data))
+            self.chan.send(wire.format("IN", cid, body=data))
             offset += n
         self.unacked[cid] = self.unacked.get(cid, 0) + offset
 
-    def _send(self, data):
-        self.out += data
-        if not self.writing:
-            # Flushed when the loop next selects: every job started in one
-            # pass of the pool goes out in one write.
-            self.writing = True
-            self.loop.add_writer(self.sock, self._flush)
-
-    def _flush(self):
-        try:
-            while self.out:
-                n = self.sock.send(self.out)
-                del self.out[:n]
-        except self.would_block:
-            return
-        except OSError as e:
-            raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
-        if self.writing:
-            self.writing = False
-            self.loop.remove_writer(self.sock)
-
-    def _event(self):
-        try:
-            if self.tls:
-                data = self.sock.recv(1 << 18)
-                while self.sock.pending():
-                    data += self.sock.recv(self.sock.pending())
-            else:
-                # Into one buffer kept for all reads: a fresh 256 KiB bytes
-                # per read costs an mmap and a munmap.
-                data = self.rmv[:self.sock.recv_into(self.rbuf)]
-        except self.would_block:
-            return
-        except OSError as e:
-            raise errors.UnavailableError(f"hub {self.client.hub}: {e.strerror or e}")
-        if not data:
-            raise errors.UnavailableError(f"hub {self.client.hub} closed the connection")
-        self.reader.feed(data)
+    def _messages(self):
+        reader = self.chan.reader
         while True:
             try:
-                msg = next(self.reader)
+                msg = next(reader)
             except StopIteration:
-                break
+                return
             except wire.WireError as e:
                 raise errors.ProtocolError(f"hub {self.client.hub}: {e}")
             handler = self.handlers.get(msg.verb)
@@ -434,7 +382,7 @@ class HubExecutor:
         raise net.raise_err(msg, f"hub {self.client.hub}")
 
     def _on_ping(self, msg):
-        self._send(b"PONG\n")
+        self.chan.send(b"PONG\n")
 
     def _on_note(self, msg):
         job = self.jobs.get(msg.get("job") or "")
