@@ -16,6 +16,7 @@ import sys
 
 from gridtools.hub import sched
 from gridtools.hub import client as hubclient
+from gridtools.io.log import logger
 from gridtools.local.writer import write_all
 from gridtools.proto import errors, wire
 from gridtools.cli import common
@@ -147,9 +148,7 @@ def status_of(record):
     return record.exit
 
 
-def say(text):
-    sys.stderr.write(f"gridsub: {text}\n")
-    sys.stderr.flush()
+say = logger("gridsub")
 
 
 class Stopped(Exception):

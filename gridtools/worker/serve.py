@@ -21,8 +21,8 @@ HANDSHAKE_TIMEOUT = 10.0
 # What a host needs to run a worker, nothing else: these modules are what
 # ships as source where gridtools is not installed (a test holds this list
 # to the worker's real import closure in a fresh interpreter).
-MANIFEST = ("gridtools", "gridtools.io", "gridtools.io.loop", "gridtools.io.net",
-            "gridtools.proto", "gridtools.proto.address", "gridtools.proto.errors",
+MANIFEST = ("gridtools", "gridtools.io", "gridtools.io.log", "gridtools.io.loop",
+            "gridtools.io.net", "gridtools.proto", "gridtools.proto.address", "gridtools.proto.errors",
             "gridtools.proto.keys", "gridtools.proto.wire", "gridtools.run",
             "gridtools.run.relay", "gridtools.run.runner", "gridtools.worker",
             "gridtools.worker.serve", "gridtools.worker.session", "gridtools.worker.__main__")

@@ -9,8 +9,8 @@ reader at the far end slows the job itself.
 
 import os
 import signal
-import sys
 
+from gridtools.io.log import logger
 from gridtools.proto import errors, wire
 from gridtools.run import runner
 from gridtools.run.relay import Relay
@@ -19,8 +19,7 @@ WINDOW = 1 << 20            # unacknowledged output bytes per job
 KILL_GRACE = 2.0            # seconds between SIGTERM and SIGKILL
 
 
-def log(text):
-    sys.stderr.write(f"gridd worker: {text}\n")
+log = logger("gridd worker")
 
 
 class Job:
