@@ -34,6 +34,35 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished  REAL
 );
 """
+# The streams service (gridcat): queue messages acknowledged to their
+# producer, and durable topics with their retained messages and the offsets
+# of their named subscriptions.
+STREAMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_msgs (
+    id        INTEGER PRIMARY KEY,
+    queue     TEXT NOT NULL,
+    data      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topics (
+    name      TEXT PRIMARY KEY,
+    keep      INTEGER NOT NULL,
+    keepbytes INTEGER NOT NULL,
+    keepage   REAL
+);
+CREATE TABLE IF NOT EXISTS topic_msgs (
+    topic     TEXT NOT NULL,
+    off       INTEGER NOT NULL,
+    t         REAL NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (topic, off)
+);
+CREATE TABLE IF NOT EXISTS topic_subs (
+    topic     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    off       INTEGER NOT NULL,
+    PRIMARY KEY (topic, name)
+);
+"""
 # Added after the first release: why a result is not what the job said.
 NOTE_COLUMN = "ALTER TABLE jobs ADD COLUMN note TEXT"
 
@@ -69,7 +98,7 @@ class Journal:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + STREAMS_SCHEMA)
             columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
             if "note" not in columns:
                 db.execute(NOTE_COLUMN)
@@ -89,7 +118,7 @@ class Journal:
             self.db = self._connect(self.path)
         else:
             self.db = sqlite3.connect(":memory:", isolation_level=None)
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + STREAMS_SCHEMA)
             self.db.execute(NOTE_COLUMN)
         self.problem = f"read-only: {why}"
 
@@ -251,6 +280,64 @@ class Journal:
             self.forget(jid)
         self.commit()
         return len(rows)
+
+    # -- streams (gridcat): written in this turn's transaction like jobs ------------
+
+    def queue_put(self, queue, first, msgs):
+        """Insert msgs into queue with ids first, first+1, ..."""
+        self._begin()
+        self._write_many("INSERT INTO queue_msgs (id, queue, data) VALUES (?, ?, ?)",
+                         [(first + i, queue, m) for i, m in enumerate(msgs)])
+
+    def queue_done(self, ids):
+        """Taken and acknowledged: gone for good."""
+        self._begin()
+        self._write_many("DELETE FROM queue_msgs WHERE id=?", [(i,) for i in ids])
+
+    def queue_all(self):
+        """(id, queue, data) of every message not taken, oldest first."""
+        return self.db.execute("SELECT id, queue, data FROM queue_msgs ORDER BY id").fetchall()
+
+    def topic_set(self, name, keep, keepbytes, keepage):
+        self._begin()
+        self._write("INSERT OR REPLACE INTO topics (name, keep, keepbytes, keepage) "
+                    "VALUES (?, ?, ?, ?)", (name, keep, keepbytes, keepage))
+
+    def topic_add(self, topic, first, t, msgs):
+        self._begin()
+        self._write_many("INSERT INTO topic_msgs (topic, off, t, data) VALUES (?, ?, ?, ?)",
+                         [(topic, first + i, t, m) for i, m in enumerate(msgs)])
+
+    def topic_trim(self, topic, below):
+        """Forget topic's messages before offset below (retention)."""
+        self._begin()
+        self._write("DELETE FROM topic_msgs WHERE topic=? AND off<?", (topic, below))
+
+    def topic_offset(self, topic, name, off):
+        """A named subscription's offset: the next message it has not written."""
+        self._begin()
+        self._write("INSERT OR REPLACE INTO topic_subs (topic, name, off) VALUES (?, ?, ?)",
+                    (topic, name, off))
+
+    def topics(self):
+        """[(name, keep, keepbytes, keepage, [(off, t, data)...], {sub: off})]."""
+        out = []
+        for name, keep, keepbytes, keepage in self.db.execute(
+                "SELECT name, keep, keepbytes, keepage FROM topics ORDER BY name").fetchall():
+            msgs = self.db.execute("SELECT off, t, data FROM topic_msgs WHERE topic=? "
+                                   "ORDER BY off", (name,)).fetchall()
+            subs = dict(self.db.execute("SELECT name, off FROM topic_subs WHERE topic=?",
+                                        (name,)).fetchall())
+            out.append((name, keep, keepbytes, keepage, msgs, subs))
+        return out
+
+    def _write_many(self, sql, rows):
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as e:
+            self._rollback()
+            self.problem = f"cannot write: {e}"
+            raise JournalError(f"journal cannot write: {e}") from None
 
     def out_path(self, jid, fd_no):
         return os.path.join(self.out_dir, f"{jid}.{fd_no}")
