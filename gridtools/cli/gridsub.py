@@ -32,8 +32,6 @@ could not store a job (try again); 76 protocol error; 77 authentication refused;
 SIGTERM while waiting (the jobs stay on the hub).  See gridsub(1).
 """
 
-LOST_STATUS = errors.TEMPFAIL
-TIMEOUT_STATUS = errors.TIMED_OUT
 RECONNECT = 60.0            # seconds to wait for a lost hub to come back (--reconnect)
 MAX_COMMAND = 64 << 10      # bytes in one command (the wire's bodies take 16 MiB)
 BATCH_LINES = 1000          # gridsub - submits this many lines at a time,
@@ -136,16 +134,7 @@ def read_batches(f, max_len=MAX_COMMAND, lines=BATCH_LINES, size=BATCH_BYTES):
 
 def status_of(record):
     """gridsub's exit status for a job's result (a hubclient.Done)."""
-    outcome = record.outcome
-    if outcome == errors.LOST:
-        return LOST_STATUS
-    if outcome == errors.TIMEOUT:
-        return TIMEOUT_STATUS
-    if record.sig is not None:
-        return 128 + record.sig
-    if record.exit is None:
-        return 128 + 15 if outcome == errors.CANCELLED else 1
-    return record.exit
+    return hubclient.exit_status(record)
 
 
 say = logger("gridsub")

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import select
 import time
 import typing
 
@@ -139,6 +140,22 @@ def done_record(msg):
                 msg.get("outcome"), msg.int("tries"), msg.get("worker"), msg.get("note"))
 
 
+def exit_status(done):
+    """The exit status that reports a durable job's result (a Done) as if
+    it had run here: its own status, 128+N for signal N, 124 for a
+    timeout, 75 when it was lost (gridsub --wait, gridcat job)."""
+    outcome = done.outcome
+    if outcome == errors.LOST:
+        return errors.TEMPFAIL
+    if outcome == errors.TIMEOUT:
+        return errors.TIMED_OUT
+    if done.sig is not None:
+        return 128 + done.sig
+    if done.exit is None:
+        return 128 + 15 if outcome == errors.CANCELLED else 1
+    return done.exit
+
+
 def forget(client, did):
     """Delete the collected result of durable job did from the hub."""
     reply = client.request("FORGET", did)
@@ -236,6 +253,221 @@ def results(client):
         raise errors.ProtocolError(f"hub {client.hub}: expected INFO results with a JSON "
                                    f"list, got {reply.verb} {' '.join(reply.args)[:80]}")
     return rows
+
+
+# -- streams (gridcat): topics, queues, the hub's events ----------------------------
+
+PUB_WINDOW = 16             # PUB or PUT batches sent before their OKs are read
+EVENTS = "_events"          # the hub's events topic
+
+
+def next_message(client, timeout=None):
+    """The next message from the hub, or None when none came within timeout
+    seconds (None: wait for ever; 0: only what has arrived).  An ERR raises."""
+    chan = client.chan
+    end = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            msg = chan.reader.next()
+        except wire.WireError as e:
+            raise errors.ProtocolError(f"hub {client.hub}: {e}") from None
+        if msg is not None:
+            if msg.verb == "ERR":
+                raise net.raise_err(msg, f"hub {client.hub}")
+            return msg
+        left = None if end is None else max(0.0, end - time.monotonic())
+        p = select.poll()
+        p.register(chan.rfd, select.POLLIN)
+        if not p.poll(None if left is None else int(left * 1000 + 0.999)):
+            return None
+        if not chan.read_some():
+            raise errors.UnavailableError(f"hub {client.hub} closed the connection")
+
+
+def _expect(client, msg, verb, name):
+    if msg is None or msg.verb != verb or msg.args[:1] != [name]:
+        got = "nothing" if msg is None else f"{msg.verb} {' '.join(msg.args)[:80]}"
+        raise errors.ProtocolError(f"hub {client.hub}: expected {verb} {name}, got {got}")
+    return msg
+
+
+class Sender:
+    """PUB or PUT batches of messages to one topic or queue, at most
+    PUB_WINDOW of them unanswered; count is how many the hub has
+    acknowledged (stored in its journal, for queues and durable topics)."""
+
+    def __init__(self, client, name, request, **kv):
+        self.client = client
+        self.name = name
+        self.request = request      # (body, n, kv) -> the PUB or PUT
+        self.kv = kv
+        self.unanswered = 0
+        self.count = 0
+
+    def send(self, msgs):
+        if not msgs:
+            return
+        from gridtools.hub import frames
+        self.client.send(self.request(frames.pack(msgs), len(msgs), self.kv))
+        self.kv = {}                # the topic's settings go with the first batch
+        self.unanswered += 1
+        while True:
+            msg = next_message(self.client, None if self.unanswered > PUB_WINDOW else 0)
+            if msg is None:
+                return
+            self._answer(msg)
+
+    def _answer(self, msg):
+        _expect(self.client, msg, "OK", self.name)
+        self.count += _field(self.client, msg, lambda m: m.int("n", 0, 0, wire.MAX_COUNT))
+        self.unanswered -= 1
+
+    def finish(self):
+        """Wait for every answer; the number of messages acknowledged."""
+        while self.unanswered:
+            self._answer(next_message(self.client, REPLY_TIMEOUT))
+        return self.count
+
+
+def publisher(client, topic, durable=False, keep=None, keepbytes=None, keepage=None):
+    """A Sender of messages to topic; the first batch sets its retention."""
+    return Sender(client, topic,
+                  lambda body, n, kv: wire.format("PUB", topic, n=n, body=body, **kv),
+                  durable=durable or None, keep=keep, keepbytes=keepbytes, keepage=keepage)
+
+
+def putter(client, queue):
+    """A Sender of messages to queue."""
+    return Sender(client, queue, lambda body, n, kv: wire.format("PUT", queue, n=n, body=body))
+
+
+class Item(typing.NamedTuple):
+    """What a subscription or a take delivers: kind "msg" (data is the list
+    of messages from offset or id at), "lost" (n messages were lost:
+    retention overtook the subscriber; at is where it goes on) or "end"."""
+    kind: str
+    at: int
+    data: list
+    n: int = 0
+
+
+class Subscription:
+    """SUB topic: items in the topic's one order.  start is "end",
+    "begin", an offset, or -N; since (seconds since the epoch) instead
+    starts at the first message published then or later.  A named
+    subscription's offset is kept by the hub: seen(off) moves it."""
+
+    def __init__(self, client, topic, start="end", since=None, name=None, end=False):
+        self.client = client
+        self.topic = topic
+        self.name = name
+        self.client.send(wire.format("SUB", topic, name=name, end=end or None,
+                                     since=since, **({} if since else {"from": start})))
+        ok = _expect(client, next_message(client, REPLY_TIMEOUT), "OK", topic)
+        self.offset = _field(client, ok, lambda m: m.int("off"))
+
+    def next(self, timeout=None):
+        """The next Item, or None when nothing came within timeout."""
+        from gridtools.hub import frames
+        msg = next_message(self.client, timeout)
+        if msg is None:
+            return None
+        if msg.args[:1] == [self.topic]:
+            if msg.verb == "MSG":
+                n = _field(self.client, msg, lambda m: m.int("n", 1, 1, frames.MAX_BATCH))
+                at = _field(self.client, msg, lambda m: m.int("off"))
+                msgs = _field(self.client, msg, lambda m: frames.unpack(m.body or b"", n))
+                return Item("msg", at, msgs)
+            if msg.verb == "LOST":
+                return Item("lost", _field(self.client, msg, lambda m: m.int("off")), [],
+                            _field(self.client, msg, lambda m: m.int("n")))
+            if msg.verb == "END":
+                return Item("end", _field(self.client, msg, lambda m: m.int("off")), [])
+        raise errors.ProtocolError(f"hub {self.client.hub}: expected MSG, LOST or END for "
+                                   f"{self.topic}, got {msg.verb} {' '.join(msg.args)[:80]}")
+
+    def seen(self, off):
+        """Every message before off is written: a named subscription resumes there."""
+        if self.name is not None:
+            self.client.send(wire.format("SEEN", self.topic, self.name, off=off))
+
+
+class Taking:
+    """TAKE queue: each message to this taker alone, until acknowledged
+    with got(); at most window of them held at once.  match: a regular
+    expression (bytes, Python syntax) a message must contain; end: an
+    "end" Item once nothing is queued for this taker."""
+
+    def __init__(self, client, queue, window=1, match=None, end=False):
+        self.client = client
+        self.queue = queue
+        self.client.send(wire.format("TAKE", queue, n=window, match=match, end=end or None))
+        _expect(client, next_message(client, REPLY_TIMEOUT), "OK", queue)
+
+    def next(self, timeout=None):
+        msg = next_message(self.client, timeout)
+        if msg is None:
+            return None
+        return _queue_item(self.client, msg, self.queue)
+
+    def got(self, ids, more=0):
+        """ids are written: gone from the queue; more further messages may come."""
+        if ids or more:
+            self.client.send(wire.format("GOT", self.queue, more=more or None,
+                                         body=" ".join(map(str, ids)).encode()))
+
+
+def _queue_item(client, msg, queue):
+    if msg.args[:1] == [queue]:
+        if msg.verb == "MSG":
+            return Item("msg", _field(client, msg, lambda m: m.int("id", None, 1, wire.MAX_ID)),
+                        [msg.body or b""])
+        if msg.verb == "END":
+            return Item("end", 0, [])
+    raise errors.ProtocolError(f"hub {client.hub}: expected MSG or END for {queue}, got "
+                               f"{msg.verb} {' '.join(msg.args)[:80]}")
+
+
+def read(client, queue, match=None, wait=False, timeout=None):
+    """Linda's rd: the oldest message in queue (that matches), left there;
+    None when there is none (and, with wait, none came within timeout)."""
+    client.send(wire.format("READ", queue, match=match, wait=wait or None))
+    msg = next_message(client, timeout if wait else REPLY_TIMEOUT)
+    if msg is None:
+        return None
+    item = _queue_item(client, msg, queue)
+    return item.data[0] if item.kind == "msg" else None
+
+
+def streams(client):
+    """The hub's topics and queues: {"topics": [...], "queues": [...]}
+    (see STREAMS in gridtools(7))."""
+    reply = client.request("STREAMS")
+    data = None
+    if reply.verb == "INFO" and reply.args[:1] == ["streams"]:
+        try:
+            data = json.loads(reply.body or b"")
+        except ValueError:
+            pass
+    if not isinstance(data, dict) or not isinstance(data.get("topics"), list) \
+            or not isinstance(data.get("queues"), list):
+        raise errors.ProtocolError(f"hub {client.hub}: expected INFO streams with a JSON "
+                                   f"object, got {reply.verb} {' '.join(reply.args)[:80]}")
+    return data
+
+
+def parse_event(line):
+    """An events-topic message as a dict: time, event, and its fields."""
+    words = line.split(b" ")
+    out = {"time": words[0].decode("ascii", "replace"),
+           "event": words[1].decode("ascii", "replace") if len(words) > 1 else ""}
+    for w in words[2:]:
+        k, _, v = w.partition(b"=")
+        try:
+            out[k.decode("ascii")] = wire.unescape(v)
+        except (UnicodeDecodeError, wire.WireError):
+            continue
+    return out
 
 
 def _field(client, msg, decode):
