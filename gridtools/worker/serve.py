@@ -164,6 +164,121 @@ def serve_stdio(loop, key, slots, name, tags, debug=False, lifeline=None):
     return 0
 
 
+def listen_fds(env):
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)): fds 3
+    and up when LISTEN_PID is ours; the variables are removed so jobs do not
+    misread them."""
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = env.get("LISTEN_FDS", "")
+    n = int(count) if wire.is_uint(count) and len(count) < 4 else 0
+    for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(k, None)
+        os.environ.pop(k, None)
+    socks = []
+    for fd in range(3, 3 + n):
+        os.set_inheritable(fd, False)
+        try:
+            socks.append(socket.socket(fileno=fd))
+        except OSError as e:
+            raise errors.UsageError(f"--listen systemd: fd {fd} is no socket: {e.strerror}")
+    return socks
+
+
+def open_listeners(where, env, insecure, key):
+    """The sockets --listen names: an address, or "systemd" for those the
+    service manager passed.  Refuses a non-loopback address without a key."""
+    if where == "systemd":
+        socks = listen_fds(env)
+        if not socks:
+            raise errors.UsageError("--listen systemd: no sockets passed (LISTEN_FDS, "
+                                    "LISTEN_PID)")
+    else:
+        addr = net.parse_address(where)
+        if not addr.is_loopback and key is None and not insecure:
+            raise errors.UsageError(f"refusing to listen on {addr} without a key: whoever "
+                                    f"connects could run anything (give --key-file, or "
+                                    f"--insecure)")
+        try:
+            socks = [net.listen(addr, backlog=8)]
+        except OSError as e:
+            raise errors.UnavailableError(f"cannot listen on {addr}: {e.strerror}") from None
+        log(f"listening on {net.bound_address(socks[0], addr)}")
+    for s in socks:
+        s.setblocking(False)
+        if s.family != socket.AF_UNIX and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            host = s.getsockname()[0]
+            if not insecure and key is None and not host.startswith("127.") and host != "::1":
+                raise errors.UsageError(f"refusing to serve a socket on {host} without a key "
+                                        f"(give --key-file, or --insecure)")
+    return socks
+
+
+def serve_listen(loop, socks, key, slots, name, tags, debug=False, lifeline=None):
+    """Wait for a hub to call, serve it, wait for the next when it goes.
+    One hub at a time: another that calls meanwhile is told ERR 75 and
+    closed.  A socket passed already connected (systemd Accept=yes) is
+    served once.  Exit 0 after BYE (drained)."""
+    current = []
+
+    def refuse(lsock):
+        try:
+            s, _ = lsock.accept()
+        except OSError:
+            return
+        try:
+            s.setblocking(False)
+            s.send(wire.error(wire.E_TEMPFAIL, "busy: this worker serves another hub"))
+        except OSError:
+            pass
+        s.close()
+
+    def accept(lsock):
+        if current:
+            refuse(lsock)
+            return
+        try:
+            s, peer = lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log(f"accept: {e.strerror}")
+            return
+        current.append((s, peer))
+        loop.stop()
+
+    listening = []
+    for s in socks:
+        if s.family == socket.AF_UNIX or s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            listening.append(s)
+            loop.add_reader(s.fileno(), accept, s)
+        else:
+            current.append((s, s.getpeername()))
+    while True:
+        while not current:
+            loop.run_forever()
+        sock, peer = current[0]
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix socket"
+        if sock.family != socket.AF_UNIX:
+            net.tune(sock)
+        chan = net.Channel(sock, where)
+        w = None
+        try:
+            chan.attach(loop, loop.stop)
+            handshake_acceptor(loop, chan, key)
+            log(f"hub {where} called; serving it with {slots} slot{'' if slots == 1 else 's'}")
+            w = Worker(chan, slots, name, tags, loop, debug, lifeline)
+            w.run()
+            log(f"hub {where} went away")
+        except errors.GridError as e:
+            log(f"hub {where}: {e}")    # a caller that fails the handshake costs its call
+        finally:
+            chan.close()
+            current.clear()
+        if (w is not None and w.bye) or not listening:
+            return 0
+
+
 def _terminated():
     raise SystemExit(0)
 
@@ -186,6 +301,9 @@ def main_worker(opts, key):
         lifeline = runner.Lifeline(opts.slots)
         if opts.stdio:
             return serve_stdio(loop, key, opts.slots, opts.name, opts.tags, debug, lifeline)
+        if opts.listen:
+            return serve_listen(loop, opts.listeners, key, opts.slots, opts.name, opts.tags,
+                                debug, lifeline)
         return serve_connect(loop, opts.connect, key, opts.slots, opts.name, opts.tags,
                              getattr(opts, "tls", None), getattr(opts, "once", False), debug,
                              lifeline)
@@ -206,6 +324,9 @@ def add_options(p):
     how.add_argument("--connect", metavar="HUB", help="connect to the hub at HUB (and reconnect)")
     how.add_argument("--stdio", action="store_true",
                      help="speak the protocol on stdin/stdout, saying HELLO first; exit on EOF")
+    how.add_argument("--listen", metavar="ADDR",
+                     help="wait for a hub to connect (gridd hub --peer), at ADDR or on the "
+                          "sockets systemd passed (ADDR = systemd)")
     p.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
                    help="jobs at once (default: the number of cores)")
     p.add_argument("--tag", metavar="K=V", action="append", default=[],
@@ -214,6 +335,8 @@ def add_options(p):
     p.add_argument("--workdir", metavar="DIR", help="run jobs in DIR")
     p.add_argument("--key-file", metavar="FILE",
                    help="worker key (else $GRID_KEY or $GRID_KEY_FILE)")
+    p.add_argument("--insecure", action="store_true",
+                   help="--listen on a non-loopback address without a key")
     p.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
     p.add_argument("--tls-cert", metavar="FILE", help="TLS client certificate (PEM)")
     p.add_argument("--tls-key", metavar="FILE", help="TLS client key (PEM)")
@@ -230,8 +353,12 @@ def run(opts, env):
     if opts.connect:
         net.parse_address(opts.connect)             # a usage error now, not a retry loop
     key = keys.key_option(opts.key_file, env, "GRID_KEY")
+    if opts.listen and opts.tls_ca:
+        raise errors.UsageError("--listen does not speak TLS yet (use a key, or ssh)")
     opts.tls = keys.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key) if opts.tls_ca \
         else None
+    if opts.listen:
+        opts.listeners = open_listeners(opts.listen, env, opts.insecure, key)
     opts.debug = bool(env.get("GRID_DEBUG"))
     return main_worker(opts, key)
 
