@@ -179,13 +179,19 @@ def test_nobody_publishes_to_the_events_topic_and_names_are_checked():
 
 def test_events_are_lines_on_a_topic():
     hub = Hub()
+    hub.streams.event("job.done", job="s1")         # nobody listens: not even formatted
+    hub.streams.event("worker.left", name="w0")     # retained for a later subscriber
+    assert [m.split(b" ")[1] for m in hub.streams.topics["_events"].log][-1:] == \
+        [b"worker.left"]
+    assert all(b"job.done" not in m for m in hub.streams.topics["_events"].log)
     s = hub.conn()
     hub.say(s, wire.format("SUB", "_events"))
     said(s)
     hub.streams.event("worker.joined", name="w 1", slots=4)
-    (line,) = [m for _, m in messages(drain(s))]
-    words = line.split(b" ")
-    assert words[1:] == [b"worker.joined", b"name=w%201", b"slots=4"]
+    hub.streams.event("job.done", job="7", exit=0)
+    lines = [m for _, m in messages(drain(s))]
+    assert [m.split(b" ")[1:] for m in lines] == [[b"worker.joined", b"name=w%201", b"slots=4"],
+                                                  [b"job.done", b"job=7", b"exit=0"]]
 
 
 def take(hub, conn, queue, **kv):

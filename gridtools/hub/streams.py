@@ -232,13 +232,16 @@ class Streams:
     # -- the hub's events ----------------------------------------------------------
 
     def event(self, kind, **fields):
-        """One line on the events topic: time, kind, key=value..."""
+        """One line on the events topic: time, kind, key=value...  The
+        job.* events, a few for every job, only while somebody listens."""
+        t = self.topics[EVENTS]
+        if not t.subs and kind.startswith("job."):
+            return
         now = time.time()
         line = b" ".join([time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode()
                           + b".%03dZ" % (int(now * 1000) % 1000), kind.encode("ascii")]
                          + [k.encode("ascii") + b"=" + wire.escape(str(v))
                             for k, v in fields.items() if v is not None])
-        t = self.topics[EVENTS]
         t.assigned += 1
         self.publish(t, [line], None, now)
 
