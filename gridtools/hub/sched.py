@@ -78,7 +78,7 @@ class Job:
 class Slots:
     """What a worker offers: its credits, tags, and the jobs it runs."""
 
-    __slots__ = ("name", "slots", "credits", "tags", "tagset", "jobs", "draining")
+    __slots__ = ("name", "slots", "credits", "tags", "tagset", "jobs", "draining", "token")
 
     def __init__(self, name, slots, tags):
         self.name = name
@@ -88,6 +88,7 @@ class Slots:
         self.tagset = frozenset(tags.items())
         self.jobs = {}              # hid -> Job
         self.draining = False
+        self.token = None           # name escaped for the wire (the sessions service's)
 
 
 class Scheduler:
@@ -134,9 +135,10 @@ class Scheduler:
     def credit(self, key, w):
         """Worker w has credits: the jobs it takes now, in order."""
         taken = []
-        while w.credits > 0 and not w.draining:
+        queues = self.queues
+        while queues and w.credits > 0 and not w.draining:
             best = None
-            for reqs, q in self.queues.items():
+            for reqs, q in queues.items():
                 while q and q[0].state != QUEUED:
                     q.popleft()     # cancelled while queued
                     self.gone = max(0, self.gone - 1)
@@ -147,8 +149,9 @@ class Scheduler:
             job = best.popleft()
             self._take(key, w, job)
             taken.append(job)
-        for reqs in [r for r, q in self.queues.items() if not q]:
-            del self.queues[reqs]
+        if queues and not all(queues.values()):
+            for reqs in [r for r, q in queues.items() if not q]:
+                del queues[reqs]
         if w.credits > 0 and not w.draining:
             self.free.setdefault(key, w)
         else:

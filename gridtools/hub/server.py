@@ -364,11 +364,13 @@ class Hub:
 
     def process(self, conn):
         """Handle the whole messages in conn's read buffer (until paused)."""
+        reader = conn.reader
+        handlers = self.handlers
         while not conn.closing and not conn.paused:
             try:
-                msg = next(conn.reader)
-            except StopIteration:
-                break
+                msg = reader.next()
+                if msg is None:
+                    break
             except wire.WireError as e:
                 self.send(conn, e.reply())
                 if e.fatal:
@@ -376,7 +378,15 @@ class Hub:
                     self.close(conn)
                     return
                 continue
-            self.dispatch(conn, msg)
+            # dispatch(), its common case inline: this runs per message.
+            handler = handlers[conn.role].get(msg.verb)
+            if handler is None:
+                self.dispatch(conn, msg)
+                continue
+            try:
+                handler(conn, msg)
+            except wire.WireError as e:
+                self.send(conn, e.reply())
         if conn.role is None and not conn.closing and conn.reader.pending() > wire.MAX_HEADER:
             # Before HELLO nobody may make us hold a body of 16 MiB.
             self.send(conn, wire.error(wire.E_PROTOCOL, "say HELLO first"))

@@ -84,6 +84,7 @@ class Sessions:
         name = msg.get("name") or conn.peer
         conn.name = name
         conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
+        conn.slots.token = wire.escape(name)    # as DONE names it, escaped once
         self.workers[conn] = None
         self.server.log(f"worker {name} joined from {conn.peer} with {slots} "
                         f"slot{'' if slots == 1 else 's'}")
@@ -100,8 +101,10 @@ class Sessions:
         if self.tick_timer is None:
             self.tick_timer = self.server.call_later(self.tick_every(), self.tick)
         job.started = time.time()
-        send(wconn, wire.format_run(job.hid, wire.run_flags(job.argv, job.stdin, job.timeout),
-                                    job.command))
+        flags = b""
+        if job.argv or job.stdin or job.timeout is not None:
+            flags = wire.run_flags(job.argv, job.stdin, job.timeout)
+        send(wconn, wire.format_run(job.hid, flags, job.command))
         if job.inq:
             for chunk in job.inq:
                 send(wconn, wire.format("IN", job.hid, body=chunk))
@@ -228,28 +231,32 @@ class Sessions:
         self.sched.release(conn, slots, job)
         if not slots.jobs:
             self.busy.discard(conn)
-        self.finished(job, exitcode, sig, outcome, conn.name)
+        self.finished(job, exitcode, sig, outcome, conn.name, slots.token)
         if slots.draining and not slots.jobs:
             self.server.send(conn, b"BYE\n")
         for nxt in self.sched.credit(conn, slots):
             self.start(conn, nxt)
 
-    def finished(self, job, exitcode, sig, outcome, worker):
+    def finished(self, job, exitcode, sig, outcome, worker, token=None):
         """One try of a job ended: a session job's one result goes to its
-        client; a durable job's end is its owner's to judge."""
+        client; a durable job's end is its owner's to judge.  token is
+        worker as a token, when the caller has it escaped already."""
         client = job.client
         if client is not None:
-            client.session.ackq.discard(job)
+            session = client.session
+            session.ackq.discard(job)
         job.acks = 0
         if job.owner is not None:
             job.owner.finished(job, exitcode, sig, outcome, worker)
             return
         if client is not None and not client.closing:
-            client.session.jobs.pop(job.cid, None)
+            session.jobs.pop(job.cid, None)
+            if token is None and worker is not None:
+                token = wire.escape(worker)
             self.server.send(client, wire.format_done(
-                job.cid.encode("ascii"), exitcode, sig, outcome,
-                None if worker is None else wire.escape(worker), job.reason))
-            self.jobs_left(client)
+                job.cid.encode("ascii"), exitcode, sig, outcome, token, job.reason))
+            if session.holding:
+                self.jobs_left(client)
         job.state = sched.DONE
         self.counts["done"] += 1
 

@@ -96,6 +96,12 @@ class Message:
         v = self.kv.get(key)
         if v is None:
             return default
+        # is_uint() inline, and the error's words only on an error: this
+        # runs for every DONE and OUT.
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 19:
+            n = int(v)
+            if lo <= n <= hi:
+                return n
         return uint(v, f"{self.verb}: {key}=", lo, hi, field=key)
 
     def seconds(self, key, default=None):
@@ -112,12 +118,17 @@ class Message:
 
     def id_arg(self, i, hi=MAX_ID):
         """Positional argument i as a job id (ASCII digits, at most hi)."""
-        return uint(self.arg(i), f"{self.verb}: job id", 0, hi, field="id")
+        v = self.arg(i)
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 19:
+            n = int(v)
+            if n <= hi:
+                return n
+        return uint(v, f"{self.verb}: job id", 0, hi, field="id")
 
     def ref_arg(self, i):
         """Positional argument i as a client's name for a job."""
         v = self.arg(i)
-        if not (is_uint(v) or _REF.match(v)):      # digits: what gridmap sends
+        if not _REF.match(v):       # digits too (1 to 19 of them: what gridmap sends)
             raise WireError(f"{self.verb}: a job name is 1 to {MAX_REF} of A-Z a-z 0-9 _ . : + -,"
                             f" got {v[:80]!r}", E_USAGE, field="id", got=v)
         return v
