@@ -131,7 +131,7 @@ def test_ctl_text_and_json(shared):
     r = shared.run("gridd", "ctl", "--hub", shared.addr, "workers")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.decode().splitlines()
-    assert lines[0].split() == ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "PEER"]
+    assert lines[0].split() == ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "HOW", "PEER"]
     assert sorted(x.split()[0] for x in lines[1:]) == ["a", "b"]
     r = shared.run("gridd", "ctl", "--hub", shared.addr, "--json", "status")
     st = json.loads(r.stdout)

@@ -1,7 +1,8 @@
 """gridd: the grid daemon.
 
-    gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE] ...
-    gridd worker (--connect HUB | --stdio) [--slots N] [--tag K=V]... [--name NAME]
+    gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE]
+              [--ssh [N/]HOST]... [--peer ADDR]... ...
+    gridd worker (--connect HUB | --stdio | --listen ADDR) [--slots N] [--tag K=V]... [--name NAME]
     gridd ctl [--hub HUB] [--json] status|workers|jobs|results|cancel ID|drain WORKER|shutdown
 """
 
@@ -55,6 +56,17 @@ def build_parser():
     h.add_argument("--stall-timeout", metavar="SECS", type=float, default=60.0,
                    help="a client that reads nothing this long while its jobs hold slots "
                         "has its jobs cancelled (default 60)")
+    h.add_argument("--ssh", metavar="[N/]HOST", action="append", default=[],
+                   help="keep a worker running on HOST over ssh, shipping it (N slots; "
+                        "repeatable)")
+    h.add_argument("--ssh-command", metavar="CMD", default=None,
+                   help="the ssh command for --ssh (GNU parallel's --ssh; default "
+                        "'ssh -T -o BatchMode=yes -o ServerAlive...')")
+    h.add_argument("--ssh-python", metavar="CMD", default=None,
+                   help="python on the --ssh hosts (default python3)")
+    h.add_argument("--peer", metavar="ADDR", action="append", default=[],
+                   help="dial a worker listening at ADDR (gridd worker --listen), and again "
+                        "when it drops (repeatable)")
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
@@ -121,6 +133,10 @@ def run_hub(opts, env, loop=None):
             raise errors.UsageError(f"{name}: need a positive number of seconds, got {value}")
     if opts.max_jobs < 1:
         raise errors.UsageError(f"--max-jobs: need 1 or more, got {opts.max_jobs}")
+    from gridtools.hub import peers
+    reach = [peers.parse_ssh(h, opts.ssh_command or peers.bootstrap.SSH,
+                             opts.ssh_python or peers.bootstrap.PYTHON) for h in opts.ssh]
+    reach += [peers.parse_peer(a) for a in opts.peer]
     state = opts.state or hub.default_state_dir(env)
     common.raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
@@ -128,7 +144,7 @@ def run_hub(opts, env, loop=None):
                             worker_key_file=opts.worker_key, tls=tls,
                             heartbeat=opts.heartbeat, keep=opts.keep,
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
-                            stall_timeout=opts.stall_timeout), loop=loop)
+                            stall_timeout=opts.stall_timeout, peers=reach), loop=loop)
     import sqlite3
     try:
         h.open()
@@ -180,9 +196,10 @@ def format_info(what, data):
         return "\n".join(lines)
     if what == "workers":
         rows = [[w["name"], w["slots"], w["running"], w["state"],
-                 ",".join(f"{k}={v}" for k, v in sorted(w["tags"].items())) or "-", w["peer"]]
+                 ",".join(f"{k}={v}" for k, v in sorted(w["tags"].items())) or "-",
+                 w.get("how", "in"), w["peer"]]
                 for w in data]
-        return table(rows, ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "PEER"])
+        return table(rows, ["NAME", "SLOTS", "RUNNING", "STATE", "TAGS", "HOW", "PEER"])
     if what == "results":
         return format_results(data)
     rows = [[j["id"], j["kind"], j["state"], j["worker"] or "-", j["tries"],

@@ -36,6 +36,7 @@ class Control:
             s = c.slots
             rows.append({"name": s.name, "peer": c.peer, "slots": s.slots,
                          "running": len(s.jobs), "tags": s.tags,
+                         "how": self.server.direction(c),
                          "state": "draining" if s.draining else "up"})
         return rows
 

@@ -26,6 +26,10 @@ said HELLO closes), and reaches the server only through this interface:
     call_later(delay, fn, *a)  a cancellable timer on the monotonic clock; an
                                exception from fn is logged, the hub goes on
     start_drain(why), draining, addresses, log(text)
+    adopt(sock, peer, service, how, data)  serve a connection the service made
+                               (peers: it dialled or started a worker); the
+                               peer's messages go to service.greet(conn, msg)
+                               until the service calls joined(conn, role)
 
 and of a conn (gridtools.hub.conn.Conn) reads peer, name, role, closing,
 len(out), sent and last_rx.  The loop is gridtools.io.loop.Loop unless
@@ -42,6 +46,7 @@ from gridtools.hub.conn import RECV, Conn
 from gridtools.hub.control import Control
 from gridtools.hub.durable import Durable
 from gridtools.hub.names import Names
+from gridtools.hub.peers import Peers
 from gridtools.hub.sessions import Sessions
 from gridtools.io import net
 from gridtools.io.loop import Loop
@@ -66,7 +71,7 @@ class Options:
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
-                 stall_timeout=STALL_TIMEOUT):
+                 stall_timeout=STALL_TIMEOUT, peers=()):
         self.listen = list(listen)
         self.state_dir = state_dir
         self.client_key = client_key
@@ -79,6 +84,7 @@ class Options:
         self.debug = debug          # tracebacks in the log ($GRID_DEBUG)
         self.max_jobs = max_jobs    # session jobs one client may have at the hub
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
+        self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
 
 
 class Hub:
@@ -104,8 +110,11 @@ class Hub:
         self.sched = sched.Scheduler()
         self.sessions = Sessions(self, self.sched, opts)
         self.durable = Durable(self, self.sessions, self.sched, opts)
+        self.dialled = {}           # conn -> (service, how): connections a service made
+        self.peers = Peers(self, opts)
         self.services = (self.sessions, self.durable,
-                         Control(self, self.sessions, self.durable, opts), Names(self))
+                         Control(self, self.sessions, self.durable, opts), Names(self),
+                         self.peers)
         # role -> verb -> handler: None is a peer that has not said HELLO.
         self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {}}
         own = {"PING": (self.on_ping, BOTH), "PONG": (self.on_pong, BOTH),
@@ -153,6 +162,7 @@ class Hub:
                     self.report(None, e)
         finally:
             self.end_turn()
+            self.peers.close()
             for conn in list(self.conns.values()):
                 self.close(conn, quiet=True)
             for s, addr in self.listeners:
@@ -270,6 +280,30 @@ class Hub:
             self._want(conn, True, False)
             if not tls:
                 self.greet(conn)
+
+    def adopt(self, sock, peer, service, how, data=b""):
+        """A connection a service made (it dialled a worker, or started one
+        over ssh), served as any other; data: bytes already read from it.
+        The peer speaks first there: its messages go to service.greet(conn,
+        msg) until the service calls joined(); service.closed() hears of
+        the connection's end even before then.  Returns the Conn."""
+        sock.setblocking(False)
+        conn = Conn(sock, peer, False)
+        self.conns[conn.fd] = conn
+        self.dialled[conn] = (service, how)
+        conn.hs_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self.guard, conn,
+                                             self.no_hello, conn)
+        self._want(conn, True, False)
+        if data:
+            conn.reader.feed(data)
+            self.resumed.add(conn)
+            self._plan()
+        return conn
+
+    def direction(self, conn):
+        """How a connection came: "in" (it connected), or the service's word."""
+        d = self.dialled.get(conn)
+        return "in" if d is None else d[1]
 
     def no_hello(self, conn):
         self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
@@ -397,6 +431,10 @@ class Hub:
         handler = self.handlers[conn.role].get(msg.verb)
         if handler is None:
             if conn.role is None:
+                made = self.dialled.get(conn)
+                if made is not None:
+                    made[0].greet(conn, msg)    # it says what it will; the service judges
+                    return
                 self.send(conn, wire.error(wire.E_PROTOCOL,
                                            f"expected HELLO, got {msg.verb}"))
                 return
@@ -515,9 +553,12 @@ class Hub:
         except OSError:
             pass
         self.unblock(conn)
+        made = self.dialled.pop(conn, None)
         if conn.role is not None:
             for service in self.services:
                 service.closed(conn, quiet)
+        elif made is not None:
+            made[0].closed(conn, quiet)
         if self.draining:
             self._plan()            # the last worker gone may leave the hub idle
 
@@ -573,6 +614,10 @@ class Hub:
     # -- the handshake and the connection's own verbs --------------------------------
 
     def on_hello(self, conn, msg):
+        made = self.dialled.get(conn)
+        if made is not None:
+            made[0].greet(conn, msg)        # we called: it greets us (peers.py)
+            return
         try:
             role, nonce = wire.check_hello(msg, roles=("client", "worker"))
         except wire.WireError as e:
@@ -587,12 +632,16 @@ class Hub:
             self.flush(conn)
             self.close(conn)
             return
-        conn.role = role
-        conn.hs_timer.cancel()
-        conn.hs_timer = None
         mac = wire.mac(key, "hub", nonce, conn.nonce) if key is not None else None
         self.send(conn, wire.format("WELCOME", wire.VERSION, role="hub", mac=mac,
                                     slots=self.sessions.total_slots()))
+        self.joined(conn, role)
+
+    def joined(self, conn, role):
+        """The handshake is done: conn is a client's or a worker's."""
+        conn.role = role
+        conn.hs_timer.cancel()
+        conn.hs_timer = None
         for service in self.services:
             service.opened(conn)
 
