@@ -2,12 +2,10 @@
 --listen): the worker speaks first, as the side that was called; the hub
 re-dials when it drops; keys are checked both ways."""
 
-import os
 import re
 import socket
 import subprocess
 
-import pytest
 
 from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401 (grid: a fixture)
 
