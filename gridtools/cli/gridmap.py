@@ -108,11 +108,34 @@ def build_parser():
     a("--joblog", metavar="FILE", help="log each finished job to FILE (- is stdout)")
     a("--json", action="store_true", help="print one JSON record per job instead of its output")
     a("--pipe", action="store_true", help="split stdin into blocks, one per job's stdin")
-    a("--block", metavar="SIZE", default="1M", help="--pipe block size (default 1M)")
+    a("--block", "--block-size", metavar="SIZE",
+      help="--pipe block size (default 1M); --pipepart: -N is N blocks per slot")
     a("--recend", metavar="STR", help="--pipe record end (default \\n)")
     a("--recstart", metavar="STR", help="--pipe record start (default empty)")
     a("--round-robin", action="store_true",
       help="--pipe: start -j jobs and deal the blocks among them")
+    a("--pipepart", "--pipe-part", action="store_true",
+      help="as --pipe, but cut the files given with -a or :::: by offsets")
+    a("--tee", action="store_true",
+      help="--pipe: give all of stdin to every job, one job per input")
+    a("--header", metavar="REGEXP",
+      help="the first input of each source names its columns: {name}; with "
+           "--pipe, the matched header starts every block (: is one line, N "
+           "is N lines)")
+    a("--results", "--res", metavar="NAME",
+      help="save each job's stdout, stderr and seq in files under NAME")
+    a("--files", action="store_true",
+      help="save each job's stdout in a file, print the file's name")
+    a("--resume", action="store_true",
+      help="with --joblog: skip the jobs the joblog lists")
+    a("--resume-failed", action="store_true",
+      help="with --joblog: skip the jobs the joblog lists as succeeded")
+    a("--retry-failed", action="store_true",
+      help="with --joblog: run again the commands the joblog lists as failed")
+    a("--env", metavar="NAME", action="append", default=[],
+      help="--hub: pass environment variable NAME (a glob) to the jobs")
+    a("-u", "--ungroup", action="store_true",
+      help="print output as it arrives, even half lines")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--hub", metavar="HUB",
@@ -181,11 +204,55 @@ def parse_options(argv):
     return opts
 
 
+def _check_gnu(opts):
+    """The options taken from GNU parallel beyond xargs's: --pipepart,
+    --tee, --header, --results, --files, --resume*, --env."""
+    if opts.pipepart:
+        if opts.round_robin or opts.tee:
+            raise errors.UsageError("--pipepart does not go with --round-robin or --tee")
+        if opts.max_replace_args is not None or opts.max_lines is not None \
+                or opts.max_lines_l is not None:
+            raise errors.UsageError("--pipepart cannot count records (-N, -L, -l): "
+                                    "use --recend and --recstart")
+        if not opts.arg_file and not any(k == "file" for k, _, _ in opts.sources):
+            raise errors.UsageError("--pipepart needs a file: -a FILE or :::: FILE")
+        opts.pipe = True
+    if opts.tee and not opts.pipe:
+        raise errors.UsageError("--tee goes with --pipe")
+    if opts.tee and opts.round_robin:
+        raise errors.UsageError("--tee does not go with --round-robin")
+    opts.header_rx = None
+    if opts.header is not None and opts.pipe:
+        h = opts.header
+        rx = "(.*\n)" if h == ":" else "(.*\n)" * int(h) if re.fullmatch(r"[0-9]{1,6}", h) \
+            else h
+        try:
+            opts.header_rx = re.compile(os.fsencode(rx))
+        except re.error as e:
+            raise errors.UsageError(f"--header: bad regular expression {h!r}: {e}")
+    if opts.results is not None:
+        if not opts.results:
+            raise errors.UsageError("--results: need a name")
+        if opts.results.endswith((".csv", ".tsv", ".json")):
+            raise errors.UsageError(
+                f"--results: CSV, TSV and JSON result files are not supported: "
+                f"{opts.results!r} (use --json)")
+    if (opts.resume or opts.resume_failed or opts.retry_failed) and \
+            (not opts.joblog or opts.joblog == "-"):
+        name = "--resume" if opts.resume else "--resume-failed" if opts.resume_failed \
+            else "--retry-failed"
+        raise errors.UsageError(f"{name} needs --joblog FILE")
+    for name in opts.env:
+        if not name or "=" in name:
+            raise errors.UsageError(f"--env: not a variable name: {name!r}")
+
+
 def _check(opts):
     """Judge the option values argparse cannot, before any work starts, and
     keep what they parse to: halt_rule, tags, block_size, boundary, delim,
     per_job."""
     parse_jobs(opts.jobs)        # parsed again once a hub's slots are known
+    _check_gnu(opts)
     if opts.pipe and not opts.command:
         raise errors.UsageError("--pipe needs a command to feed")
     if opts.round_robin and not opts.pipe:
@@ -204,7 +271,21 @@ def _check(opts):
     if opts.require:                    # the wire module is not loaded for a local run
         from gridtools.proto import wire
         opts.tags = wire.parse_pairs(opts.require, "--require")
-    opts.block_size = _size(opts.block)
+    opts.blocks_per_slot = None
+    if opts.block is not None and opts.block.strip().startswith("-"):
+        # GNU parallel: with --pipepart, --block -N is N blocks per slot.
+        m = re.fullmatch(r"-([1-9][0-9]{0,6})", opts.block.strip())
+        if not opts.pipepart or not m:
+            raise errors.UsageError(
+                f"--block: a negative value -N (N blocks per job slot) goes with "
+                f"--pipepart only, got {opts.block!r}")
+        opts.blocks_per_slot = int(m.group(1))
+        opts.block_size = 0
+    elif opts.block is None and opts.pipepart:
+        opts.blocks_per_slot = 10   # GNU parallel's default for --pipepart
+        opts.block_size = 0
+    else:
+        opts.block_size = _size(opts.block or "1M")
     recend = _unescape(opts.recend) if opts.recend is not None else (
         b"" if opts.recstart is not None else b"\n")
     recstart = _unescape(opts.recstart) if opts.recstart is not None else b""
@@ -446,31 +527,113 @@ def read_all(path, delim):
             os.close(fd)
 
 
-def make_source(opts, slots, tmpl=None):
-    """The job source the options describe."""
-    if opts.pipe:
-        return jobs.PipeSource(0, opts.block_size, opts.boundary, opts.max_replace_args)
+def read_sources(opts):
+    """The input sources as lists of items, or, for one stream read as it
+    comes, [("fd", fd, False)]; with --header, each source's first item
+    taken off and the column names it gives put in the command."""
+    sources = [("file", path, False) for path in opts.arg_file] + opts.sources
+    if not sources:
+        sources = [("file", "-", False)]
+    files = [value for kind, value, _ in sources if kind == "file"]
+    if len(sources) == 1 and sources[0][0] == "file" and not opts.shuf \
+            and not opts.retry_failed:
+        out = [("fd", open_input(sources[0][1]), False)]
+    else:
+        out = [("args", value if kind == "args" else read_all(value, opts.delim), linked)
+               for kind, value, linked in sources]
+    opts.headers = {}
+    names = []
+    if opts.header is not None and opts.header != "0":
+        for i, (kind, value, linked) in enumerate(out):
+            if kind == "fd":
+                first = read_item(value, opts.delim)
+            else:
+                first, value = (value[0] if value else None), value[1:]
+                out[i] = (kind, value, linked)
+            if first is not None:
+                first = first[:-1] if first.endswith("\r") else first
+                names.extend(_perl_split(opts.colsep if opts.colsep is not None
+                                         else "\t", first))
+        opts.headers = dict(enumerate(names, 1))
+    if opts.header is not None:
+        # As GNU parallel does, the names of the files (-a, ::::) name
+        # their sources too: {file} is {1} for the first file.
+        opts.headers.update(enumerate(files, 1))
+        _header_names(opts, names, files)
+    return out
+
+
+def _header_names(opts, names, files):
+    """Put {name}, {name/}, {name.} ... in the command (and --tagstring,
+    --results) as {N}, {N/}, {N.}, as GNU parallel does."""
+    subs = list(enumerate(names, 1)) + list(enumerate(files, 1))
+    for n, name in subs:
+        rx = re.compile(r"\{" + re.escape(name) + r"(|/|//|\.|/\.)\}")
+        rep = lambda m, n=n: "{%d%s}" % (n, m.group(1))
+        opts.command = [rx.sub(rep, w) for w in opts.command]
+        if opts.tagstring is not None:
+            opts.tagstring = rx.sub(rep, opts.tagstring)
+        if opts.results is not None:
+            opts.results = rx.sub(rep, opts.results)
+
+
+def _perl_split(pattern, text):
+    """Perl's split /pattern/, text: trailing empty fields are dropped."""
+    fields = re.split(pattern, text)
+    while fields and fields[-1] == "":
+        fields.pop()
+    return fields
+
+
+def read_item(fd, delim):
+    """The first item of fd, read a byte at a time so that nothing after it
+    is consumed; None at once at end of input."""
+    data = bytearray()
+    while not data.endswith(delim):
+        try:
+            b = os.read(fd, 1)
+        except OSError as e:
+            raise errors.NoInputError(f"cannot read input: {e.strerror}")
+        if not b:
+            if not data:
+                return None
+            break
+        data += b
+    if data.endswith(delim):
+        del data[-len(delim):]
+    return inputs.decode(bytes(data))
+
+
+def make_source(opts, slots, sources, tmpl=None):
+    """The job source the options describe, over sources from
+    read_sources."""
+    if opts.pipepart:
+        paths = [p for p in opts.arg_file] + [v for k, v, _ in opts.sources if k == "file"]
+        return jobs.PartSource(paths, opts.block_size, opts.boundary, opts.header_rx,
+                               slots, opts.blocks_per_slot)
+    if opts.pipe and not opts.tee:
+        return jobs.PipeSource(0, opts.block_size, opts.boundary, opts.max_replace_args,
+                               header=opts.header_rx)
 
     delim = opts.delim
     # As in GNU parallel, --colsep implies --trim lr (--trim n undoes it):
-    # columns of aligned text come without their padding.
+    # columns of aligned text come without their padding.  (The tab that
+    # --header implies does not.)
     trim = opts.trim or ("lr" if opts.colsep is not None else None)
-    to_record = inputs.make_record(trim, opts.colsep)
+    colsep = opts.colsep if opts.colsep is not None else (
+        "\t" if opts.header is not None else None)
+    to_record = inputs.make_record(trim, colsep)
 
     def item_filter():
         # One per input source: -E ends each source on its own.
         return inputs.make_filter(opts.eof_str, opts.max_lines is not None,
                                   opts.no_run_if_empty)
 
-    sources = [("file", path, False) for path in opts.arg_file] + opts.sources
-    if not sources:
-        sources = [("file", "-", False)]
-    if len(sources) == 1 and sources[0][0] == "file" and not opts.shuf:
-        feed = jobs.StreamFeed(open_input(sources[0][1]), delim, to_record, item_filter())
+    if sources[0][0] == "fd":
+        feed = jobs.StreamFeed(sources[0][1], delim, to_record, item_filter())
     else:
         lists = []
-        for kind, value, linked in sources:
-            items = value if kind == "args" else read_all(value, delim)
+        for kind, items, linked in sources:
             f = item_filter()
             if f is not None:
                 items = f.apply(items)
@@ -489,8 +652,11 @@ def make_source(opts, slots, tmpl=None):
             args = inputs.fields(records)
             line = tmpl.shell(args, 1, 1) if tmpl is not None else " ".join(args)
             return len(line) < opts.max_chars
-    return jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots,
-                             limit=limit or None, fits=fits)
+    source = jobs.RecordSource(feed, opts.per_job, opts.xargs or opts.many, slots,
+                               limit=limit or None, fits=fits)
+    if opts.tee:
+        source = jobs.TeeSource(source, 0, opts.tmpdir)
+    return source
 
 
 def _size(text):
@@ -537,6 +703,57 @@ def hub_address(opts, env):
     return hub or None
 
 
+def read_joblog(path, failed_too, commands):
+    """--resume, --resume-failed, --retry-failed: what a joblog says.
+
+    Returns (the seqs not to run again, the commands to run again by seq
+    for --retry-failed, whether to append to it).  Jobs it lists count as
+    done, or with failed_too only those that exited 0 with no signal, as
+    GNU parallel reads it.  A joblog that is not there is an empty one.
+    """
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().split("\n")
+    except FileNotFoundError:
+        return set(), [], False
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read joblog {path}: {e.strerror}")
+    done, cmds = set(), {}
+    for n, line in enumerate(lines[1:], 2):
+        if not line:
+            continue
+        f = line.split("\t", 8)
+        if len(f) < 9 or not re.fullmatch(r"[0-9]{1,18}", f[0]) or \
+                not all(re.fullmatch(r"-?[0-9.]+", x.strip()) for x in f[2:8]):
+            raise errors.DataError(f"joblog {path} line {n} is not a joblog line: {line!r}")
+        seq = int(f[0])
+        ok = f[6].strip() == "0" and f[7].strip() == "0"
+        if ok or not failed_too:
+            done.add(seq)
+        cmds[seq] = "true" if ok else f[8]
+    todo = []
+    if commands and cmds:
+        for seq in range(1, max(cmds) + 1):
+            if seq not in cmds:
+                done.add(seq)           # no command to run again
+            todo.append(cmds.get(seq, "true"))
+    return done, todo, True
+
+
+def env_prefix(names, env):
+    """--env NAME... through a hub: the argv prefix (env NAME=value ...)
+    that gives the jobs these variables wherever they run.  A name may be
+    a glob, as in GNU parallel."""
+    import fnmatch
+    pairs = []
+    for pattern in names:
+        for key in sorted(env):
+            if fnmatch.fnmatchcase(key, pattern) or \
+                    fnmatch.fnmatchcase(key, f"BASH_FUNC_{pattern}%%"):
+                pairs.append(f"{key}={env[key]}")
+    return ["env", *pairs] if pairs else None
+
+
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     slots = parse_jobs(opts.jobs)
@@ -553,6 +770,25 @@ def _main(argv):
         slots = executor.capacity = parse_jobs(
             opts.jobs, cores=executor.hub_slots or HUB_SLOTS_UNKNOWN)
 
+    done_seqs, log_append = set(), False
+    joblog_path = opts.joblog[1:] if opts.joblog and opts.joblog.startswith("+") \
+        else opts.joblog
+    if opts.joblog and opts.joblog.startswith("+"):
+        log_append = True       # GNU parallel: --joblog +FILE appends
+    if opts.resume or opts.resume_failed or opts.retry_failed:
+        done_seqs, commands, log_append = read_joblog(
+            joblog_path, failed_too=not opts.resume, commands=opts.retry_failed)
+        if opts.retry_failed:
+            # GNU parallel runs the joblog's failed commands, numbered as
+            # they were, whatever command and inputs are given.
+            opts.command, opts.sources, opts.arg_file = [], [], []
+            opts.retry_commands = commands
+    sources = None
+    if not opts.pipe or opts.tee:
+        if opts.retry_failed:
+            sources = [("args", opts.retry_commands, False)]
+        else:
+            sources = read_sources(opts)
     tmpl = None
     if opts.command:
         # -N, like -X, repeats the word around {} for each input, as GNU
@@ -565,7 +801,9 @@ def _main(argv):
             words = [shlex.quote(w) for w in words]
         tmpl = template.Template(" ".join(words), context=context,
                                  replace=opts.replace_str)
-    source = make_source(opts, slots, tmpl)
+    source = make_source(opts, slots, sources, tmpl)
+    if done_seqs:
+        source = jobs.SkipSource(source, done_seqs)
     if opts.halt_rule.percent and not opts.round_robin:
         source = jobs.ListSource(source)
         opts.halt_rule.total = source.total
@@ -577,7 +815,9 @@ def _main(argv):
                          tag=opts.tag, tagstring=opts.tagstring,
                          round_robin=opts.round_robin, bar=opts.bar, slots=slots,
                          verbose=opts.verbose, max_chars=opts.max_chars,
-                         nice=opts.nice, delay=opts.delay, tmpdir=opts.tmpdir)
+                         nice=opts.nice, delay=opts.delay, tmpdir=opts.tmpdir,
+                         ungroup=opts.ungroup and not opts.json,
+                         env_prefix=env_prefix(opts.env, os.environ) if hub else None)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
@@ -591,12 +831,19 @@ def _main(argv):
         joblog = sys.stdout
     elif opts.joblog:
         try:
-            joblog = open(opts.joblog, "w", encoding="utf-8", errors="surrogateescape")
+            joblog = open(joblog_path, "a" if log_append else "w", encoding="utf-8",
+                          errors="surrogateescape")
         except OSError as e:
-            raise errors.GridError(f"cannot write joblog {opts.joblog}: {e.strerror}",
+            raise errors.GridError(f"cannot write joblog {joblog_path}: {e.strerror}",
                                    errors.CANTCREAT)
+    results = None
+    if opts.results is not None or opts.files:
+        results = output.Results(opts.results, opts.headers, opts.files,
+                                 opts.tmpdir or os.environ.get("TMPDIR") or "/tmp")
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
-                       show_command=opts.show_command, tmpdir=opts.tmpdir)
+                       show_command=opts.show_command, tmpdir=opts.tmpdir,
+                       joblog_header=not (log_append and joblog.tell()),
+                       results=results, skip=done_seqs)
     try:
         p = pool.Pool(source, sink, popts, executor=executor)
         if executor is not None:

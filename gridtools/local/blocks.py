@@ -140,3 +140,29 @@ def _scan_forward(pread, pos, target, end, boundary, window):
             return lo + cut
         off = lo + len(buf)
     return end
+
+
+def part_positions(pread, start, end, size, boundary, window=1 << 17):
+    """--pipepart: the cut positions of a file region [start, end), as GNU
+    parallel finds them: from every multiple of size past the last cut,
+    the first record end followed by a record start."""
+    cuts = [start]
+    pos = start + size
+    while pos < end:
+        off = pos
+        buf = b""
+        while True:
+            chunk = pread(window, off)
+            if not chunk:
+                break
+            buf += chunk
+            off += len(chunk)
+            i = buf.find(boundary.sep)
+            if i >= 0:
+                pos += i + len(boundary.recend)
+                cuts.append(pos)
+                break
+        pos += size
+    if cuts[-1] != end:
+        cuts.append(end)
+    return cuts

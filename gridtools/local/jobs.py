@@ -31,7 +31,7 @@ class Job:
 
     __slots__ = ("seq", "args", "block", "command", "argv", "slot", "tries",
                  "start", "t0", "stdout", "stderr", "sent", "timer", "timed_out",
-                 "cancelled", "handle", "partial", "tag", "host")
+                 "cancelled", "handle", "partial", "tag", "host", "width")
 
     def __init__(self, seq, args=(), block=None):
         self.seq = seq
@@ -53,6 +53,7 @@ class Job:
         self.partial = [b"", b""]   # --line-buffer: unfinished lines
         self.tag = b""
         self.host = ":"             # where it ran, as the joblog says it
+        self.width = 0              # fields per input record (--results' tree)
 
 
 class FileRange:
@@ -207,7 +208,9 @@ class RecordSource:
         records = [recs.popleft() for _ in range(take)]
         self.seq += 1
         args = [] if self.per_job == 0 else inputs.fields(records)
-        return Job(self.seq, args)
+        job = Job(self.seq, args)
+        job.width = len(records[0]) if args else 0
+        return job
 
     def _line_share(self, recs):
         """How many records the next -X job takes, or None to wait.
@@ -290,8 +293,11 @@ class ListSource:
 class PipeSource:
     """--pipe: jobs fed blocks of stdin, cut at record boundaries."""
 
-    def __init__(self, fd, size, boundary, records=None):
+    def __init__(self, fd, size, boundary, records=None, header=None):
         self.size = size
+        self.header_rx = header     # --header: a regex matched at the start
+        self.header = b""           # ... what it matched, before every block
+        self.prepend = True         # --round-robin: the pool prepends it once a job
         self.boundary = boundary
         self.records = records
         self.seq = 0
@@ -299,7 +305,7 @@ class PipeSource:
         self.fd_in = fd
         self.buf = bytearray()
         self.ranges = None
-        if is_regular(fd) and records is None:
+        if is_regular(fd) and records is None and header is None:
             # Split a file by offsets, reading only around each cut; the
             # blocks go to the jobs with sendfile, never through Python.
             start = os.lseek(fd, 0, os.SEEK_CUR)
@@ -342,11 +348,26 @@ class PipeSource:
                 return FileRange(self.fd_in, offset, length)
             return None
         while True:
+            if self.header_rx is not None:
+                # As GNU parallel: the header is matched at the start of
+                # the first block read.
+                if len(self.buf) < max(self.size, 1) and not self.eof:
+                    if self.pollable:
+                        return WAIT
+                    self._read()
+                    continue
+                m = self.header_rx.match(self.buf)
+                if m:
+                    self.header = bytes(m.group(0))
+                    del self.buf[:m.end()]
+                self.header_rx = None
             cut = self.boundary.cut(self.buf, self.size, self.records, self.eof)
             if cut > 0:
                 block = self.buf
                 self.buf = bytearray(block[cut:])
                 del block[cut:]
+                if self.header and self.prepend:
+                    block[:0] = self.header
                 return block
             if self.eof:
                 return None
@@ -360,3 +381,121 @@ class PipeSource:
             return block
         self.seq += 1
         return Job(self.seq, (), block)
+
+
+class SkipSource:
+    """--resume: the jobs of another source but those the joblog lists as
+    done; their numbers ({#}, Seq) stay what they were."""
+
+    def __init__(self, source, done):
+        self.source = source
+        self.done = done
+
+    @property
+    def fd(self):
+        return self.source.fd
+
+    @property
+    def seq(self):
+        return self.source.seq
+
+    def on_readable(self):
+        self.source.on_readable()
+
+    def next(self):
+        while True:
+            job = self.source.next()
+            if job is None or job is WAIT or job.seq not in self.done:
+                return job
+
+
+class TeeSource:
+    """--pipe --tee: every job of another source gets all of stdin.  Stdin
+    is read first, into an unlinked temporary file unless it is a regular
+    file already, and each job is sent the whole of it."""
+
+    def __init__(self, source, fd, tmpdir=None):
+        self.source = source
+        if is_regular(fd):
+            start = os.lseek(fd, 0, os.SEEK_CUR)
+            self.data = (fd, start, os.fstat(fd).st_size - start)
+            return
+        import tempfile
+        tmp = tempfile.TemporaryFile(prefix="gridmap-tee-", dir=tmpdir)
+        os.set_blocking(fd, True)
+        while True:
+            chunk = read_input(fd, 1 << 20)
+            if not chunk:
+                break
+            tmp.write(chunk)
+        tmp.flush()
+        self.file = tmp         # kept open as long as the source lives
+        self.data = (tmp.fileno(), 0, tmp.tell())
+
+    @property
+    def fd(self):
+        return self.source.fd
+
+    @property
+    def seq(self):
+        return self.source.seq
+
+    def on_readable(self):
+        self.source.on_readable()
+
+    def next(self):
+        job = self.source.next()
+        if job is not None and job is not WAIT:
+            job.block = FileRange(*self.data)
+        return job
+
+
+class PartSource:
+    """--pipepart: the files given with -a or :::: cut by offsets where
+    GNU parallel cuts them, each part a job's stdin (after the --header
+    the file starts with)."""
+
+    def __init__(self, paths, size, boundary, header_rx, slots, per_slot=None):
+        self.fds = []
+        total = 0
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise errors.NoInputError(f"cannot read {path}: {e.strerror}")
+            if not is_regular(fd):
+                os.close(fd)
+                raise errors.NoInputError(f"--pipepart: {path} is not a regular file")
+            self.fds.append(fd)
+            total += os.fstat(fd).st_size
+        if per_slot:
+            # GNU parallel: --block -N is N parts per job slot.
+            size = 1 + total // slots // per_slot
+        self.parts = self._plan(size, boundary, header_rx)
+        self.seq = 0
+
+    fd = None
+
+    def _plan(self, size, boundary, header_rx):
+        for fd in self.fds:
+            end = os.fstat(fd).st_size
+            header = b""
+            if header_rx is not None:
+                m = header_rx.match(os.pread(fd, 1 << 20, 0))
+                header = m.group(0) if m else b""
+            cuts = blocks.part_positions(lambda n, off, fd=fd: os.pread(fd, n, off),
+                                         len(header), end, size, boundary)
+            for a, b in zip(cuts, cuts[1:]):
+                if header:
+                    yield header + os.pread(fd, b - a, a)
+                else:
+                    yield FileRange(fd, a, b - a)
+
+    def on_readable(self):
+        pass
+
+    def next(self):
+        for block in self.parts:
+            self.seq += 1
+            return Job(self.seq, (), block)
+        return None

@@ -25,11 +25,11 @@ class Result:
 
     __slots__ = ("seq", "args", "command", "exitcode", "signal", "outcome",
                  "start", "runtime", "stdout", "stderr", "tries", "slot",
-                 "host", "sent", "tag")
+                 "host", "sent", "tag", "width")
 
     def __init__(self, seq, args, command, exitcode, signal, outcome, start,
                  runtime, stdout=b"", stderr=b"", tries=1, slot=0, host=":",
-                 sent=0, tag=b""):
+                 sent=0, tag=b"", width=0):
         self.seq = seq
         self.args = args
         self.command = command
@@ -45,6 +45,7 @@ class Result:
         self.host = host
         self.sent = sent
         self.tag = tag
+        self.width = width          # fields per input record
 
     @property
     def failed(self):
@@ -236,6 +237,101 @@ def tagged(prefix, pieces):
         yield prefix + carry
 
 
+class Results:
+    """--results NAME and --files: each job's output saved in files where
+    GNU parallel saves it.
+
+    --results DIR (no replacement string): DIR/1/value/2/value/ holds
+    seq, stdout and stderr, a directory level per input field named by
+    its --header column (or number), values with \\ \t \0 / written as
+    \\\\ \\t \\0 \\_.  A NAME with replacement strings names the stdout
+    file (NAME.err, NAME.seq beside it), or the directory when it ends in
+    /.  --files alone: stdout in a new file parXXXXXXXX.par in the
+    temporary directory.  With --files the stdout file's name is printed.
+    """
+
+    def __init__(self, name, headers, print_names, tmpdir):
+        from gridtools.local import template
+        self.name = name
+        self.headers = headers
+        self.print_names = print_names
+        self.tmpdir = tmpdir
+        self.templated = name is not None and template.TOKEN.search(name) is not None
+
+    def save(self, r):
+        """Write r's output; return (the name to print or None, the stderr
+        still to print or None)."""
+        if self.name is None:
+            import tempfile
+            fd, path = tempfile.mkstemp(prefix="par", suffix=".par", dir=self.tmpdir)
+            _write_file(path, r.stdout, fd)
+            return path, r.stderr
+        if self.templated:
+            from gridtools.local import template
+            out = template.expand_plain(self.name, r.args, r.seq, r.slot)
+            if out.endswith("/"):
+                self._mkdir(out)
+                paths = (out + "seq", out + "stdout", out + "stderr")
+            else:
+                self._mkdir(os.path.dirname(out))
+                paths = (out + ".seq", out, out + ".err")
+        else:
+            out = self.name + "/" + self.dirname(r) + "/"
+            self._mkdir(out)
+            paths = (out + "seq", out + "stdout", out + "stderr")
+        _write_file(paths[0], [str(r.seq).encode()])
+        _write_file(paths[1], r.stdout)
+        _write_file(paths[2], r.stderr)
+        return (paths[1] if self.print_names else None), None
+
+    def dirname(self, r):
+        """GNU parallel's args_as_dirname: header, value, ... for each
+        input record, the columns sorted by header (numbers first)."""
+        width = r.width or len(r.args) or 1
+        parts = []
+        for i in range(0, len(r.args), width):
+            record = r.args[i:i + width]
+            names = {n: str(self.headers.get(n, n)) for n in range(1, len(record) + 1)}
+            for n in sorted(names, key=lambda n: _perl_order(names[n])):
+                parts.append(names[n])
+                parts.append(record[n - 1].replace("\\", "\\\\").replace("\t", "\\t")
+                             .replace("\0", "\\0").replace("/", "\\_"))
+        return "/".join(parts)
+
+    @staticmethod
+    def _mkdir(path):
+        if path:
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as e:
+                raise errors.GridError(f"--results: cannot make {path}: {e.strerror}",
+                                       errors.CANTCREAT)
+
+
+def _perl_order(name):
+    """Perl's sort { $a <=> $b or $a cmp $b }: by the number a name starts
+    with (0 if none), then as strings."""
+    import re
+    m = re.match(r"\s*[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", name)
+    try:
+        num = float(m.group(0)) if m else 0.0
+    except ValueError:
+        num = 0.0
+    return (num, name.encode("utf-8", "surrogateescape"))
+
+
+def _write_file(path, data, fd=None):
+    """data (bytes, a Capture or a list of bytes) into a new file at path."""
+    try:
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        with open(fd, "wb") as f:
+            for chunk in (data if isinstance(data, list) else pieces(data)):
+                f.write(chunk)
+    except OSError as e:
+        raise errors.GridError(f"cannot write {path}: {e.strerror}", errors.CANTCREAT)
+
+
 class Sink:
     """Emits results: grouped or in order; stdout/stderr/joblog/json."""
 
@@ -244,8 +340,10 @@ class Sink:
 
     def __init__(self, keep_order=False, as_json=False, joblog=None,
                  tagged=False, out_fd=1, err_fd=2, first_seq=1, show_command=False,
-                 tmpdir=None):
+                 tmpdir=None, joblog_header=True, results=None, skip=()):
         self.keep_order = keep_order
+        self.skip = skip                    # --resume: seqs that never come
+        self.results = results              # --results, --files
         self.show_command = show_command    # -v: the command before its output
         self.tmpdir = tmpdir                # --tmpdir: where -k spills
         self.as_json = as_json
@@ -261,7 +359,7 @@ class Sink:
         self.spill_at = array.array("q")   # seq - spill_base -> offset (-1: none)
         self.spill_base = first_seq
         self.spilled = 0               # results waiting in the spill file
-        if joblog is not None:
+        if joblog is not None and joblog_header:
             self._write_log(JOBLOG_HEADER)
 
     # -- writing ---------------------------------------------------------
@@ -294,6 +392,7 @@ class Sink:
         if not self.keep_order:
             self._emit(r)
             return
+        self._skip()
         if r.seq != self.next_seq:
             self._hold(r)
             return
@@ -301,9 +400,14 @@ class Sink:
         self.next_seq += 1
         self._drain()
 
+    def _skip(self):
+        while self.next_seq in self.skip:
+            self.next_seq += 1
+
 
     def _drain(self):
         while True:
+            self._skip()
             seq = self.next_seq
             if seq in self.held:
                 r = self.held.pop(seq)
@@ -343,7 +447,7 @@ class Sink:
         # The record: the Result's fields as JSON, then the output bytes.
         meta = json.dumps([r.seq, r.args, r.command, r.exitcode, r.signal,
                            r.outcome, r.start, r.runtime, r.tries, r.slot,
-                           r.host, r.sent, os.fsdecode(r.tag)]
+                           r.host, r.sent, os.fsdecode(r.tag), r.width]
                           ).encode("utf-8", "surrogateescape")
         self.spill.write(struct.pack("!IQQ", len(meta), len(r.stdout), len(r.stderr)))
         self.spill.write(meta)
@@ -369,10 +473,10 @@ class Sink:
         stdout = SpillSlice(self.spill, start, nout)
         stderr = SpillSlice(self.spill, start + nout, nerr)
         (rseq, args, command, exitcode, sig, outcome, t0, runtime, tries,
-         slot, host, sent, tag) = meta
+         slot, host, sent, tag, width) = meta
         self._emit(Result(rseq, args, command, exitcode, sig, outcome, t0,
                           runtime, stdout, stderr, tries, slot, host, sent,
-                          os.fsencode(tag)))
+                          os.fsencode(tag), width))
         return True
 
     def _emit(self, r):
@@ -383,6 +487,12 @@ class Sink:
             self.out.write(json_record(r).encode("ascii"))
             close(r.stdout)
             close(r.stderr)
+        elif self.results is not None:
+            name, stderr = self.results.save(r)
+            if name is not None:
+                self.out.write(r.tag + os.fsencode(name) + b"\n")
+            if stderr is not None:
+                self.err.write_pieces(tagged(r.tag, pieces(stderr)))
         else:
             if self.show_command:
                 self.out.write(os.fsencode(r.command.replace("\n", " ")) + b"\n")

@@ -96,7 +96,7 @@ class Options:
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
                  bar=False, slots=1, shell=None, verbose=False, max_chars=None,
-                 nice=None, delay=0.0, tmpdir=None):
+                 nice=None, delay=0.0, tmpdir=None, ungroup=False, env_prefix=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -113,6 +113,8 @@ class Options:
         self.nice = nice                # --nice N: argv prefix nice -n N
         self.delay = delay              # --delay: seconds between job starts
         self.tmpdir = tmpdir            # --tmpdir: where big outputs wait
+        self.ungroup = ungroup          # -u: output passed on as it comes
+        self.env_prefix = env_prefix    # --env through a hub: [env, K=V...]
 
 
 def prepare(job, opts):
@@ -130,6 +132,10 @@ def prepare(job, opts):
     if opts.nice is not None:
         job.argv = ["nice", "-n", str(opts.nice)] + (
             job.argv or opts.shell.argv(job.command))
+    if opts.env_prefix is not None:
+        # The worker's environment is its own: the variables travel in
+        # the argv, as env(1) takes them.
+        job.argv = opts.env_prefix + (job.argv or opts.shell.remote_argv(job.command))
     if opts.max_chars is not None and len(job.command) >= opts.max_chars:
         shown = " ".join(job.args)
         raise errors.DataError(
@@ -171,6 +177,7 @@ class Pool:
         self.bar = Progress() if opts.bar and sys.stderr.isatty() else None
         self.rr_jobs = []          # --round-robin: the long-running jobs
         self.rr_next = 0           # ... and which one to feed next
+        self.rr_headed = set()     # ... and those given the --header
 
     # -- the loop --------------------------------------------------------
 
@@ -350,6 +357,7 @@ class Pool:
             job = self.rr_jobs[(first + i) % n]
             if job.seq not in self.running or self.executor.pending_input(job):
                 continue
+            self.source.prepend = False
             block = self.source.next_block()
             if block is WAIT:
                 return
@@ -359,6 +367,10 @@ class Pool:
                     if j.seq in self.running:
                         self.executor.end_input(j)
                 return
+            if self.source.header and job.seq not in self.rr_headed:
+                # --header: each job's input starts with it, once.
+                self.rr_headed.add(job.seq)
+                block = self.source.header + bytes(block)
             self.executor.feed(job, block)
             self.rr_next = (first + i + 1) % n
 
@@ -367,7 +379,7 @@ class Pool:
     def _live(self, job):
         """--line-buffer prints a job's lines as they come; with -k, only
         the lines of the job whose turn it is."""
-        return self.opts.line_buffer and (
+        return self.opts.ungroup or self.opts.line_buffer and (
             not self.sink.keep_order or job.seq == self.sink.next_seq)
 
     def _go_live(self, job):
@@ -390,6 +402,9 @@ class Pool:
             job.stderr.append(data)
 
     def _lines(self, job, fd_no, data):
+        if self.opts.ungroup:
+            self._write_now(fd_no, data)   # -u: half lines too, as they come
+            return
         i = fd_no - 1
         data = job.partial[i] + data
         cut = data.rfind(b"\n") + 1
@@ -475,7 +490,7 @@ class Pool:
         result = output.Result(job.seq, job.args, job.command, exitcode, sig,
                                outcome, job.start, runtime, stdout,
                                stderr, job.tries, job.slot, host=job.host,
-                               sent=job.sent, tag=job.tag)
+                               sent=job.sent, tag=job.tag, width=job.width)
         self.sink.add(result)
         if self.opts.line_buffer and self.sink.keep_order:
             head = self.running.get(self.sink.next_seq)
