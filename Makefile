@@ -10,17 +10,27 @@ MAN1 := $(wildcard man/*.1)
 MAN7 := $(wildcard man/*.7)
 MAN8 := $(wildcard man/*.8)
 
-.PHONY: test test-deps lint bench install install-man
+.PHONY: test test-slow test-deps lint bench install install-man
 
+# make test leaves out the tests marked slow (a Slurm cluster started and
+# stopped, minutes of scheduler time); make test-slow runs only those, and
+# .ci/run runs both.  pytest exits 5 when a marker selects nothing.
 test: test-deps
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(PYTEST_ARGS) -m 'not slow'
 
-# The tests need pytest and hypothesis, and compare against GNU parallel and
-# mandoc; install what is missing.
+test-slow: test-deps
+	$(PYTHON) -m pytest $(PYTEST_ARGS) -m slow || [ $$? -eq 5 ]
+
+# The tests need pytest and hypothesis, compare against GNU parallel and
+# mandoc, and run gridd under sshd, inetd, tcpserver, systemd's tools and
+# Slurm; install what is missing.  A test whose peer is still missing skips
+# and says why.
 test-deps:
 	@$(PYTHON) -c 'import pytest, hypothesis' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q pytest hypothesis
-	@tests/install-peers parallel:parallel mandoc:mandoc
+	@tests/install-peers parallel:parallel mandoc:mandoc openssh-server:/usr/sbin/sshd \
+	  openbsd-inetd:/usr/sbin/inetd ucspi-tcp:tcpserver systemd:systemd-socket-activate \
+	  slurm-wlm:/usr/sbin/slurmctld munge:/usr/sbin/munged
 
 lint:
 	@tests/install-peers mandoc:mandoc

@@ -19,6 +19,12 @@ GRIDMAP = os.path.join(ROOT, "bin", "gridmap")
 TIMEOUT = 60
 
 
+def pytest_configure(config):
+    # make test runs -m 'not slow', make test-slow runs -m slow; plain
+    # pytest runs everything.
+    config.addinivalue_line("markers", "slow: minutes of real daemons (Slurm); make test-slow")
+
+
 def run_gridmap(args, input=b"", timeout=TIMEOUT, stdin=None, **kw):
     """Run bin/gridmap with args; return the CompletedProcess (bytes).
 
