@@ -221,8 +221,9 @@ class Sessions:
         if job is None:
             return
         exitcode = msg.int("exit", None, 0, 255)
-        sig = msg.int("sig", None, 1, wire.MAX_SIGNAL)
-        outcome = msg.get("outcome")
+        kv = msg.kv
+        sig = msg.int("sig", None, 1, wire.MAX_SIGNAL) if "sig" in kv else None
+        outcome = kv.get("outcome")
         if outcome is not None and outcome not in errors.OUTCOMES:
             raise wire.WireError(f"DONE: outcome= must be one of {', '.join(errors.OUTCOMES)}, "
                                  f"got {outcome[:40]!r}", wire.E_USAGE, field="outcome",
@@ -351,16 +352,20 @@ class Sessions:
 
     def on_run(self, conn, msg):
         cid = msg.ref_arg(0)
-        if shutting_down(self.server, conn, cid):
+        if self.server.draining and shutting_down(self.server, conn, cid):
             return
         session = conn.session
         if cid in session.jobs:
             raise wire.WireError(f"RUN: job {cid} is already running", wire.E_USAGE)
         if not msg.body:
             raise wire.WireError("RUN: needs a command as its body (bytes=N)", wire.E_USAGE)
-        reqs, timeout = job_options(msg)
-        job = self.sched.new_job(msg.body, msg.get("argv") == "1", msg.get("stdin") == "1",
-                                 reqs, 0, timeout)
+        kv = msg.kv
+        if kv:
+            reqs, timeout = job_options(msg)
+            job = self.sched.new_job(msg.body, kv.get("argv") == "1", kv.get("stdin") == "1",
+                                     reqs, 0, timeout)
+        else:                       # gridmap's usual RUN: a command and nothing else
+            job = self.sched.new_job(msg.body)
         job.client = conn
         job.cid = cid
         session.jobs[cid] = job

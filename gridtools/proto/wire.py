@@ -118,7 +118,7 @@ class Message:
 
     def id_arg(self, i, hi=MAX_ID):
         """Positional argument i as a job id (ASCII digits, at most hi)."""
-        v = self.arg(i)
+        v = self.args[i] if i < len(self.args) else self.arg(i)
         if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 19:
             n = int(v)
             if n <= hi:
@@ -127,7 +127,7 @@ class Message:
 
     def ref_arg(self, i):
         """Positional argument i as a client's name for a job."""
-        v = self.arg(i)
+        v = self.args[i] if i < len(self.args) else self.arg(i)
         if not _REF.match(v):       # digits too (1 to 19 of them: what gridmap sends)
             raise WireError(f"{self.verb}: a job name is 1 to {MAX_REF} of A-Z a-z 0-9 _ . : + -,"
                             f" got {v[:80]!r}", E_USAGE, field="id", got=v)
@@ -336,10 +336,9 @@ def parse_header(line):
 # holds the two together on random and mutated headers).
 
 _PLAIN = _SAFE_BYTES + b" ="            # bytes a plain header is made of
-_HOT = {v.encode(): v for v in ("RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY",
-                                 "PING", "PONG")}
-_KEYS = {k.encode(): k for k in ("bytes", "exit", "sig", "outcome", "fd", "n", "eof",
-                                  "argv", "stdin", "timeout", "worker", "reason")}
+_HOT = frozenset(("RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY", "PING", "PONG"))
+_KEYS = frozenset(("bytes", "exit", "sig", "outcome", "fd", "n", "eof", "argv", "stdin",
+                   "timeout", "worker", "reason"))     # known good: no _KEY.match
 
 
 def parse_plain(line):
@@ -347,47 +346,31 @@ def parse_plain(line):
     general parser must decide (it also rejects what is wrong)."""
     if len(line) >= MAX_HEADER or line.translate(None, _PLAIN):
         return None
-    words = line.split()
-    if not words or len(words) > MAX_ARGS + 1:
-        return None
-    verb = _HOT.get(words[0])
-    if verb is None:
+    # Printable ASCII now: one decode for the line, and no token needs
+    # unescaping (no %), so each is what unescape() would make of it.
+    words = line.decode("ascii").split()
+    if not words or len(words) > MAX_ARGS + 1 or words[0] not in _HOT:
         return None
     args = []
     kv = {}
     for w in words[1:]:
-        k, eq, v = w.partition(b"=")
-        if eq:
-            key = _KEYS.get(k)
-            if key is None:
-                key = k.decode("ascii")
-                if not _KEY.match(key):
-                    return None
-            if key in kv:
+        if "=" in w:
+            k, _, v = w.partition("=")
+            if (k not in _KEYS and not _KEY.match(k)) or k in kv:
                 return None
-            kv[key] = v.decode("ascii")
+            kv[k] = v
         else:
-            args.append(w.decode("ascii"))
+            args.append(w)
     v = kv.pop("bytes", None)
     if v is None:
-        return verb, args, kv, None
+        return words[0], args, kv, None
     # ASCII already, so isdigit() is 0-9 only.
     if not v.isdigit() or len(v) > 12 or int(v) > MAX_BODY:
         return None
-    return verb, args, kv, int(v)
+    return words[0], args, kv, int(v)
 
 
-def _message(verb, args, kv, body):
-    """A Message of lists the parser just made (Message() copies its own)."""
-    msg = _new_message(Message)
-    msg.verb = verb
-    msg.args = args
-    msg.kv = kv
-    msg.body = body
-    return msg
-
-
-_new_message = object.__new__
+_new_message = object.__new__       # a Message of the lists the parser made (no copies)
 
 
 def split(buf, start=0):
@@ -416,13 +399,18 @@ def split(buf, start=0):
         except WireError as e:
             e.next = nl + 1
             raise
-    verb, args, kv, size = parsed
     end = nl + 1
+    size = parsed[3]
     if size is None:
-        return _message(verb, args, kv, None), end
-    if len(buf) - end < size:
+        body = None
+    elif len(buf) - end < size:
         return None, start
-    return _message(verb, args, kv, bytes(buf[end:end + size])), end + size
+    else:
+        body = bytes(buf[end:end + size])
+        end += size
+    msg = _new_message(Message)
+    msg.verb, msg.args, msg.kv, msg.body = parsed[0], parsed[1], parsed[2], body
+    return msg, end
 
 
 class Reader:
