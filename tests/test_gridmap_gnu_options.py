@@ -1,7 +1,7 @@
 """gridmap against GNU parallel for the options taken from it beyond
 xargs's: --header (with ::: sources, --colsep, -a, --tagstring, --pipe,
 --round-robin), --pipepart (with --block -N and --header), --tee, -u,
---env, --results and --files (the trees they write), --resume,
+--env, --plus, --results and --files (the trees they write), --resume,
 --resume-failed, --retry-failed and --joblog +FILE.
 
 Each case was recorded twice with GNU parallel 20221122 (identical both
@@ -45,6 +45,11 @@ CASES = [
     ('ungroup_one', ['-u', 'printf', '%s-', ':::', 'a'], b'', b'a-', 0, '1\t0\t0\n'),
     ('ungroup_j1', ['-u', '-j1', 'printf', '%s-', ':::', 'a', 'b'], b'', b'a-b-', 0, '1\t0\t0\n2\t0\t0\n'),
     ('env_local', ['-k', '--env', 'GM_X', 'echo', '$GM_X', '{}', ':::', 'a'], b'', b'hello a\n', 0, '1\t0\t0\n'),
+    ('plus_path', ['-k', '-j1', '--plus', 'echo', '{}', '{+/}', '{+.}', '{+..}', '{+...}', '{..}', '{...}', '{/..}', '{/...}', ':::', 'a/b.tar.gz', 'c', 'd/e.f.g.h', 'x.y/z', '.a'], b'', b'a/b.tar.gz a gz tar.gz  a/b a/b.tar.gz b b.tar.gz\nc     c c c c\nd/e.f.g.h d h g.h f.g.h d/e.f d/e e.f e\nx.y/z x.y y/z   x.y/z x.y/z z z\n.a  a   .a .a .a .a\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n4\t0\t0\n5\t0\t0\n'),
+    ('plus_positional', ['-k', '--plus', 'echo', '{2+/}', '{2..}', '{1/...}', '{-1+.}', ':::', 'x/y.tar.gz', ':::', 'u/v.a.b'], b'', b'u u/v y.tar.gz b\n', 0, '1\t0\t0\n'),
+    ('plus_counts', ['-k', '-j1', '--plus', 'echo', '{0#}', '{0%}', '{##}', '{#}'], b'1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n', b'01 1 11 1\n02 1 11 2\n03 1 11 3\n04 1 11 4\n05 1 11 5\n06 1 11 6\n07 1 11 7\n08 1 11 8\n09 1 11 9\n10 1 11 10\n11 1 11 11\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n4\t0\t0\n5\t0\t0\n6\t0\t0\n7\t0\t0\n8\t0\t0\n9\t0\t0\n10\t0\t0\n11\t0\t0\n'),
+    ('plus_counts_list', ['-k', '-j1', '--plus', 'echo', '{##}-{0#}', ':::', 'a', 'b', ':::', '1', '2', '3'], b'', b'6-1\n6-2\n6-3\n6-4\n6-5\n6-6\n', 0, '1\t0\t0\n2\t0\t0\n3\t0\t0\n4\t0\t0\n5\t0\t0\n6\t0\t0\n'),
+    ('plus_off', ['-k', 'echo', '{..}', '{+.}', '{##}', ':::', 'a.b.c'], b'', b'{..} {+.} {##} a.b.c\n', 0, '1\t0\t0\n'),
 ]
 
 

@@ -134,6 +134,9 @@ def build_parser():
       help="with --joblog: run again the commands the joblog lists as failed")
     a("--env", metavar="NAME", action="append", default=[],
       help="--hub: pass environment variable NAME (a glob) to the jobs")
+    a("--plus", action="store_true",
+      help="more replacement strings: {..} {...} {/..} {/...} {+/} {+.} {+..} "
+           "{+...} {##} {0#} {0%%}")
     a("-u", "--ungroup", action="store_true",
       help="print output as it arrives, even half lines")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
@@ -800,13 +803,18 @@ def _main(argv):
             import shlex
             words = [shlex.quote(w) for w in words]
         tmpl = template.Template(" ".join(words), context=context,
-                                 replace=opts.replace_str)
+                                 replace=opts.replace_str, plus=opts.plus)
+        tmpl.slots = slots
     source = make_source(opts, slots, sources, tmpl)
     if done_seqs:
         source = jobs.SkipSource(source, done_seqs)
-    if opts.halt_rule.percent and not opts.round_robin:
+    if (opts.halt_rule.percent or tmpl is not None and tmpl.needs_total) \
+            and not opts.round_robin:
+        # Both count all the jobs: the input is read ahead.
         source = jobs.ListSource(source)
         opts.halt_rule.total = source.total
+        if tmpl is not None:
+            tmpl.total = source.total
     shell = localexec.Shell(os.environ)
     if os.environ.get("PARALLEL_SHELL"):
         shell.path          # a shell that is not there is a usage error now

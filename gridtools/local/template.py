@@ -8,8 +8,9 @@ the joblog, run by /bin/sh when the template needs a shell), and, when the
 template's own words need no shell, the argv to execute directly.  The two
 always mean the same thing: an input is data, never code.
 
-Replacement strings: {} {.} {/} {//} {/.} {#} {%} and positional {N} {-N}
-with the same modifiers ({1/.} ...).
+Replacement strings: {} {.} {/} {//} {/.} {#} {%}, positional {N} {-N}
+with the same modifiers ({1/.} ...); with --plus, GNU parallel's {..} {...}
+{/..} {/...} {+/} {+.} {+..} {+...} and the counts {##} {0#} {0%}.
 """
 
 import re
@@ -18,6 +19,10 @@ import shlex
 from gridtools.run import runner
 
 TOKEN = re.compile(r"\{(-?[1-9][0-9]*)?(\.|/\.|//|/)?\}|\{#\}|\{%\}")
+# --plus: GNU parallel's further replacement strings ({..} {+.} ... and
+# {##} {0#} {0%}); longer modifiers first.
+PLUS_TOKEN = re.compile(r"\{(-?[1-9][0-9]*)?(\+/|\+\.\.\.|\+\.\.|\+\.|\.\.\.|\.\.|/\.\.\.|"
+                        r"/\.\.|\.|/\.|//|/)?\}|\{#\}|\{%\}|\{##\}|\{0#\}|\{0%\}")
 
 _EXT = re.compile(r"\.[^/.]*$")
 
@@ -41,12 +46,37 @@ def dirname(s):
     return head or "/"
 
 
+def _sub(pattern, keep=False):
+    """A modifier doing Perl's s/pattern/$1/ (keep) or s/pattern// once;
+    with keep, no match gives "" (GNU parallel's `|| s:.*$::`)."""
+    rx = re.compile(pattern)
+
+    def fn(s):
+        m = rx.search(s)
+        if not m:
+            return "" if keep else s
+        return s[:m.start()] + (m.group(1) if keep else "") + s[m.end():]
+    return fn
+
+
+_EXT2 = _sub(r"\.[^/.]*\.[^/.]*$")
+_EXT3 = _sub(r"\.[^/.]*\.[^/.]*\.[^/.]*$")
+
 MODIFIERS = {
     None: lambda s: s,
     ".": no_ext,
     "/": basename,
     "//": dirname,
     "/.": lambda s: no_ext(basename(s)),
+    # --plus, as GNU parallel 20221122 defines them.
+    "+/": _sub(r"^(.*)/[^/]*$", keep=True),
+    "+.": _sub(r"^.*\.(.*)$", keep=True),
+    "+..": _sub(r"^.*\.([^/.]*\.[^/.]*)$", keep=True),
+    "+...": _sub(r"^.*\.([^/.]*\.[^/.]*\.[^/.]*)$", keep=True),
+    "..": _EXT2,
+    "...": _EXT3,
+    "/..": lambda s: _EXT2(basename(s)),
+    "/...": lambda s: _EXT3(basename(s)),
 }
 
 
@@ -61,10 +91,14 @@ class Template:
     shell line keeps the user's spacing (a newline still ends a command).
     """
 
-    def __init__(self, text, context=False, replace="{}"):
+    def __init__(self, text, context=False, replace="{}", plus=False):
         self.text = text
         self.context = context          # -X: repeat a word per input
-        self.seps, self.words = _parse(text, replace)
+        self.total = 0                  # --plus {##}: the number of jobs
+        self.slots = 1                  # --plus {0%}: the number of slots
+        self.seps, self.words = _parse(text, replace, PLUS_TOKEN if plus else TOKEN)
+        self.needs_total = any(not isinstance(p, str) and p[0] in ("total", "seq0")
+                               for w in self.words for p in w)
         self.has_token = any(not isinstance(p, str) for w in self.words for p in w)
         if not self.has_token:
             # No replacement string: the inputs are appended.
@@ -78,9 +112,9 @@ class Template:
         out = []
         for sep, word in zip(self.seps, self.words):
             if self.context and _multi(word):
-                text = " ".join(_shell_word(word, [a], seq, slot) for a in args)
+                text = " ".join(_shell_word(word, [a], seq, slot, self) for a in args)
             else:
-                text = _shell_word(word, args, seq, slot)
+                text = _shell_word(word, args, seq, slot, self)
             if text:
                 out.append(sep if out else "")
                 out.append(text)
@@ -94,15 +128,15 @@ class Template:
         for word in self.words:
             if self.context and _multi(word):
                 for a in args:
-                    out.extend(_argv_word(word, [a], seq, slot))
+                    out.extend(_argv_word(word, [a], seq, slot, self))
             else:
-                out.extend(_argv_word(word, args, seq, slot))
+                out.extend(_argv_word(word, args, seq, slot, self))
         if out and out[0] in ("true", "false") and out[1:] in (["--help"], ["--version"]):
             return None
         return out or None
 
 
-def _parse(text, replace="{}"):
+def _parse(text, replace="{}", token=TOKEN):
     """Split text into (seps, words) at unquoted whitespace, finding tokens
     and the quoting each one stands in.  replace (-I) stands for {}, which
     is then plain text; the other replacement strings stay."""
@@ -133,7 +167,7 @@ def _parse(text, replace="{}"):
             word.append(("arg", None, None, quote))
             i += len(replace)
             continue
-        m = TOKEN.match(text, i) if ch == "{" else None
+        m = token.match(text, i) if ch == "{" else None
         if m and not (custom and m.group(0) == "{}"):
             flush_lit()
             word.append(_token(m, quote))
@@ -162,21 +196,34 @@ def _token(m, quote):
         return ("seq", None, None, quote)
     if tok == "{%}":
         return ("slot", None, None, quote)
+    if tok in COUNTERS:
+        return (COUNTERS[tok], None, None, quote)
     position = int(m.group(1)) if m.group(1) else None
     return ("arg", position, m.group(2), quote)
+
+
+COUNTERS = {"{##}": "total", "{0#}": "seq0", "{0%}": "slot0"}
 
 
 def _multi(word):
     return any(not isinstance(p, str) and p[0] == "arg" and p[1] is None for p in word)
 
 
-def _values(piece, args, seq, slot):
-    """The list of values a token stands for."""
+def _values(piece, args, seq, slot, ctx=None):
+    """The list of values a token stands for (ctx: the Template, for the
+    counts --plus gives)."""
     kind, position, modifier = piece[:3]
     if kind == "seq":
         return [str(seq)]
     if kind == "slot":
         return [str(slot)]
+    if kind in ("total", "seq0", "slot0"):
+        total, slots = (ctx.total, ctx.slots) if ctx is not None else (0, 1)
+        if kind == "total":
+            return [str(total)]
+        # GNU parallel: 1 + int(log10(n)) digits.
+        n, width = (seq, total) if kind == "seq0" else (slot, slots)
+        return ["%0*d" % (len(str(max(width, 1))), n)]
     fn = MODIFIERS[modifier]
     if position is None:
         return [fn(a) for a in args]
@@ -199,20 +246,20 @@ def _quote(value, quote):
     return re.sub(r'([\\"$`])', r"\\\1", value)
 
 
-def _shell_word(word, args, seq, slot):
+def _shell_word(word, args, seq, slot, ctx=None):
     text = []
     for piece in word:
         if isinstance(piece, str):
             text.append(piece)
         else:
-            vals = _values(piece, args, seq, slot)
+            vals = _values(piece, args, seq, slot, ctx)
             if piece[0] == "arg":
                 vals = [_quote(v, piece[3]) for v in vals]
             text.append(" ".join(vals))
     return "".join(text)
 
 
-def _argv_word(word, args, seq, slot):
+def _argv_word(word, args, seq, slot, ctx=None):
     """Split one word into arguments exactly as the shell would split the
     quoted line: a token standing for several inputs yields several
     arguments, the literal text before it joining the first, the text after
@@ -224,7 +271,7 @@ def _argv_word(word, args, seq, slot):
             out[-1] += piece
             touched = True
             continue
-        vals = _values(piece, args, seq, slot)
+        vals = _values(piece, args, seq, slot, ctx)
         if not vals:
             continue
         touched = True
