@@ -4,6 +4,7 @@
               [--ssh [N/]HOST]... [--peer ADDR]... ...
     gridd worker (--connect HUB | --stdio | --listen ADDR) [--slots N] [--tag K=V]... [--name NAME]
     gridd ctl [--hub HUB] [--json] status|workers|jobs|results|cancel ID|drain WORKER|shutdown
+    gridd slurm [--hub HUB] [--connect ADDR] [--min N] [--max N] [--slots N] [--idle SECS] ...
 """
 
 import argparse
@@ -27,7 +28,7 @@ def build_parser():
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               description="The grid daemon: a hub, a worker, or control of a hub.")
     common.add_version(p)
-    sub = p.add_subparsers(dest="mode", metavar="hub|worker|ctl")
+    sub = p.add_subparsers(dest="mode", metavar="hub|worker|ctl|slurm")
     sub.required = True
 
     h = sub.add_parser("hub", help="coordinate: accept clients and workers",
@@ -80,7 +81,47 @@ def build_parser():
     c.add_argument("command", choices=["status", "workers", "jobs", "results", "cancel", "drain",
                                        "shutdown"])
     c.add_argument("arg", nargs="?", metavar="ID|WORKER")
+    add_slurm_options(sub)
     return p
+
+
+def add_slurm_options(sub):
+    s = sub.add_parser("slurm", help="keep workers running as Slurm array tasks, sized to a "
+                                     "hub's queue",
+                       description="Watch a hub's queue and submit gridd workers to Slurm as "
+                                   "job arrays; drain and cancel idle ones.  Logs go to stderr.")
+    s.add_argument("--hub", metavar="HUB",
+                   help=f"the hub to watch (default $GRID_HUB or {common.DEFAULT_HUB})")
+    s.add_argument("--connect", metavar="ADDR",
+                   help="the hub's address as the nodes reach it (default: --hub)")
+    s.add_argument("--min", metavar="N", type=int, default=0,
+                   help="workers kept even when idle (default 0)")
+    s.add_argument("--max", metavar="N", type=int, default=10,
+                   help="workers at most, pending ones included (default 10)")
+    s.add_argument("--slots", metavar="N", type=int, default=1,
+                   help="jobs per worker, and CPUs per array task (default 1)")
+    s.add_argument("--idle", metavar="SECS", type=float, default=60.0,
+                   help="drain a worker idle this long (default 60)")
+    s.add_argument("--interval", metavar="SECS", type=float, default=5.0,
+                   help="look at the hub and at squeue this often (default 5)")
+    s.add_argument("--worker-key", metavar="FILE",
+                   help="the worker key's file, at the same path on the nodes (else "
+                        "$GRID_WORKER_KEY_FILE, or $GRID_WORKER_KEY exported by sbatch)")
+    s.add_argument("--job-name", metavar="NAME", default="gridd-worker",
+                   help="Slurm job name; the tasks of this user with it are this factory's "
+                        "(default gridd-worker)")
+    s.add_argument("--partition", metavar="NAME", help="sbatch --partition")
+    s.add_argument("--time", metavar="LIMIT", help="sbatch --time")
+    s.add_argument("--output", metavar="PATTERN",
+                   help="sbatch --output for the workers' logs (default: sbatch's)")
+    s.add_argument("--sbatch-arg", metavar="ARG", action="append", default=[],
+                   help="one more sbatch argument, e.g. --sbatch-arg=--account=lab "
+                        "(repeatable)")
+    s.add_argument("--tag", metavar="K=V", action="append", default=[],
+                   help="a tag the workers advertise (repeatable)")
+    s.add_argument("--worker-command", metavar="CMD",
+                   help="how a node starts gridd, split as a shell would (default: this "
+                        "python and this gridd)")
 
 
 def parse_options(argv):
@@ -98,7 +139,8 @@ def parse_options(argv):
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     env = dict(os.environ)
-    return {"hub": run_hub, "worker": run_worker, "ctl": run_ctl}[opts.mode](opts, env)
+    return {"hub": run_hub, "worker": run_worker, "ctl": run_ctl,
+            "slurm": run_slurm}[opts.mode](opts, env)
 
 
 # -- hub -----------------------------------------------------------------------
@@ -160,6 +202,44 @@ def run_hub(opts, env, loop=None):
 def run_worker(opts, env):
     from gridtools.worker import serve as worker
     return worker.run(opts, env)
+
+
+# -- slurm ---------------------------------------------------------------------
+
+def run_slurm(opts, env):
+    import shlex
+    from gridtools.hub import client as hubclient
+    from gridtools.hub import slurm
+    from gridtools.io import net
+    from gridtools.proto import keys, wire
+    hub = common.hub_address(opts.hub, env)
+    connect = opts.connect or hub
+    net.parse_address(connect)
+    if not 1 <= opts.slots <= wire.MAX_SLOTS:
+        raise errors.UsageError(f"--slots: need 1 to {wire.MAX_SLOTS}, got {opts.slots}")
+    if not 0 <= opts.min <= opts.max or opts.max < 1:
+        raise errors.UsageError(f"--min {opts.min} --max {opts.max}: need 0 <= min <= max, "
+                                f"max >= 1")
+    for name, value in (("--idle", opts.idle), ("--interval", opts.interval)):
+        if not 0 < value < float("inf"):
+            raise errors.UsageError(f"{name}: need a positive number of seconds, got {value}")
+    tags = wire.parse_pairs(opts.tag, "--tag")
+    key_file = opts.worker_key or env.get("GRID_WORKER_KEY_FILE")
+    key = None
+    if key_file:
+        key_file = os.path.abspath(key_file)
+        keys.read_key(key_file)                 # unreadable here: exit 78 now
+    elif env.get("GRID_WORKER_KEY"):
+        key = keys.key_from_env(env, "GRID_WORKER_KEY")
+    command = tuple(shlex.split(opts.worker_command)) if opts.worker_command \
+        else slurm.default_worker_command()
+    o = slurm.Options(hub=hub, connect=connect, min=opts.min, max=opts.max, slots=opts.slots,
+                      idle=opts.idle, interval=opts.interval, job_name=opts.job_name,
+                      partition=opts.partition, time_limit=opts.time, output=opts.output,
+                      sbatch_args=tuple(opts.sbatch_arg),
+                      tags=tuple(f"{k}={v}" for k, v in tags.items()),
+                      worker_command=command, key_file=key_file, key=key)
+    return slurm.run(o, env, lambda: hubclient.Client(hub, env))
 
 
 # -- ctl -----------------------------------------------------------------------
