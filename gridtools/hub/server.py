@@ -503,7 +503,8 @@ class Hub:
             conn.pump(sched.HIGH)
             if len(out) > before and not conn.closing:
                 self.dirty.add(conn)        # write what the feeders added
-        self._want(conn, not conn.paused, bool(out))
+        if conn.reading == conn.paused or conn.writing != bool(out):
+            self._want(conn, not conn.paused, bool(out))    # a loop call only on a change
         if len(out) < LOW:
             if conn.blocked:
                 self.unblock(conn)
