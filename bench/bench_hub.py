@@ -126,8 +126,13 @@ def throughput(opts):
         [time_cmd([*GRIDMAP, "-j2", "true"], data) for _ in range(runs)])
     hub = Hub()
     try:
-        results["gridmap --hub (2 workers)"] = benchlib.median(
-            [time_cmd([*GRIDMAP, "--hub", hub.addr, "true"], data) for _ in range(runs)])
+        walls, cpus = [], []
+        for _ in range(runs):
+            c0 = cpu_ticks(hub.pid)
+            walls.append(time_cmd([*GRIDMAP, "--hub", hub.addr, "true"], data))
+            cpus.append((cpu_ticks(hub.pid) - c0) / os.sysconf("SC_CLK_TCK") / n * 1e6)
+        results["gridmap --hub (2 workers)"] = benchlib.median(walls)
+        results["hub cpu"] = benchlib.median(cpus)
         results["round trip"] = latency(hub.addr, 100 if opts.quick else 500)
     finally:
         hub.close()
@@ -284,6 +289,8 @@ def main():
         ["round trip p50 (ms)", benchlib.fmt_num(p50 * 1000, 3), "< 2",
          benchlib.verdict(p50 * 1000, 2, at_least=False)],
         ["round trip p90 (ms)", benchlib.fmt_num(p90 * 1000, 3), "-", "-"],
+        ["hub CPU per job, gridmap --hub (us)", benchlib.fmt_num(r["hub cpu"], 1), "<= 60",
+         benchlib.verdict(r["hub cpu"], 60, at_least=False)],
     ]
     if idle:
         rss, base, cpu = idle
