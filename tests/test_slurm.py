@@ -115,6 +115,7 @@ class Cluster:
                              env=self.env, start_new_session=True)
         log.close()
         p.logpath = os.path.join(self.tmp, f"{name}.log")
+        p.name = name
         self.procs.append(p)
         return p
 
@@ -133,6 +134,12 @@ class Cluster:
                          for p in self.procs)
 
     def stop(self):
+        """Cancel every job first (the cluster is ours alone): a worker left
+        in a task would outlive slurmd."""
+        if any(p.poll() is None for p in self.procs) and "slurmctld" in [p.name for p in self.procs]:
+            self.run("scancel", "--me", check=False)
+            wait_until(lambda: not self.run("squeue", "-h", check=False).stdout.strip(),
+                       timeout=15, step=0.3)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
