@@ -261,3 +261,21 @@ def test_env_reaches_jobs_through_a_hub(grid):  # noqa: F811
     assert (p.stdout, p.returncode) == (b"[from client] [y z] [] a\n", 0), p.stderr
     p = grid.run("gridmap", "-k", "echo \"[$GM_X]\"", ":::", "a", env=env)
     assert p.stdout == b"[] a\n"
+
+
+TERMSEQ = ["--timeout", "1", "--termseq", "INT,300,TERM,300,KILL,25",
+           "trap 'echo int' INT; trap 'echo term' TERM; while :; do sleep 0.05; done; echo {}",
+           ":::", "a"]
+
+
+@pytest.mark.parametrize("runner", [gridmap_env, run_parallel], ids=["gridmap", "parallel"])
+def test_termseq_signals_in_turn(runner):
+    # Recorded from GNU parallel: INT, then TERM, then KILL; one failure.
+    p = runner(TERMSEQ)
+    assert (p.stdout, p.returncode) == (b"int\nterm\n", 1)
+
+
+@pytest.mark.parametrize("value", ["FOO,1", "TERM,x", "TERM,-1", ""])
+def test_termseq_bad_values(value):
+    p = run_gridmap(["--termseq", value, "true"])
+    assert p.returncode == 64 and b"--termseq" in p.stderr

@@ -134,6 +134,9 @@ def build_parser():
       help="with --joblog: run again the commands the joblog lists as failed")
     a("--env", metavar="NAME", action="append", default=[],
       help="--hub: pass environment variable NAME (a glob) to the jobs")
+    a("--termseq", "--term-seq", metavar="SEQ",
+      help="how --timeout and stopping end a job: SIG,MS,SIG,MS,... (default "
+           "TERM,2000,KILL,0)")
     a("--plus", action="store_true",
       help="more replacement strings: {..} {...} {/..} {/...} {+/} {+.} {+..} "
            "{+...} {##} {0#} {0%%}")
@@ -245,9 +248,31 @@ def _check_gnu(opts):
         name = "--resume" if opts.resume else "--resume-failed" if opts.resume_failed \
             else "--retry-failed"
         raise errors.UsageError(f"{name} needs --joblog FILE")
+    opts.termseq_list = parse_termseq(opts.termseq) if opts.termseq is not None else None
     for name in opts.env:
         if not name or "=" in name:
             raise errors.UsageError(f"--env: not a variable name: {name!r}")
+
+
+def parse_termseq(text):
+    """--termseq SIG,MS,SIG,MS...: [(signal, seconds)], as GNU parallel
+    reads it (a last signal may come without its wait)."""
+    import signal
+    words = text.split(",")
+    out = []
+    for i in range(0, len(words), 2):
+        name = words[i].strip().upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        sig = getattr(signal.Signals, name, None) if re.fullmatch(r"SIG[A-Z0-9]+", name) \
+            else None
+        if re.fullmatch(r"[0-9]{1,3}", words[i].strip()):
+            sig = int(words[i])
+        wait = words[i + 1].strip() if i + 1 < len(words) else "0"
+        if not sig or not re.fullmatch(r"[0-9]{1,9}", wait):
+            raise errors.UsageError(
+                f"--termseq: expected SIGNAL,MILLISECONDS,..., got {text!r}")
+        out.append((int(sig), int(wait) / 1000))
+    return out
 
 
 def _check(opts):
@@ -825,7 +850,8 @@ def _main(argv):
                          verbose=opts.verbose, max_chars=opts.max_chars,
                          nice=opts.nice, delay=opts.delay, tmpdir=opts.tmpdir,
                          ungroup=opts.ungroup and not opts.json,
-                         env_prefix=env_prefix(opts.env, os.environ) if hub else None)
+                         env_prefix=env_prefix(opts.env, os.environ) if hub else None,
+                         termseq=opts.termseq_list)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:

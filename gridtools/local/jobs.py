@@ -31,7 +31,8 @@ class Job:
 
     __slots__ = ("seq", "args", "block", "command", "argv", "slot", "tries",
                  "start", "t0", "stdout", "stderr", "sent", "timer", "timed_out",
-                 "cancelled", "handle", "partial", "tag", "host", "width")
+                 "cancelled", "handle", "partial", "tag", "host", "width",
+                 "kill_step")
 
     def __init__(self, seq, args=(), block=None):
         self.seq = seq
@@ -54,6 +55,7 @@ class Job:
         self.tag = b""
         self.host = ":"             # where it ran, as the joblog says it
         self.width = 0              # fields per input record (--results' tree)
+        self.kill_step = 0          # how far the termination sequence went
 
 
 class FileRange:

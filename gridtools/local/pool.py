@@ -96,7 +96,8 @@ class Options:
     def __init__(self, template=None, retries=0, timeout=None, halt=None,
                  line_buffer=False, tag=False, tagstring=None, round_robin=False,
                  bar=False, slots=1, shell=None, verbose=False, max_chars=None,
-                 nice=None, delay=0.0, tmpdir=None, ungroup=False, env_prefix=None):
+                 nice=None, delay=0.0, tmpdir=None, ungroup=False, env_prefix=None,
+                 termseq=None):
         self.template = template
         self.retries = retries
         self.timeout = timeout
@@ -115,6 +116,8 @@ class Options:
         self.tmpdir = tmpdir            # --tmpdir: where big outputs wait
         self.ungroup = ungroup          # -u: output passed on as it comes
         self.env_prefix = env_prefix    # --env through a hub: [env, K=V...]
+        # How a job is ended: (signal, seconds to wait before the next).
+        self.termseq = termseq or [(signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 0.0)]
 
 
 def prepare(job, opts):
@@ -294,6 +297,7 @@ class Pool:
         job.stdout, job.stderr = output.Capture(self.opts.tmpdir), output.Capture(self.opts.tmpdir)
         job.partial = [b"", b""]
         job.timed_out = False
+        job.kill_step = 0
         self.running[job.seq] = job
         if job.tries == 1:
             self.started += 1
@@ -517,24 +521,34 @@ class Pool:
     # -- timeouts and signals --------------------------------------------
 
     def _expired(self, job):
-        """--timeout: TERM first; KILL_GRACE later, KILL if it is still there."""
+        """--timeout: the termination sequence begins."""
         job.timer = None
         if self.running.get(job.seq) is not job:
             return
-        if job.timed_out or job.cancelled:
-            self.executor.kill(job, signal.SIGKILL)
-            return
         job.timed_out = True
-        self.executor.kill(job, signal.SIGTERM)
-        job.timer = self.loop.call_later(KILL_GRACE, self._expired, job)
+        self._terminate(job)
+
+    def _terminate(self, job):
+        """The next step of the termination sequence (by default TERM, then
+        KILL_GRACE later KILL; --termseq SIG,MS,...): a signal, then time
+        for the job to end before the next one."""
+        job.timer = None
+        if self.running.get(job.seq) is not job or job.kill_step >= len(self.opts.termseq):
+            return
+        sig, wait = self.opts.termseq[job.kill_step]
+        job.kill_step += 1
+        self.executor.kill(job, sig)
+        if job.kill_step < len(self.opts.termseq):
+            job.timer = self.loop.call_later(wait, self._terminate, job)
 
     def _kill_running(self, cancel):
         for job in list(self.running.values()):
             job.cancelled = cancel or job.cancelled
-            self.executor.kill(job, signal.SIGTERM)
+            if job.kill_step:
+                continue            # its sequence is under way
             if job.timer is not None:
                 job.timer.cancel()
-            job.timer = self.loop.call_later(KILL_GRACE, self._expired, job)
+            self._terminate(job)
 
     def _on_signal(self, signum):
         if self.stop_signal is None:
