@@ -187,7 +187,8 @@ def test_associative_take_and_read(grid):
 def test_job_output_followed_live_then_its_status(grid):
     grid.start_hub()
     grid.start_worker()
-    r = grid.run("gridsub", "--", "sh", "-c", "echo one; sleep 1; echo two >&2; exit 7")
+    # gridsub joins its words into one shell command line, as ssh does.
+    r = grid.run("gridsub", "--", "echo one; sleep 1; echo two >&2; exit 7")
     did = r.stdout.strip().decode()
     p = spawn(grid, "job", did)
     assert p.stdout.readline() == b"one\n"      # while the job still runs

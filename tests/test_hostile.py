@@ -421,6 +421,7 @@ CID = st.sampled_from(["1", "2", "7", "a.b", "{hid}"])
 DID = st.one_of(st.integers(0, 40).map(str), st.just("{hid}"))
 SECS = st.sampled_from(["0.5", "1", "30", "2.25"])
 NAME = st.sampled_from(["fuzz", "f.1", "a-b"])
+TOPIC = st.sampled_from(["t", "q.1"])
 
 
 def template(verb, args=(), kv=None, optional=None, body=None):
@@ -449,6 +450,21 @@ CLIENT_VERBS = {
     "RESULTS": template("RESULTS"),
     "ANNOUNCE": template("ANNOUNCE", [NAME, st.just("127.0.0.1:9")]),
     "LOOKUP": template("LOOKUP", [NAME], optional={"wait": st.just("1")}),
+    "PUB": template("PUB", [TOPIC], optional={"keep": st.just("5"), "durable": st.just("1"),
+                                              "keepbytes": st.just("100")},
+                    body=st.sampled_from([b"hello", b"x" * 70])),
+    "SUB": template("SUB", [st.one_of(TOPIC, st.just("_events"))],
+                    optional={"from": st.sampled_from(["begin", "end", "0", "-3"]),
+                              "name": NAME, "end": st.just("1")}),
+    "SEEN": template("SEEN", [TOPIC, NAME], {"off": st.sampled_from(["0", "1", "5"])}),
+    "PUT": template("PUT", [TOPIC], optional={"n": st.just("2")},
+                    body=st.sampled_from([b"one", b"3:one\n3:two\n"])),
+    "TAKE": template("TAKE", [TOPIC], optional={"n": st.just("2"), "match": st.just("^o"),
+                                                "end": st.just("1")}),
+    "GOT": template("GOT", [TOPIC], optional={"more": st.just("1")},
+                    body=st.sampled_from([b"1", b"1 2", b""])),
+    "READ": template("READ", [TOPIC], optional={"match": st.just("t"), "wait": st.just("1")}),
+    "STREAMS": template("STREAMS"),
     "PING": template("PING"),
     "PONG": template("PONG"),
     "QUIT": template("QUIT"),

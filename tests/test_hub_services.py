@@ -47,6 +47,11 @@ class FakeServer:
         self.held = set()
         self.paused = {}            # conn -> the conn whose buffer it waits on
         self.drained = None
+        self.events = []            # (kind, fields) the services reported
+        self.events_on = True
+
+    def event(self, kind, **fields):
+        self.events.append((kind, fields))
 
     def send(self, conn, data):
         if not conn.closing:

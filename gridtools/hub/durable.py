@@ -231,6 +231,9 @@ class Durable:
         job.state = sched.DONE
         job.result = (job.tries, exitcode, sig, outcome, worker, note)
         self.counts["done"] += 1
+        if self.server.events_on:
+            self.server.event("job.done", job=job.hid, did=job.did, worker=worker,
+                              outcome=outcome, exit=exitcode, sig=sig)
         self.store_result(job)
 
     def lost(self, job, worker, quiet):
@@ -296,6 +299,8 @@ class Durable:
         def stored():
             self.jobs[did] = job
             self.counts["submitted"] += 1
+            if self.server.events_on:
+                self.server.event("job.journaled", did=did)
             self.server.send(conn, wire.format("JOB", did, ref=ref))
             self.sessions.push(job)
 

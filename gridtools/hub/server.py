@@ -26,6 +26,9 @@ said HELLO closes), and reaches the server only through this interface:
     call_later(delay, fn, *a)  a cancellable timer on the monotonic clock; an
                                exception from fn is logged, the hub goes on
     start_drain(why), draining, addresses, log(text)
+    event(kind, **fields)      a line on the events topic (streams); job.* events
+                               only while events_on, which streams keeps true
+                               while someone follows that topic
     adopt(sock, peer, service, how, data)  serve a connection the service made
                                (peers: it dialled or started a worker); the
                                peer's messages go to service.greet(conn, msg)
@@ -49,6 +52,7 @@ from gridtools.hub.durable import Durable
 from gridtools.hub.names import Names
 from gridtools.hub.peers import Peers
 from gridtools.hub.sessions import Sessions
+from gridtools.hub.streams import Streams
 from gridtools.io import net
 from gridtools.io.loop import Loop
 from gridtools.proto import errors, keys, wire
@@ -111,11 +115,16 @@ class Hub:
         self.sched = sched.Scheduler()
         self.sessions = Sessions(self, self.sched, opts)
         self.durable = Durable(self, self.sessions, self.sched, opts)
+        self.streams = Streams(self, self.durable, opts)
+        # The hub's events: services call event(kind, **fields); the job.*
+        # ones, a few a job, only while events_on (someone follows them).
+        self.event = self.streams.event
+        self.events_on = False
         self.dialled = {}           # conn -> (service, how): connections a service made
         self.peers = Peers(self, opts)
         self.services = (self.sessions, self.durable,
                          Control(self, self.sessions, self.durable, opts), Names(self),
-                         self.peers)
+                         self.peers, self.streams)
         # role -> verb -> handler: None is a peer that has not said HELLO.
         self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {}}
         own = {"PING": (self.on_ping, BOTH), "PONG": (self.on_pong, BOTH),
@@ -138,6 +147,7 @@ class Hub:
         """Journal, then listeners; returns the addresses bound."""
         if self.opts.state_dir:
             self.durable.open()
+            self.streams.open()
         for addr in self.opts.listen:
             try:
                 s = net.listen(addr)

@@ -88,6 +88,8 @@ class Sessions:
         self.workers[conn] = None
         self.server.log(f"worker {name} joined from {conn.peer} with {slots} "
                         f"slot{'' if slots == 1 else 's'}")
+        self.server.event("worker.joined", name=name, peer=conn.peer, slots=slots,
+                          tags=",".join(f"{k}={v}" for k, v in conn.slots.tags.items()) or None)
         if self.server.draining:
             conn.slots.draining = True
             return
@@ -114,10 +116,14 @@ class Sessions:
             send(wconn, wire.format("IN", job.hid, eof=1, body=b""))
         if job.owner is not None:
             job.owner.started(job)
+        if self.server.events_on:
+            self.server.event("job.started", job=job.hid, worker=wconn.name)
 
     def push(self, job):
         """Queue a job, or send it to a free worker at once."""
         wconn = self.sched.submit(job)
+        if self.server.events_on:
+            self.server.event("job.queued", job=job.hid, did=job.did)
         if wconn is not None:
             self.start(wconn, job)
         elif job.reqs and job.reqs not in self.reqs_waiting:
@@ -260,6 +266,9 @@ class Sessions:
                 self.jobs_left(client)
         job.state = sched.DONE
         self.counts["done"] += 1
+        if self.server.events_on:
+            self.server.event("job.done", job=job.hid, worker=worker, outcome=outcome,
+                              exit=exitcode, sig=sig)
 
     def worker_gone(self, conn, quiet):
         del self.workers[conn]
@@ -269,8 +278,11 @@ class Sessions:
         if not quiet:
             n = len(jobs)
             self.server.log(f"worker {conn.name} left ({n} job{'' if n == 1 else 's'} running)")
+        self.server.event("worker.left", name=conn.name, jobs=len(jobs))
         for job in jobs:
             job.worker = None
+            if self.server.events_on:
+                self.server.event("job.lost", job=job.hid, did=job.did, worker=conn.name)
             if job.owner is not None:
                 job.owner.lost(job, conn.name, quiet)
             else:

@@ -208,6 +208,7 @@ class Streams:
         for sub in peer.subs:
             sub.gone = True
             sub.topic.subs.remove(sub)
+            self.watched(sub.topic)
         for tk in peer.takers.values():
             self.drop_taker(tk)
         if peer.reads:
@@ -230,6 +231,11 @@ class Streams:
                              wire.E_TEMPFAIL) from None
 
     # -- the hub's events ----------------------------------------------------------
+
+    def watched(self, t):
+        """The server's events_on: true while someone follows the events."""
+        if t.name == EVENTS:
+            self.server.events_on = bool(t.subs)
 
     def event(self, kind, **fields):
         """One line on the events topic: time, kind, key=value...  The
@@ -387,6 +393,7 @@ class Streams:
         sub = Sub(conn, t, start, sname, msg.get("end") == "1")
         t.subs.append(sub)
         peer.subs.append(sub)
+        self.watched(t)
         self.server.send(conn, wire.format("OK", name, off=start, first=t.first, next=t.next))
         self.server.feed(conn, self.catch_up(sub))
 
@@ -406,6 +413,7 @@ class Streams:
                     sub.gone = True
                     t.subs.remove(sub)
                     self.peers[sub.conn].subs.remove(sub)
+                    self.watched(t)
                     yield wire.format("END", t.name, off=t.next)
                 else:
                     sub.live = True
