@@ -81,7 +81,7 @@ def test_done_is_reported_exactly_once(runs):
     r.loop.call_later(0.05, r.loop.stop)
     r.loop.run_forever()
     assert r.status == [(0, None)]
-    assert not r.loop.sel.get_map()
+    assert not r.loop.watching()
 
 
 def test_yes_into_head_ends(runs):
@@ -205,4 +205,4 @@ def test_abandon_kills_reaps_and_closes(runs):
     r.relay.abandon()
     assert r.child.pidfd == -1 and r.child.stdin is None
     assert r.child.stdout is None and r.child.stderr is None
-    assert not r.loop.sel.get_map() and not r.status
+    assert not r.loop.watching() and not r.status

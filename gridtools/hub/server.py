@@ -136,11 +136,6 @@ class Hub:
                         raise ValueError(f"{verb} is registered twice for {role}s")
                     self.handlers[role][verb] = fn
 
-    @property
-    def sel(self):
-        """The Loop's selector (tests that build a Hub for its tables close it)."""
-        return self.loop.sel
-
     # -- start, run, stop ---------------------------------------------------------
 
     def open(self):
