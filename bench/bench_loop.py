@@ -24,6 +24,7 @@ LAUNCHER = """\
 # gridd hub on an asyncio loop, for bench/bench_loop.py
 import asyncio
 import os
+import sys
 
 sys.path.insert(0, {repo!r})
 from gridtools.cli import common, gridd  # noqa: E402
