@@ -17,9 +17,7 @@ of shell noise before the banner.  Name resolution for --peer is the
 system's (getaddrinfo), done when dialling.
 """
 
-import errno
 import os
-import socket
 import time
 
 from gridtools.io import net
@@ -243,23 +241,12 @@ class Peers:
         self.fail(t, f"no bootstrap banner within {BOOT_TIMEOUT:.0f}s")
 
     def dial(self, t):
-        addr = net.parse_address(t.spec.where)
         try:
-            if addr.family == socket.AF_UNIX:
-                fam, sa = socket.AF_UNIX, addr.path
-            else:
-                fam, _, _, _, sa = socket.getaddrinfo(addr.host, addr.port, addr.family,
-                                                      socket.SOCK_STREAM)[0]
-            sock = socket.socket(fam, socket.SOCK_STREAM)
+            sock = t.sock = net.connect_nowait(net.parse_address(t.spec.where))
         except OSError as e:
-            self.server.log(f"{t.label}: {e.strerror or e}")
+            self.server.log(f"{t.label}: cannot connect: {e.strerror or e}; "
+                            f"again in {t.delay:.1f}s")
             self.retry(t)
-            return
-        sock.setblocking(False)
-        t.sock = sock
-        code = sock.connect_ex(sa)
-        if code not in (0, errno.EINPROGRESS, errno.EAGAIN):
-            self.dial_failed(t, os.strerror(code))
             return
         self.loop.add_writer(sock.fileno(), self._guarded(t, self.dialled, t))
         self._later(t, DIAL_TIMEOUT, self.dial_timeout)
@@ -267,9 +254,9 @@ class Peers:
     def dialled(self, t):
         sock = t.sock
         self.loop.remove_writer(sock.fileno())
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self.dial_failed(t, os.strerror(code))
+        err = net.connect_error(sock)
+        if err is not None:
+            self.dial_failed(t, err.strerror)
             return
         if t.timer is not None:
             t.timer.cancel()

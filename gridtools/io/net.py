@@ -3,6 +3,7 @@ as proto.keys loads it), the one buffered message connection (Channel:
 blocking for clients, on the loop for the worker), and the connecting side
 of the HELLO handshake.  Shipped with the worker: stdlib and proto only."""
 
+import errno
 import math
 import os
 import select
@@ -106,6 +107,33 @@ def connect(addr, tls=None, timeout=CONNECT_TIMEOUT):
             raise tls_error from None
         raise errors.UnavailableError(f"cannot connect to {addr}: {e.strerror or e}")
     return s
+
+
+def connect_nowait(addr, sndbuf=None):
+    """Start connecting to addr (a proto.address Address with a numeric
+    host, or a unix path) without waiting, for a caller on the loop: the
+    socket turns writable when it is done, and connect_error() then says
+    how it went.  OSError when it failed at once."""
+    if addr.family == socket.AF_UNIX:
+        s, target = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), addr.path
+    else:
+        fam, _, _, _, target = socket.getaddrinfo(addr.host, addr.port, addr.family,
+                                                  socket.SOCK_STREAM)[0]
+        s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setblocking(False)
+    if sndbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    err = s.connect_ex(target)
+    if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+        s.close()
+        raise OSError(err, os.strerror(err))
+    return s
+
+
+def connect_error(sock):
+    """None once a connect_nowait() socket is connected, else its OSError."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return OSError(err, os.strerror(err)) if err else None
 
 
 def tls_failure(exc, addr):

@@ -3,8 +3,6 @@
 out) and the non-blocking connect that relay feeds use, so nothing waits
 for a peer inside the loop."""
 
-import errno
-import os
 import socket
 
 from gridtools.io import net as ionet
@@ -20,24 +18,12 @@ def control_address(host, port):
 
 def connect_nowait(hostport, what, sndbuf=None):
     """Start a TCP connect to 'HOST:PORT' (a numeric address, as receivers
-    announce their relay port) without waiting: the socket turns writable
-    when it is done, and connect_error() then says how it went."""
+    announce their relay port) without waiting (io.net.connect_nowait)."""
     host, port = wire.parse_hostport(hostport, what)
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    if sndbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    err = s.connect_ex((host, port))
-    if err not in (0, errno.EINPROGRESS):
-        s.close()
-        raise OSError(err, os.strerror(err))
-    return s
+    return ionet.connect_nowait(control_address(host, port), sndbuf)
 
 
-def connect_error(sock):
-    """None once a connect_nowait() socket is connected, else its OSError."""
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    return OSError(err, os.strerror(err)) if err else None
+connect_error = ionet.connect_error
 
 
 class Conn:
