@@ -146,9 +146,9 @@ def parse_options(argv):
             if not 0.0 <= o.simulate_loss < 1.0:
                 raise errors.UsageError(f"--simulate-loss {o.simulate_loss} is outside 0..1")
         if o.name is not None:
-            from gridtools.hub import names as hubnames
-            if not hubnames.NAME.match(o.name):
-                raise errors.UsageError(f"--name {o.name!r}: {hubnames.RULE}")
+            from gridtools.proto import wire
+            if not wire.NAME.match(o.name):
+                raise errors.UsageError(f"--name {o.name!r}: {wire.NAME_RULE}")
         elif o.hub is not None:
             raise errors.UsageError("--hub is for --name")
     except errors.UsageError as e:

@@ -14,7 +14,6 @@ import re
 import signal
 import sys
 
-from gridtools.hub import sched
 from gridtools.hub import client as hubclient
 from gridtools.io.log import logger
 from gridtools.local.writer import write_all
@@ -56,7 +55,7 @@ def build_parser():
       help="list the jobs nobody has collected (queued, running or done), oldest first")
     a("--json", action="store_true", help="with --list: one JSON object per line")
     a("--retries", metavar="N", default="0",
-      help=f"run a failed or lost job up to N more times (at most {sched.MAX_RETRIES})")
+      help=f"run a failed or lost job up to N more times (at most {wire.MAX_RETRIES})")
     a("--timeout", metavar="SECS", help="kill the job's process group after SECS")
     a("--require", metavar="K=V", action="append", default=[],
       help="run only on workers tagged K=V (repeatable)")
@@ -83,7 +82,7 @@ def parse_options(argv):
         raise errors.UsageError("nothing to submit: give a COMMAND, or - to read commands")
     try:
         opts.result = [wire.uint(r, "--result: a job id", 0, wire.MAX_ID) for r in opts.result]
-        opts.retries = wire.uint(opts.retries, "--retries", 0, sched.MAX_RETRIES)
+        opts.retries = wire.uint(opts.retries, "--retries", 0, wire.MAX_RETRIES)
         if opts.timeout is not None:
             opts.timeout = wire.seconds(opts.timeout, "--timeout")
         if opts.reconnect is None:

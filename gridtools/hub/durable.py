@@ -283,7 +283,7 @@ class Durable:
         if not msg.body:
             raise wire.WireError("SUBMIT: needs a command as its body (bytes=N)", wire.E_USAGE)
         reqs, timeout = job_options(msg)
-        retries = msg.int("retries", 0, 0, sched.MAX_RETRIES)
+        retries = msg.int("retries", 0, 0, wire.MAX_RETRIES)
         argv = msg.get("argv") == "1"
         ref = msg.get("ref")
         try:

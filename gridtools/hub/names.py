@@ -3,19 +3,16 @@ gridmcast sender its control address) and others look the name up, waiting
 if it is not there yet.  A name lives as long as the connection that
 announced it.  A service of the hub (see gridtools.hub.server)."""
 
-import re
 
 from gridtools.proto import wire
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
-RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 PER_CONN = 64               # names one connection may hold, and lookups park
 CLIENT = ("client",)        # the roles that may use its verbs
 
 
 def check_name(verb, name):
-    if not NAME.match(name):
-        raise wire.WireError(f"{verb}: bad name {name[:64]!r}: {RULE}", wire.E_USAGE)
+    if not wire.NAME.match(name):
+        raise wire.WireError(f"{verb}: bad name {name[:64]!r}: {wire.NAME_RULE}", wire.E_USAGE)
     return name
 
 

@@ -22,9 +22,6 @@ HELD_MAX = 64 << 20         # input held for a client's queued jobs
 JOBS_LISTED = 10000         # at most this many rows in a JOBS answer
 COMPACT_AFTER = 4096        # cancelled jobs left in the queues before they are swept out
 
-# Bounds of the fields a peer sends about jobs and slots.
-MAX_RETRIES = 1000          # retries one durable job may ask for
-
 
 class Job:
     """A job at the hub: a session job (client, cid) or a durable one (did)."""

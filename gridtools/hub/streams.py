@@ -20,7 +20,6 @@ import re
 import time
 
 from gridtools.hub import frames, journal
-from gridtools.hub.names import NAME, RULE
 from gridtools.proto import wire
 
 CLIENT = ("client",)
@@ -43,9 +42,9 @@ _SINCE = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?\Z", re.ASCII)
 
 
 def check_name(verb, name, events=False):
-    if NAME.match(name) or (events and name == EVENTS):
+    if wire.NAME.match(name) or (events and name == EVENTS):
         return name
-    raise wire.WireError(f"{verb}: bad stream name {name[:64]!r}: {RULE}", wire.E_USAGE,
+    raise wire.WireError(f"{verb}: bad stream name {name[:64]!r}: {wire.NAME_RULE}", wire.E_USAGE,
                          field="name", got=name)
 
 

@@ -36,6 +36,11 @@ E_USAGE, E_DATA, E_UNAVAILABLE, E_SOFTWARE, E_TEMPFAIL, E_PROTOCOL, E_NOPERM = (
     errors.PROTOCOL, errors.NOPERM)
 MAX_SLOTS = 100000              # slots one worker may offer
 MAX_SIGNAL = 64                 # the highest signal number (SIGRTMAX on Linux)
+MAX_RETRIES = 1000              # retries one durable job may ask for
+# A name: an announced service (ANNOUNCE, LOOKUP), a topic or queue, a
+# named subscription.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+NAME_RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 _VERB = re.compile(rb"[A-Za-z]{1,16}\Z")
 _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?\Z", re.ASCII)
