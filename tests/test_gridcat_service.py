@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gridtools.hub import frames, sched, streams
+from gridtools.proto import frames, sched, streams
 from gridtools.hub.conn import Conn
 from gridtools.hub.durable import Durable
 from gridtools.hub.server import Options

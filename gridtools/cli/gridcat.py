@@ -20,7 +20,7 @@ import sys
 
 from gridtools.cli import common
 from gridtools.hub import client as hubclient
-from gridtools.hub import frames
+from gridtools.proto import frames
 from gridtools.io.log import logger
 from gridtools.local.writer import write_all
 from gridtools.proto import errors, units, wire

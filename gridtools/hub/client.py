@@ -302,7 +302,7 @@ class Sender:
     def send(self, msgs):
         if not msgs:
             return
-        from gridtools.hub import frames
+        from gridtools.proto import frames
         self.client.send(self.request(frames.pack(msgs), len(msgs), self.kv))
         self.kv = {}                # the topic's settings go with the first batch
         self.unanswered += 1
@@ -359,7 +359,7 @@ class Subscription:
 
     def next(self, timeout=None):
         """The next Item, or None when nothing came within timeout."""
-        from gridtools.hub import frames
+        from gridtools.proto import frames
         msg = next_message(self.client, timeout)
         if msg is None:
             return None

@@ -19,7 +19,8 @@ import json
 import re
 import time
 
-from gridtools.hub import frames, journal
+from gridtools.hub import journal
+from gridtools.proto import frames
 from gridtools.proto import wire
 
 CLIENT = ("client",)
@@ -66,7 +67,7 @@ def pattern(msg):
 
 def messages(msg):
     """The messages a PUB or PUT carries: with n=, a message list
-    (gridtools.hub.frames); without, the body is one message."""
+    (gridtools.proto.frames); without, the body is one message."""
     body = msg.body
     if body is None:
         raise wire.WireError(f"{msg.verb}: needs the message as its body (bytes=N)",
