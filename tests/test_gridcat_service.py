@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from gridtools.proto import frames, sched, streams
+from gridtools.hub import sched, streams
 from gridtools.hub.conn import Conn
 from gridtools.hub.durable import Durable
 from gridtools.hub.server import Options
 from gridtools.hub.sessions import Sessions
 from gridtools.hub.streams import Streams
-from gridtools.proto import wire
+from gridtools.proto import frames, wire
 
 from test_hub_services import FakeServer, Sock, said
 
