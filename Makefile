@@ -21,13 +21,13 @@ test: test-deps
 test-slow: test-deps
 	$(PYTHON) -m pytest $(PYTEST_ARGS) -m slow || [ $$? -eq 5 ]
 
-# The tests need pytest and hypothesis, compare against GNU parallel and
+# The tests need pytest, hypothesis and prometheus_client's parser, compare against GNU parallel and
 # mandoc, and run gridd under sshd, inetd, tcpserver, systemd's tools and
 # Slurm; install what is missing.  A test whose peer is still missing skips
 # and says why.
 test-deps:
-	@$(PYTHON) -c 'import pytest, hypothesis' 2>/dev/null || \
-	  $(PYTHON) -m pip install -q pytest hypothesis
+	@$(PYTHON) -c 'import pytest, hypothesis, prometheus_client' 2>/dev/null || \
+	  $(PYTHON) -m pip install -q pytest hypothesis prometheus_client
 	@tests/install-peers parallel:parallel mandoc:mandoc openssh-server:/usr/sbin/sshd \
 	  openbsd-inetd:/usr/sbin/inetd ucspi-tcp:tcpserver systemd:systemd-socket-activate \
 	  slurm-wlm:/usr/sbin/slurmctld munge:/usr/sbin/munged

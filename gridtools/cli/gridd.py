@@ -47,6 +47,9 @@ def build_parser():
                    help="require client certificates signed by this CA")
     h.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback address without keys or TLS")
+    h.add_argument("--http", metavar="ADDR",
+                   help="serve /metrics (Prometheus) and /status.json on ADDR "
+                        "(loopback unless --insecure)")
     h.add_argument("--heartbeat", metavar="SECS", type=float, default=10.0,
                    help="ping a busy worker silent this long; dead after 3x (default 10)")
     h.add_argument("--keep", metavar="SECS", type=float, default=7 * 86400.0,
@@ -179,6 +182,10 @@ def run_hub(opts, env, loop=None):
     reach = [peers.parse_ssh(h, opts.ssh_command or peers.bootstrap.SSH,
                              opts.ssh_python or peers.bootstrap.PYTHON) for h in opts.ssh]
     reach += [peers.parse_peer(a) for a in opts.peer]
+    http = None
+    if opts.http is not None:
+        from gridtools.hub.http import check_address
+        http = check_address(net.parse_address(opts.http), opts.insecure)
     state = opts.state or hub.default_state_dir(env)
     common.raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
@@ -186,7 +193,8 @@ def run_hub(opts, env, loop=None):
                             worker_key_file=opts.worker_key, tls=tls,
                             heartbeat=opts.heartbeat, keep=opts.keep,
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
-                            stall_timeout=opts.stall_timeout, peers=reach), loop=loop)
+                            stall_timeout=opts.stall_timeout, peers=reach,
+                            http=http), loop=loop)
     import sqlite3
     try:
         h.open()

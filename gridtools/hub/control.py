@@ -41,10 +41,14 @@ class Control:
         return rows
 
     def on_status(self, conn, msg):
+        info(self.server, conn, "status", self.status())
+
+    def status(self):
+        """What STATUS answers (and the HTTP side's /status.json)."""
         workers = self.worker_rows()
         sessions, durable = self.sessions, self.durable
         j = durable.journal
-        info(self.server, conn, "status", {
+        return {
             "addresses": [str(a) for a in self.server.addresses],
             "workers": len(workers), "slots": sum(w["slots"] for w in workers),
             "running": sum(w["running"] for w in workers),
@@ -58,7 +62,7 @@ class Control:
             "journal": self.opts.state_dir,
             "journal_state": "ok" if j is None or j.writable
             else durable.problem or f"journal {j.problem}",
-            "unstored": len(durable.unstored)})
+            "unstored": len(durable.unstored)}
 
     def on_workers(self, conn, msg):
         info(self.server, conn, "workers", self.worker_rows())

@@ -4,6 +4,7 @@ journal has committed it (one commit per loop turn, before the writes go
 out); it runs on workers through the sessions service, which hands its
 output and its end back here (job.owner)."""
 
+import collections
 import json
 import os
 import time
@@ -33,6 +34,7 @@ class Durable:
         self.unstored = []          # jobs whose result the journal could not take yet
         self.retry_timer = None
         self.counts = {"done": 0, "lost": 0, "submitted": 0}
+        self.outcomes = collections.Counter()   # durable jobs ended, by outcome
         self._lockfd = None
         self.verbs = {
             "SUBMIT": (self.on_submit, CLIENT), "RESULT": (self.on_result, CLIENT),
@@ -231,6 +233,7 @@ class Durable:
         job.state = sched.DONE
         job.result = (job.tries, exitcode, sig, outcome, worker, note)
         self.counts["done"] += 1
+        self.outcomes[outcome] += 1
         if self.server.events_on:
             self.server.event("job.done", job=job.hid, did=job.did, worker=worker,
                               outcome=outcome, exit=exitcode, sig=sig)

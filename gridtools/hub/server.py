@@ -49,6 +49,7 @@ from gridtools.hub import sched
 from gridtools.hub.conn import RECV, Conn
 from gridtools.hub.control import Control
 from gridtools.hub.durable import Durable
+from gridtools.hub.http import Http
 from gridtools.hub.names import Names
 from gridtools.hub.peers import Peers
 from gridtools.hub.sessions import Sessions
@@ -76,7 +77,7 @@ class Options:
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
-                 stall_timeout=STALL_TIMEOUT, peers=()):
+                 stall_timeout=STALL_TIMEOUT, peers=(), http=None):
         self.listen = list(listen)
         self.state_dir = state_dir
         self.client_key = client_key
@@ -90,6 +91,7 @@ class Options:
         self.max_jobs = max_jobs    # session jobs one client may have at the hub
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
         self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
+        self.http = http            # --http: the Address of /metrics and /status.json
 
 
 class Hub:
@@ -122,9 +124,14 @@ class Hub:
         self.events_on = False
         self.dialled = {}           # conn -> (service, how): connections a service made
         self.peers = Peers(self, opts)
-        self.services = (self.sessions, self.durable,
-                         Control(self, self.sessions, self.durable, opts), Names(self),
+        self.control = Control(self, self.sessions, self.durable, opts)
+        self.services = (self.sessions, self.durable, self.control, Names(self),
                          self.peers, self.streams)
+        self.http = None
+        if opts.http is not None:
+            self.http = Http(self, self.control, self.streams, self.sessions, self.durable,
+                             opts.http)
+            self.services += (self.http,)
         # role -> verb -> handler: None is a peer that has not said HELLO.
         self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {}}
         own = {"PING": (self.on_ping, BOTH), "PONG": (self.on_pong, BOTH),
@@ -153,6 +160,12 @@ class Hub:
             self.loop.add_reader(s.fileno(), self.on_accept, s, real)
             self.addresses.append(real)
             log(f"listening on {real}")
+        if self.http is not None:
+            try:
+                log(f"http on {self.http.start()}")
+            except OSError as e:
+                raise errors.UnavailableError(f"cannot listen on {self.opts.http}: "
+                                              f"{e.strerror}")
         return self.addresses
 
     def serve(self):
@@ -176,6 +189,8 @@ class Hub:
         finally:
             self.end_turn()
             self.peers.close()
+            if self.http is not None:
+                self.http.stop()
             for conn in list(self.conns.values()):
                 self.close(conn, quiet=True)
             for s, addr in self.listeners:

@@ -4,6 +4,7 @@ and exactly one result per job.  Durable jobs run on workers through here
 too; their output and their end go to the job's owner (the durable service).
 """
 
+import collections
 import signal
 import time
 
@@ -52,6 +53,7 @@ class Sessions:
         self.pinged = {}            # worker conn -> when we pinged it
         self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
         self.counts = {"done": 0, "lost": 0}
+        self.outcomes = collections.Counter()   # session jobs ended, by outcome
         self.tick_timer = None
         self.note_timer = None
         self.ticked = 0.0
@@ -266,6 +268,8 @@ class Sessions:
                 self.jobs_left(client)
         job.state = sched.DONE
         self.counts["done"] += 1
+        self.outcomes[outcome or (errors.OUTCOME_OK if exitcode == 0 else errors.SIGNALED
+                                  if sig is not None else errors.FAILED)] += 1
         if self.server.events_on:
             self.server.event("job.done", job=job.hid, worker=worker, outcome=outcome,
                               exit=exitcode, sig=sig)

@@ -638,6 +638,11 @@ class Streams:
 
     # -- listing -----------------------------------------------------------------
 
+    def depths(self):
+        """(kind, name, messages, bytes) of every topic and queue."""
+        return [("topic", t.name, len(t.log), t.size) for t in self.topics.values()] + \
+            [("queue", q.name, len(q.msgs), q.size) for q in self.queues.values()]
+
     def on_streams(self, conn, msg):
         topics = [{"name": t.name, "first": t.first, "next": t.next, "messages": len(t.log),
                    "bytes": t.size, "subscribers": len(t.subs), "durable": t.durable,

@@ -1,0 +1,266 @@
+"""The hub's HTTP side (gridd hub --http ADDR): Prometheus metrics at
+/metrics (text exposition format 0.0.4) and the status as JSON at
+/status.json, served on the hub's own loop.  Read-only: it changes nothing.
+
+Each request is one connection (HTTP/1.0 or 1.1, `Connection: close`):
+the head is at most HEAD_MAX bytes and must arrive within TIMEOUT seconds,
+and at most MAX_CONNS are served at once (more are closed at accept).
+"""
+
+import json
+import os
+import socket
+
+from gridtools.hub import sched
+from gridtools.io import net
+from gridtools.proto import errors
+
+HEAD_MAX = 8192             # bytes of request line and headers
+TIMEOUT = 10.0              # seconds for a request to arrive and its answer to leave
+MAX_CONNS = 64              # HTTP connections served at once
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def metrics(status, workers, queues, outcomes, streams, proc):
+    """The exposition text (pure): status as `gridd ctl status --json`
+    gives it, workers as its worker rows, queues {requirement: queued},
+    outcomes {outcome: jobs}, streams [(kind, name, messages, bytes)],
+    proc {cpu_seconds, resident_bytes}."""
+    out = []
+
+    def metric(name, kind, text, samples):
+        out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels)
+            out.append(f"{name}{{{lab}}} {value}\n" if lab else f"{name} {value}\n")
+
+    by_how = {}
+    for w in workers:
+        by_how[w["how"]] = by_how.get(w["how"], 0) + 1
+    metric("gridd_workers", "gauge", "Workers connected, by how they came.",
+           [((("how", h),), n) for h, n in sorted(by_how.items())] or [((), 0)])
+    metric("gridd_slots", "gauge", "Slots the workers offer.", [((), status["slots"])])
+    metric("gridd_slots_busy", "gauge", "Slots running a job.", [((), status["running"])])
+    metric("gridd_jobs_queued", "gauge", "Jobs waiting for a slot, by requirement.",
+           [((("requires", req),), n) for req, n in sorted(queues.items())] or [((), 0)])
+    metric("gridd_jobs_running", "gauge", "Jobs running on workers.",
+           [((), status["running"])])
+    metric("gridd_jobs_total", "counter", "Jobs ended (a durable job once, with its "
+           "last try), by outcome.",
+           [((("outcome", o),), n) for o, n in sorted(outcomes.items())])
+    metric("gridd_durable_jobs_submitted_total", "counter",
+           "Durable jobs stored in the journal.", [((), status["submitted"])])
+    metric("gridd_clients", "gauge", "Client connections.", [((), status["clients"])])
+    metric("gridd_journal_ok", "gauge", "1 while the journal can write.",
+           [((), 1 if status["journal_state"] == "ok" else 0)])
+    metric("gridd_stream_messages", "gauge", "Messages retained in a topic or queued.",
+           [((("kind", k), ("name", n)), m) for k, n, m, _ in streams])
+    metric("gridd_stream_bytes", "gauge", "Bytes retained in a topic or queued.",
+           [((("kind", k), ("name", n)), b) for k, n, _, b in streams])
+    metric("process_cpu_seconds_total", "counter", "CPU time of the hub process.",
+           [((), f"{proc['cpu_seconds']:.2f}")])
+    metric("process_resident_memory_bytes", "gauge", "Resident memory of the hub.",
+           [((), proc["resident_bytes"])])
+    metric("gridd_uptime_seconds", "gauge", "Seconds since the hub started.",
+           [((), status["uptime"])])
+    return "".join(out)
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def own_process():
+    """This process's CPU seconds and resident bytes, from /proc."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    with open("/proc/self/statm") as f:
+        resident = int(f.read().split()[1])
+    return {"cpu_seconds": (int(fields[11]) + int(fields[12])) / CLK_TCK,
+            "resident_bytes": resident * PAGE}
+
+
+def parse_head(head):
+    """(method, path) of a request head (bytes up to the blank line), or
+    raise ValueError naming what is wrong."""
+    line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        raise ValueError("not an HTTP/1.x request line")
+    method, target = parts[0], parts[1]
+    if not target.startswith(b"/") or not all(0x21 <= b < 0x7F for b in target):
+        raise ValueError("bad request target")
+    return method.decode("ascii", "replace"), target.split(b"?", 1)[0].decode("ascii")
+
+
+class Client:
+    __slots__ = ("sock", "fd", "head", "out", "timer")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.head = bytearray()
+        self.out = b""
+        self.timer = None
+
+
+class Http:
+    """A service with no protocol verbs: its own listener on the loop."""
+
+    verbs = {}
+
+    def __init__(self, server, control, streams, sessions, durable, addr):
+        self.server = server
+        self.control = control
+        self.streams = streams
+        self.sessions = sessions
+        self.durable = durable
+        self.addr = addr
+        self.lsock = None
+        self.clients = {}           # fd -> Client
+        self.routes = {"/metrics": self.get_metrics, "/status.json": self.get_status}
+
+    def opened(self, conn):
+        pass
+
+    def closed(self, conn, quiet):
+        pass
+
+    def start(self):
+        """Listen; the address bound (port 0 picks one)."""
+        self.lsock = net.listen(self.addr)
+        self.server.loop.add_reader(self.lsock.fileno(), self.accept)
+        return net.bound_address(self.lsock, self.addr)
+
+    def stop(self):
+        for c in list(self.clients.values()):
+            self.drop(c)
+        if self.lsock is not None:
+            self.server.loop.remove_reader(self.lsock.fileno())
+            self.lsock.close()
+            self.lsock = None
+
+    # -- connections -------------------------------------------------------------
+
+    def accept(self):
+        try:
+            sock, _ = self.lsock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:
+            self.server.log(f"http: accept: {e.strerror or e}")
+            return
+        if len(self.clients) >= MAX_CONNS:
+            sock.close()
+            return
+        sock.setblocking(False)
+        c = self.clients[sock.fileno()] = Client(sock)
+        self.server.loop.add_reader(c.fd, self.guarded, self.readable, c)
+        c.timer = self.server.call_later(TIMEOUT, self.drop, c)
+
+    def guarded(self, fn, c):
+        """A failure while serving one request costs that request alone."""
+        try:
+            fn(c)
+        except Exception as e:  # noqa: BLE001 - the hub outlives its bugs
+            self.server.log(f"http: internal error: {type(e).__name__}: {e}")
+            self.drop(c)
+
+    def readable(self, c):
+        try:
+            data = c.sock.recv(HEAD_MAX + 1 - len(c.head))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(c)
+            return
+        c.head += data
+        end = c.head.find(b"\r\n\r\n")
+        if end < 0:
+            end = c.head.find(b"\n\n")
+        if end < 0:
+            if len(c.head) > HEAD_MAX:
+                self.answer(c, 431, "text/plain", b"request head too large\n")
+            return
+        self.server.loop.remove_reader(c.fd)
+        try:
+            method, path = parse_head(bytes(c.head[:end]))
+        except ValueError as e:
+            self.answer(c, 400, "text/plain", f"{e}\n".encode())
+            return
+        route = self.routes.get(path)
+        if route is None:
+            self.answer(c, 404, "text/plain", b"not found: try /metrics or /status.json\n")
+        elif method not in ("GET", "HEAD"):
+            self.answer(c, 405, "text/plain", b"only GET and HEAD\n", allow="GET, HEAD")
+        else:
+            ctype, body = route()
+            self.answer(c, 200, ctype, b"" if method == "HEAD" else body, length=len(body))
+
+    def answer(self, c, code, ctype, body, length=None, allow=None):
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+                  405: "Method Not Allowed", 431: "Request Header Fields Too Large"}[code]
+        head = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body) if length is None else length}\r\n"
+                f"Cache-Control: no-store\r\nConnection: close\r\n"
+                + (f"Allow: {allow}\r\n" if allow else "") + "\r\n")
+        c.out = head.encode("ascii") + body
+        self.server.loop.remove_reader(c.fd)
+        self.server.loop.add_writer(c.fd, self.guarded, self.writable, c)
+
+    def writable(self, c):
+        try:
+            n = c.sock.send(c.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = len(c.out)
+        c.out = c.out[n:]
+        if not c.out:
+            self.drop(c)
+
+    def drop(self, c):
+        if self.clients.pop(c.fd, None) is None:
+            return
+        self.server.loop.remove_reader(c.fd)
+        self.server.loop.remove_writer(c.fd)
+        if c.timer is not None:
+            c.timer.cancel()
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.sock.close()
+
+    # -- pages ------------------------------------------------------------------------
+
+    def get_status(self):
+        return "application/json", (json.dumps(self.control.status(), sort_keys=True)
+                                     + "\n").encode()
+
+    def get_metrics(self):
+        queues = {}
+        for reqs, q in self.sessions.sched.queues.items():
+            n = sum(1 for j in q if j.state == sched.QUEUED)
+            if n:
+                key = ",".join(f"{k}={v}" for k, v in sorted(reqs)) or "none"
+                queues[key] = queues.get(key, 0) + n
+        outcomes = dict(self.sessions.outcomes)
+        for o, n in self.durable.outcomes.items():
+            outcomes[o] = outcomes.get(o, 0) + n
+        streams = [(kind, name, n, size) for kind, name, n, size in self.streams.depths()]
+        text = metrics(self.control.status(), self.control.worker_rows(), queues, outcomes,
+                       streams, own_process())
+        return "text/plain; version=0.0.4; charset=utf-8", text.encode()
+
+
+def check_address(addr, insecure):
+    """--http: loopback unless --insecure (it has no keys of its own)."""
+    if not addr.is_loopback and not insecure:
+        raise errors.UsageError(f"--http: refusing {addr}, not a loopback address, "
+                                f"without --insecure (the page has no keys of its own)")
+    return addr

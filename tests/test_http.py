@@ -1,0 +1,99 @@
+"""gridd hub --http: /metrics in the Prometheus text format (parsed by
+prometheus_client's own parser) with values from a run of known jobs,
+/status.json as gridd ctl status --json has it, and a hub that one bad
+HTTP peer cannot hurt."""
+
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from hubfixtures import grid, wait_until  # noqa: F401
+
+parser = pytest.importorskip("prometheus_client.parser",
+                             reason="prometheus_client is installed by make test-deps")
+
+
+def http_address(grid):
+    assert wait_until(lambda: re.search(r"http on (\S+)", open(grid.hub.logpath).read()))
+    return re.search(r"http on (\S+)", open(grid.hub.logpath).read()).group(1)
+
+
+def get(addr, path):
+    with urllib.request.urlopen(f"http://{addr}{path}", timeout=10) as r:
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def samples(text):
+    """{(name, frozenset(labels)): value} of an exposition text."""
+    out = {}
+    for family in parser.text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def test_metrics_count_the_jobs_of_a_run(grid):
+    grid.start_hub("--http", "127.0.0.1:0")
+    addr = http_address(grid)
+    grid.start_worker(slots=2, name="m1")
+    r = grid.run("gridmap", "--hub", grid.addr, "sh -c 'exit {}'",
+                 input=b"0\n0\n0\n1\n2\n0\n")
+    assert r.returncode == 2, r.stderr
+    status, ctype, body = get(addr, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    m = samples(body.decode())
+    assert m[("gridd_jobs_total", frozenset({("outcome", "ok")}))] == 4
+    assert m[("gridd_jobs_total", frozenset({("outcome", "failed")}))] == 2
+    assert m[("gridd_workers", frozenset({("how", "in")}))] == 1
+    assert m[("gridd_slots", frozenset())] == 2
+    assert m[("gridd_slots_busy", frozenset())] == 0
+    assert m[("process_resident_memory_bytes", frozenset())] > 1 << 20
+    assert m[("process_cpu_seconds_total", frozenset())] > 0
+
+
+def test_status_json_is_what_ctl_status_says(grid):
+    grid.start_hub("--http", "127.0.0.1:0")
+    addr = http_address(grid)
+    grid.start_worker(slots=3)
+    _, ctype, body = get(addr, "/status.json")
+    assert ctype == "application/json"
+    web = json.loads(body)
+    ctl = json.loads(grid.run("gridd", "ctl", "status", "--json").stdout)
+    for key in ("workers", "slots", "running", "queued", "done", "state", "journal_state"):
+        assert web[key] == ctl[key], key
+    assert web["slots"] == 3
+
+
+def test_bad_requests_get_an_answer_and_cost_the_hub_nothing(grid):
+    grid.start_hub("--http", "127.0.0.1:0")
+    addr = http_address(grid)
+    host, port = addr.rsplit(":", 1)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(addr, "/nothing")
+    assert e.value.code == 404
+    answers = []
+    for request in (b"BREW /metrics HTTP/1.1\r\n\r\n", b"GET metrics\r\n\r\n",
+                    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"\xff\x00\r\n\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(request)
+            answers.append(s.recv(100).split(b"\r\n", 1)[0])
+    assert answers == [b"HTTP/1.1 405 Method Not Allowed", b"HTTP/1.1 400 Bad Request",
+                       b"HTTP/1.1 431 Request Header Fields Too Large",
+                       b"HTTP/1.1 400 Bad Request"]
+    # One that sends half a request and goes: the hub still serves.
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"GET /metr")
+    s.close()
+    assert get(addr, "/metrics")[0] == 200
+    assert grid.run("gridd", "ctl", "status").returncode == 0
+
+
+def test_a_public_http_address_needs_insecure(grid):
+    r = grid.run("gridd", "hub", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0",
+                 "--state", str(grid.tmp) + "/s")
+    assert r.returncode == 64
+    assert b"--http" in r.stderr and b"--insecure" in r.stderr
