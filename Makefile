@@ -30,7 +30,8 @@ test-deps:
 	  $(PYTHON) -m pip install -q pytest hypothesis prometheus_client
 	@tests/install-peers parallel:parallel mandoc:mandoc openssh-server:/usr/sbin/sshd \
 	  openbsd-inetd:/usr/sbin/inetd ucspi-tcp:tcpserver systemd:systemd-socket-activate \
-	  slurm-wlm:/usr/sbin/slurmctld munge:/usr/sbin/munged
+	  slurm-wlm:/usr/sbin/slurmctld munge:/usr/sbin/munged chromium:/usr/bin/chromium \
+	  chromium-driver:/usr/bin/chromedriver tmux:tmux
 
 lint:
 	@tests/install-peers mandoc:mandoc

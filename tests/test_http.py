@@ -97,3 +97,30 @@ def test_a_public_http_address_needs_insecure(grid):
                  "--state", str(grid.tmp) + "/s")
     assert r.returncode == 64
     assert b"--http" in r.stderr and b"--insecure" in r.stderr
+
+
+def test_events_are_served_as_server_sent_events(grid):
+    grid.start_hub("--http", "127.0.0.1:0")
+    addr = http_address(grid)
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=20)
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200 OK") and b"text/event-stream" in got
+    grid.start_worker(slots=1, name="sse1")
+    r = grid.run("gridmap", "--hub", grid.addr, "true", input=b"1\n")
+    assert r.returncode == 0, r.stderr
+    while b"job.done" not in got:
+        data = s.recv(4096)
+        assert data, got
+        got += data
+    s.close()
+    events = [line[6:].split(b" ")[1] for line in got.split(b"\n")
+              if line.startswith(b"data: ")]
+    assert b"worker.joined" in events and b"client.connected" in events
+    assert events.index(b"job.queued") < events.index(b"job.started") < events.index(b"job.done")
+    rows = json.loads(get(addr, "/workers.json")[2])
+    assert [(w["name"], w["slots"]) for w in rows] == [("sse1", 1)]
+    assert {x["name"] for x in json.loads(get(addr, "/streams.json")[2])} == {"_events"}

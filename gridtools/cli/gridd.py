@@ -48,7 +48,7 @@ def build_parser():
     h.add_argument("--insecure", action="store_true",
                    help="allow a non-loopback address without keys or TLS")
     h.add_argument("--http", metavar="ADDR",
-                   help="serve /metrics (Prometheus) and /status.json on ADDR "
+                   help="serve a status page, /events, /metrics (Prometheus) and JSON on ADDR "
                         "(loopback unless --insecure)")
     h.add_argument("--heartbeat", metavar="SECS", type=float, default=10.0,
                    help="ping a busy worker silent this long; dead after 3x (default 10)")

@@ -1,10 +1,13 @@
-"""The hub's HTTP side (gridd hub --http ADDR): Prometheus metrics at
-/metrics (text exposition format 0.0.4) and the status as JSON at
-/status.json, served on the hub's own loop.  Read-only: it changes nothing.
+"""The hub's HTTP side (gridd hub --http ADDR), on the hub's own loop and
+read-only: Prometheus metrics at /metrics (text exposition format 0.0.4),
+the status page at / (gridtools.hub.page), the event feed as Server-Sent
+Events at /events, and /status.json, /workers.json, /streams.json.
 
 Each request is one connection (HTTP/1.0 or 1.1, `Connection: close`):
 the head is at most HEAD_MAX bytes and must arrive within TIMEOUT seconds,
-and at most MAX_CONNS are served at once (more are closed at accept).
+and at most MAX_CONNS are served at once (more are closed at accept).  An
+/events follower whose unsent events pass SSE_MAX bytes is closed (a
+browser's EventSource comes back by itself).
 """
 
 import json
@@ -18,6 +21,7 @@ from gridtools.proto import errors
 HEAD_MAX = 8192             # bytes of request line and headers
 TIMEOUT = 10.0              # seconds for a request to arrive and its answer to leave
 MAX_CONNS = 64              # HTTP connections served at once
+SSE_MAX = 256 << 10         # unsent event bytes one /events follower may have
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -96,7 +100,7 @@ def parse_head(head):
 
 
 class Client:
-    __slots__ = ("sock", "fd", "head", "out", "timer")
+    __slots__ = ("sock", "fd", "head", "out", "timer", "follow", "writing")
 
     def __init__(self, sock):
         self.sock = sock
@@ -104,6 +108,8 @@ class Client:
         self.head = bytearray()
         self.out = b""
         self.timer = None
+        self.follow = None          # /events: the listener streams calls
+        self.writing = False
 
 
 class Http:
@@ -120,7 +126,9 @@ class Http:
         self.addr = addr
         self.lsock = None
         self.clients = {}           # fd -> Client
-        self.routes = {"/metrics": self.get_metrics, "/status.json": self.get_status}
+        self.routes = {"/metrics": self.get_metrics, "/status.json": self.get_status,
+                       "/workers.json": self.get_workers, "/streams.json": self.get_streams,
+                       "/": self.get_page}
 
     def opened(self, conn):
         pass
@@ -193,8 +201,10 @@ class Http:
             self.answer(c, 400, "text/plain", f"{e}\n".encode())
             return
         route = self.routes.get(path)
-        if route is None:
-            self.answer(c, 404, "text/plain", b"not found: try /metrics or /status.json\n")
+        if path == "/events" and method == "GET":
+            self.follow_events(c)
+        elif route is None:
+            self.answer(c, 404, "text/plain", b"not found: try /, /metrics or /events\n")
         elif method not in ("GET", "HEAD"):
             self.answer(c, 405, "text/plain", b"only GET and HEAD\n", allow="GET, HEAD")
         else:
@@ -208,9 +218,14 @@ class Http:
                 f"Content-Length: {len(body) if length is None else length}\r\n"
                 f"Cache-Control: no-store\r\nConnection: close\r\n"
                 + (f"Allow: {allow}\r\n" if allow else "") + "\r\n")
-        c.out = head.encode("ascii") + body
         self.server.loop.remove_reader(c.fd)
-        self.server.loop.add_writer(c.fd, self.guarded, self.writable, c)
+        self.send(c, head.encode("ascii") + body)
+
+    def send(self, c, data):
+        c.out += data
+        if not c.writing:
+            c.writing = True
+            self.server.loop.add_writer(c.fd, self.guarded, self.writable, c)
 
     def writable(self, c):
         try:
@@ -218,9 +233,42 @@ class Http:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            n = len(c.out)
+            self.drop(c)
+            return
         c.out = c.out[n:]
-        if not c.out:
+        if c.out:
+            return
+        c.writing = False
+        self.server.loop.remove_writer(c.fd)
+        if c.follow is None:
+            self.drop(c)
+
+    def follow_events(self, c):
+        """/events: the hub's events as they happen, one `data:` each."""
+        c.timer.cancel()
+        c.timer = None
+
+        def follow(line):
+            if len(c.out) > SSE_MAX:
+                self.drop(c)                # too far behind: it may come back
+            else:
+                self.send(c, b"data: " + line + b"\n\n")
+        c.follow = follow
+        self.streams.listen(follow)
+        self.send(c, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+                     b": the hub's events, one a line\n\n")
+        # It says nothing more; a read tells us when it goes.
+        self.server.loop.add_reader(c.fd, self.guarded, self.gone, c)
+
+    def gone(self, c):
+        try:
+            data = c.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
             self.drop(c)
 
     def drop(self, c):
@@ -230,6 +278,9 @@ class Http:
         self.server.loop.remove_writer(c.fd)
         if c.timer is not None:
             c.timer.cancel()
+        if c.follow is not None:
+            self.streams.unlisten(c.follow)
+            c.follow = None
         try:
             c.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -237,6 +288,19 @@ class Http:
         c.sock.close()
 
     # -- pages ------------------------------------------------------------------------
+
+    def get_page(self):
+        from gridtools.hub.page import PAGE
+        return "text/html; charset=utf-8", PAGE.encode()
+
+    def get_workers(self):
+        return "application/json", (json.dumps(self.control.worker_rows(), sort_keys=True)
+                                     + "\n").encode()
+
+    def get_streams(self):
+        rows = [{"kind": kind, "name": name, "messages": n, "bytes": size, "readers": readers}
+                for kind, name, n, size, readers in self.streams.depths(readers=True)]
+        return "application/json", (json.dumps(rows, sort_keys=True) + "\n").encode()
 
     def get_status(self):
         return "application/json", (json.dumps(self.control.status(), sort_keys=True)
@@ -252,7 +316,7 @@ class Http:
         outcomes = dict(self.sessions.outcomes)
         for o, n in self.durable.outcomes.items():
             outcomes[o] = outcomes.get(o, 0) + n
-        streams = [(kind, name, n, size) for kind, name, n, size in self.streams.depths()]
+        streams = self.streams.depths()
         text = metrics(self.control.status(), self.control.worker_rows(), queues, outcomes,
                        streams, own_process())
         return "text/plain; version=0.0.4; charset=utf-8", text.encode()

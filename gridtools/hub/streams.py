@@ -154,6 +154,7 @@ class Streams:
         self.topics = {EVENTS: Topic(EVENTS, keep=EVENTS_KEEP)}
         self.queues = {}
         self.peers = {}             # conn -> Peer
+        self.listeners = []         # fn(line) for each event (the HTTP side's /events)
         self.next_id = 1            # the next queue message's id
         self.verbs = {
             "PUB": (self.on_pub, CLIENT), "SUB": (self.on_sub, CLIENT),
@@ -235,13 +236,22 @@ class Streams:
     def watched(self, t):
         """The server's events_on: true while someone follows the events."""
         if t.name == EVENTS:
-            self.server.events_on = bool(t.subs)
+            self.server.events_on = bool(t.subs or self.listeners)
+
+    def listen(self, fn):
+        """fn(line) for each event from now on, until unlisten(fn)."""
+        self.listeners.append(fn)
+        self.watched(self.topics[EVENTS])
+
+    def unlisten(self, fn):
+        self.listeners.remove(fn)
+        self.watched(self.topics[EVENTS])
 
     def event(self, kind, **fields):
         """One line on the events topic: time, kind, key=value...  The
         job.* events, a few for every job, only while somebody listens."""
         t = self.topics[EVENTS]
-        if not t.subs and kind.startswith("job."):
+        if not (t.subs or self.listeners) and kind.startswith("job."):
             return
         now = time.time()
         line = b" ".join([time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode()
@@ -250,6 +260,8 @@ class Streams:
                             for k, v in fields.items() if v is not None])
         t.assigned += 1
         self.publish(t, [line], None, now)
+        for fn in self.listeners[:]:        # a listener may leave as it hears
+            fn(line)
 
     # -- topics --------------------------------------------------------------------
 
@@ -638,10 +650,14 @@ class Streams:
 
     # -- listing -----------------------------------------------------------------
 
-    def depths(self):
-        """(kind, name, messages, bytes) of every topic and queue."""
-        return [("topic", t.name, len(t.log), t.size) for t in self.topics.values()] + \
-            [("queue", q.name, len(q.msgs), q.size) for q in self.queues.values()]
+    def depths(self, readers=False):
+        """(kind, name, messages, bytes) of every topic and queue, and with
+        readers their subscribers or takers."""
+        rows = [("topic", t.name, len(t.log), t.size, len(t.subs))
+                for t in sorted(self.topics.values(), key=lambda t: t.name)]
+        rows += [("queue", q.name, len(q.msgs), q.size, len(q.takers))
+                 for q in sorted(self.queues.values(), key=lambda q: q.name)]
+        return rows if readers else [r[:4] for r in rows]
 
     def on_streams(self, conn, msg):
         topics = [{"name": t.name, "first": t.first, "next": t.next, "messages": len(t.log),
