@@ -222,6 +222,9 @@ def protocol():
     for name in ("Clients", "Workers"):
         assert name in subs, f"gridtools(7) PROTOCOL has no .SS {name}"
     requests, from_hub = tags(subs["Clients"])
+    if "Rooms" in subs:             # requests, .PP, then what the hub sends members
+        more = tags(subs["Rooms"])
+        requests, from_hub = requests | more[0], from_hub | more[1]
     worker = set().union(*(bold_verbs(l) for l in subs["Workers"]))
     named = set().union(*(bold_verbs(l) for ls in subs.values() for l in ls))
     return requests, from_hub, worker, named | requests | from_hub

@@ -6,9 +6,10 @@ message a line on stdin and stdout.
     gridcat put QUEUE        each stdin line a message to the queue
     gridcat take QUEUE       messages taken off the queue, each by one taker
     gridcat read QUEUE       the oldest message, left in the queue (Linda rd)
+    gridcat join ROOM        a member of ROOM: its views and everyone's lines, one order
     gridcat job ID           a durable job's output, live, then its status
     gridcat events           the hub's events
-    gridcat ls               topics and queues
+    gridcat ls               topics, queues and rooms
 """
 
 import argparse
@@ -16,6 +17,8 @@ import datetime
 import json
 import os
 import re
+import select
+import socket
 import sys
 
 from gridtools.cli import common
@@ -30,9 +33,11 @@ exit status: 0 success; 1 nothing was written (with -e, --timeout, or read
 finding no message); 3 messages were lost (the subscriber fell behind the
 topic's retention; stderr says how many); gridcat job: the job's own
 status (128+N for signal N, 124 timeout, 75 lost); 64 usage; 65 bad input
-(a message over 16 MiB) or no such job; 69 hub unreachable; 75 the hub
-could not store the messages (try again); 76 protocol error; 77 refused;
-141 stdout closed.  See gridcat(1).
+(a message over 16 MiB, or 1 MiB in a room) or no such job; 69 hub
+unreachable; 75 the hub could not store the messages, or the name is in
+the room already (try again); 76 protocol error; 77 refused; 141 stdout
+closed; gridcat join: 3 removed from the room for reading too slowly.
+See gridcat(1).
 """
 
 NOTHING = 1                 # nothing was written
@@ -40,6 +45,7 @@ LOST = 3                    # messages were lost to retention
 MAX_MESSAGE = 16 << 20      # bytes in one message (a body's most)
 BATCH_BYTES = 1 << 20       # stdin is published in batches of about this many bytes
 WINDOW = 64                 # messages a taker holds unacknowledged (--window)
+ROOM_AHEAD = 1 << 20        # bytes a member says before they come back to it
 
 say = logger("gridcat")
 
@@ -50,7 +56,7 @@ def build_parser():
                               description="Read and write a hub's streams: topics, queues, "
                                           "a job's output, the hub's events.")
     common.add_version(p)
-    sub = p.add_subparsers(dest="mode", metavar="pub|sub|put|take|read|job|events|ls")
+    sub = p.add_subparsers(dest="mode", metavar="pub|sub|put|take|read|join|job|events|ls")
     sub.required = True
 
     def mode(name, helptext, what=None):
@@ -113,13 +119,27 @@ def build_parser():
     m.add_argument("--timeout", metavar="SECS", help="wait at most SECS for one")
     m.add_argument("--json", action="store_true", help="one JSON object")
 
+    m = mode("join", "join ROOM: say each line of stdin, print the room's views and "
+                     "everyone's lines in its one order", "ROOM")
+    framing(m)
+    m.add_argument("--name", dest="member", metavar="NAME",
+                   help="this member's name in the room (default HOST.PID)")
+    m.add_argument("-e", "--exit-at-end", action="store_true",
+                   help="leave the room once stdin ends and its lines came back")
+    m.add_argument("-n", "--count", metavar="COUNT", help="stop after COUNT messages")
+    m.add_argument("--timeout", metavar="SECS",
+                   help="stop when nothing happened in the room for SECS")
+    m.add_argument("--json", action="store_true",
+                   help="one JSON object a message or view")
+
     mode("job", "follow a durable job's output, then exit with its status", "ID")
 
     m = mode("events", "print the hub's events, one a line")
     following(m, "end")
 
-    m = mode("ls", "list the hub's topics and queues")
-    m.add_argument("--json", action="store_true", help="one JSON object a topic or queue")
+    m = mode("ls", "list the hub's topics, queues and rooms")
+    m.add_argument("--json", action="store_true",
+                   help="one JSON object a topic, queue or room")
     return p
 
 
@@ -152,10 +172,23 @@ def parse_options(argv):
             re.compile(os.fsencode(opts.match))
         except re.error as e:
             raise errors.UsageError(f"--match: not a regular expression: {e}") from None
+    if opts.mode == "join":
+        if opts.member is None:
+            opts.member = default_member()
+        for what, name in (("ROOM", opts.stream), ("--name", opts.member)):
+            if not wire.NAME.match(name):
+                raise errors.UsageError(f"{what}: {name[:64]!r}: {wire.NAME_RULE}")
     if getattr(opts, "start", None) is not None:
         opts.start, opts.since = parse_from(opts.start)
     opts.sep = b"\0" if getattr(opts, "null", False) else b"\n"
     return opts
+
+
+def default_member():
+    """HOST.PID, HOST the first label of the host name, as a name may be."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0]).strip("-_")
+    pid = str(os.getpid())
+    return f"{host[:63 - len(pid)] or 'host'}.{pid}"
 
 
 def parse_from(text):
@@ -316,6 +349,104 @@ def read(opts, client):
     return 0
 
 
+def room_records(opts, room, item):
+    """An item of a room as what is written: a view as "view N: a b c",
+    a message as "NAME: message" (names hold neither blanks nor colons),
+    or with --json one object each."""
+    sep = opts.sep
+    if item.kind == "view":
+        if opts.json:
+            rec = {"room": room, "seq": item.seq, "view": item.view, "members": item.data}
+            if item.why is not None:
+                rec.update(left=item.who, why=item.why)
+            elif item.who is not None:
+                rec["joined"] = item.who
+            return [json.dumps(rec, sort_keys=True).encode() + b"\n"]
+        return [b"view %d: %s" % (item.view, " ".join(item.data).encode()) + sep]
+    if opts.json:
+        return [json.dumps({"room": room, "seq": item.seq + i, "view": item.view,
+                            "from": item.who,
+                            "message": m.decode("utf-8", "backslashreplace")},
+                           sort_keys=True).encode() + b"\n"
+                for i, m in enumerate(item.data)]
+    who = item.who.encode() + b": "
+    return [who + m + sep for m in item.data]
+
+
+def join(opts, client):
+    """A member until -n, -e, --timeout, removal or the hub's end: stdin's
+    messages said in the room, the room's items printed as they come."""
+    room = hubclient.Membership(client, opts.stream, opts.member)
+    me = opts.member
+    chan = client.chan
+    left = opts.count
+    ahead = 0                   # bytes said that have not come back yet
+    reading = True              # stdin is open
+    leaving = False
+    rest = b""
+    status = None
+    try:
+        while status is None:
+            recs = []
+            while status is None:
+                item = room.next(0)
+                if item is None:
+                    break
+                if item.kind == "gone":
+                    say(f"removed from room {opts.stream}: more than the hub's buffer for "
+                        f"a member waited unread (view {item.view} went on without it)")
+                    status = LOST
+                elif item.kind == "left":
+                    status = 0
+                elif item.kind == "said":
+                    if item.who == me:
+                        ahead -= sum(map(len, item.data))
+                    if left is not None:
+                        item = item._replace(data=item.data[:left])
+                        left -= len(item.data)
+                    recs += room_records(opts, opts.stream, item)
+                    if left == 0:
+                        status = 0
+                else:
+                    recs += room_records(opts, opts.stream, item)
+            if recs:
+                write_all(1, b"".join(recs))
+            if status is not None:
+                break
+            if not reading and opts.exit_at_end and ahead <= 0 and not leaving:
+                room.leave()
+                leaving = True
+            p = select.poll()
+            p.register(chan.rfd, select.POLLIN)
+            if reading and ahead < ROOM_AHEAD:
+                p.register(0, select.POLLIN)
+            ready = p.poll(None if opts.timeout is None else int(opts.timeout * 1000 + 0.999))
+            if not ready:
+                status = 0
+                break
+            if any(fd == 0 for fd, _ in ready):
+                data = os.read(0, 1 << 18)
+                if data:
+                    parts = (rest + data).split(opts.sep)
+                    rest = parts.pop()
+                else:
+                    parts = [rest] if rest else []
+                    rest = b""
+                    reading = False
+                if len(rest) > hubclient.ROOM_MESSAGE:
+                    raise errors.DataError(f"standard input: a message longer than "
+                                           f"{hubclient.ROOM_MESSAGE} bytes (a room's most)")
+                room.say(parts)
+                ahead += sum(map(len, parts))
+    finally:
+        if status != LOST and not leaving:
+            try:
+                room.leave()
+            except errors.GridError:
+                pass
+    return status
+
+
 def job(opts, client):
     done = hubclient.follow(client, opts.stream, write_all)
     if done.note:
@@ -326,7 +457,8 @@ def job(opts, client):
 def ls(opts, client):
     data = hubclient.streams(client)
     rows = [dict(t, kind="topic") for t in data["topics"]] + \
-        [dict(q, kind="queue") for q in data["queues"]]
+        [dict(q, kind="queue") for q in data["queues"]] + \
+        [dict(r, kind="room") for r in hubclient.rooms(client)]
     if opts.json:
         sys.stdout.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         return 0
@@ -338,9 +470,14 @@ def ls(opts, client):
                 note = " ".join([note] + [f"{k}@{v}" for k, v in r["named"].items()]).strip()
             table.append(("topic", r["name"], r["messages"], r["bytes"], r["first"], r["next"],
                           r["subscribers"], note))
-        else:
+        elif r["kind"] == "queue":
             table.append(("queue", r["name"], r["ready"], r["bytes"], "-", "-", r["takers"],
                           f"{r['taken']} taken" if r["taken"] else ""))
+        else:
+            more = r["count"] - len(r["members"])
+            table.append(("room", r["name"], "-", "-", "-", r["seq"], r["count"],
+                          f"view {r['view']}: " + " ".join(r["members"])
+                          + (f" (+{more})" if more > 0 else "")))
     widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
     sys.stdout.write("".join(
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n"
@@ -359,7 +496,7 @@ def work(opts, client):
         return follow(opts, client, opts.stream)
     if m == "events":
         return follow(opts, client, hubclient.EVENTS)
-    return {"take": take, "read": read, "job": job, "ls": ls}[m](opts, client)
+    return {"take": take, "read": read, "join": join, "job": job, "ls": ls}[m](opts, client)
 
 
 def _main(argv):

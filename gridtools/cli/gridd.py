@@ -3,7 +3,7 @@
     gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE]
               [--ssh [N/]HOST]... [--peer ADDR]... ...
     gridd worker (--connect HUB | --stdio | --listen ADDR) [--slots N] [--tag K=V]... [--name NAME]
-    gridd ctl [--hub HUB] [--json] status|workers|jobs|results|cancel ID|drain WORKER|shutdown
+    gridd ctl [--hub HUB] [--json] status|workers|jobs|results|top|cancel ID|drain WORKER|shutdown
     gridd slurm [--hub HUB] [--connect ADDR] [--min N] [--max N] [--slots N] [--idle SECS] ...
 """
 
@@ -81,8 +81,8 @@ def build_parser():
                        description="Ask a hub about its state, or tell it what to do.")
     c.add_argument("--hub", metavar="HUB", help=f"hub address (default $GRID_HUB or {common.DEFAULT_HUB})")
     c.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
-    c.add_argument("command", choices=["status", "workers", "jobs", "results", "cancel", "drain",
-                                       "shutdown"])
+    c.add_argument("command", choices=["status", "workers", "jobs", "results", "top", "cancel",
+                                       "drain", "shutdown"])
     c.add_argument("arg", nargs="?", metavar="ID|WORKER")
     add_slurm_options(sub)
     return p
@@ -257,6 +257,16 @@ def run_ctl(opts, env):
     from gridtools.hub import client as hubclient
     hub = common.hub_address(opts.hub, env)
     client = hubclient.Client(hub, env)
+    if opts.command == "top":
+        from gridtools.cli import top
+        try:
+            if opts.json:
+                status, workers = top.snapshot(client)
+                print(json.dumps({"status": status, "workers": workers}, sort_keys=True))
+                return 0
+            return top.run(client)
+        finally:
+            client.close()
     try:
         verb = opts.command.upper()
         reply = client.request(verb, *([opts.arg] if opts.arg else []))

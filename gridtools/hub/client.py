@@ -618,3 +618,117 @@ class HubExecutor:
 
 def _ignore(msg):
     pass
+
+
+# -- rooms (gridcat join): members, views, one order ---------------------------------
+
+# What a room delivers: kind "said" (data: the messages, who: the member
+# that said them), "view" (data: the members, oldest first; who: the
+# member that joined or left, why: how it left), "gone" (this member was
+# removed: it read too slowly) or "left" (LEAVE is done).  seq is the
+# place in the room's one order, view the view it happened in.
+RoomItem = collections.namedtuple("RoomItem", "kind seq view data who why",
+                                  defaults=((), None, None))
+ROOM_MESSAGE = 1 << 20      # bytes in one message said in a room
+ROOM_SAY = ROOM_MESSAGE + 16    # bytes in one SAY's body
+ROOM_MEMBERS = 1000         # members of one room
+
+
+class Membership:
+    """JOIN room as name: the room's views and messages in its one order.
+    The hub's PINGs are answered as they come."""
+
+    def __init__(self, client, room, name):
+        self.client = client
+        self.room = room
+        self.name = name
+        client.send(wire.format("JOIN", room, name=name))
+        ok = _expect(client, next_message(client, REPLY_TIMEOUT), "OK", room)
+        self.view = _field(client, ok, lambda m: m.int("view", 0, 1, wire.MAX_COUNT))
+
+    def say(self, msgs):
+        """Send messages (a list of bytes, packed at most ROOM_SAY bytes a SAY)."""
+        from gridtools.proto import frames
+        batch, size = [], 0
+        for m in msgs:
+            if len(m) > ROOM_MESSAGE:
+                raise errors.DataError(f"a message of {len(m)} bytes: a room takes at most "
+                                       f"{ROOM_MESSAGE}")
+            cost = len(m) + len(str(len(m))) + 2
+            if batch and (size + cost > ROOM_SAY or len(batch) >= frames.MAX_BATCH):
+                self.client.send(wire.format("SAY", self.room, n=len(batch),
+                                             body=frames.pack(batch)))
+                batch, size = [], 0
+            batch.append(m)
+            size += cost
+        if batch:
+            self.client.send(wire.format("SAY", self.room, n=len(batch),
+                                         body=frames.pack(batch)))
+
+    def leave(self):
+        """Leave the room: a "left" item comes after everything before it."""
+        self.client.send(wire.format("LEAVE", self.room))
+
+    def next(self, timeout=None):
+        """The next RoomItem, or None when nothing came within timeout."""
+        from gridtools.proto import frames
+        client = self.client
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            msg = next_message(client, left)
+            if msg is None:
+                return None
+            if msg.verb == "PING":
+                client.send(b"PONG\n")
+                continue
+            if msg.args[:1] != [self.room]:
+                break
+            seq = _field(client, msg, lambda m: m.int("seq", 0))
+            view = _field(client, msg, lambda m: m.int("view", 0))
+            if msg.verb == "SAID":
+                n = _field(client, msg, lambda m: m.int("n", 1, 1, frames.MAX_BATCH))
+                who = _field(client, msg, lambda m: _room_name(m, m.get("from", "")))
+                msgs = _field(client, msg, lambda m: frames.unpack(m.body or b"", n))
+                return RoomItem("said", seq, view, msgs, who)
+            if msg.verb == "VIEW":
+                n = _field(client, msg, lambda m: m.int("n", 0, 0, ROOM_MEMBERS))
+                members = _field(client, msg, lambda m: [
+                    _room_name(m, w) for w in (m.body or b"").decode("ascii", "replace").split()])
+                if len(members) != n:
+                    raise errors.ProtocolError(f"hub {client.hub}: VIEW {self.room} says n={n} "
+                                               f"and lists {len(members)} members")
+                change = msg.get("joined") or msg.get("left")
+                who = _field(client, msg, lambda m: change and _room_name(m, change))
+                self.view = view
+                return RoomItem("view", seq, view, members, who, msg.get("why"))
+            if msg.verb == "GONE":
+                return RoomItem("gone", seq, view, why=msg.get("why"))
+            if msg.verb == "OK":
+                return RoomItem("left", seq, view)
+            break
+        raise errors.ProtocolError(f"hub {client.hub}: expected SAID, VIEW or GONE for room "
+                                   f"{self.room}, got {msg.verb} {' '.join(msg.args)[:80]}")
+
+
+def _room_name(msg, name):
+    if not wire.NAME.match(name):
+        raise wire.WireError(f"{msg.verb}: a member's name breaks the rule "
+                             f"({wire.NAME_RULE}): {name[:64]!r}", wire.E_PROTOCOL)
+    return name
+
+
+def rooms(client):
+    """The hub's rooms: dicts with name, view, seq, count and members (the
+    first 100, oldest first); see ROOMS in gridtools(7)."""
+    reply = client.request("ROOMS")
+    rows = None
+    if reply.verb == "INFO" and reply.args[:1] == ["rooms"]:
+        try:
+            rows = json.loads(reply.body or b"")
+        except ValueError:
+            pass
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
+        raise errors.ProtocolError(f"hub {client.hub}: expected INFO rooms with a JSON list, "
+                                   f"got {reply.verb} {' '.join(reply.args)[:80]}")
+    return rows

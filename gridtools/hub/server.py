@@ -52,6 +52,7 @@ from gridtools.hub.durable import Durable
 from gridtools.hub.http import Http
 from gridtools.hub.names import Names
 from gridtools.hub.peers import Peers
+from gridtools.hub.rooms import Rooms
 from gridtools.hub.sessions import Sessions
 from gridtools.hub.streams import Streams
 from gridtools.io import net
@@ -126,7 +127,7 @@ class Hub:
         self.peers = Peers(self, opts)
         self.control = Control(self, self.sessions, self.durable, opts)
         self.services = (self.sessions, self.durable, self.control, Names(self),
-                         self.peers, self.streams)
+                         self.peers, self.streams, Rooms(self, opts))
         self.http = None
         if opts.http is not None:
             self.http = Http(self, self.control, self.streams, self.sessions, self.durable,
