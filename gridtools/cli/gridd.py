@@ -71,6 +71,10 @@ def build_parser():
     h.add_argument("--peer", metavar="ADDR", action="append", default=[],
                    help="dial a worker listening at ADDR (gridd worker --listen), and again "
                         "when it drops (repeatable)")
+    h.add_argument("--upstream", metavar="HUB",
+                   help="be a worker of the hub at HUB, offering this hub's workers' slots")
+    h.add_argument("--upstream-key", metavar="FILE",
+                   help="the worker key of the hub above (else $GRID_KEY or $GRID_KEY_FILE)")
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
@@ -186,6 +190,10 @@ def run_hub(opts, env, loop=None):
     if opts.http is not None:
         from gridtools.hub.http import check_address
         http = check_address(net.parse_address(opts.http), opts.insecure)
+    upstream_key = None
+    if opts.upstream:
+        net.parse_address(opts.upstream)            # a usage error now, not at each dial
+        upstream_key = keys.key_option(opts.upstream_key, env, "GRID_KEY")
     state = opts.state or hub.default_state_dir(env)
     common.raise_fd_limit()
     h = hub.Hub(hub.Options(listen=listen, state_dir=state, client_key=client_key,
@@ -194,7 +202,8 @@ def run_hub(opts, env, loop=None):
                             heartbeat=opts.heartbeat, keep=opts.keep,
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
                             stall_timeout=opts.stall_timeout, peers=reach,
-                            http=http), loop=loop)
+                            http=http, upstream=opts.upstream,
+                            upstream_key=upstream_key), loop=loop)
     import sqlite3
     try:
         h.open()

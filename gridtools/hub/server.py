@@ -55,6 +55,7 @@ from gridtools.hub.peers import Peers
 from gridtools.hub.rooms import Rooms
 from gridtools.hub.sessions import Sessions
 from gridtools.hub.streams import Streams
+from gridtools.hub.upstream import Upstream
 from gridtools.io import net
 from gridtools.io.loop import Loop
 from gridtools.proto import errors, keys, wire
@@ -78,7 +79,8 @@ class Options:
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
-                 stall_timeout=STALL_TIMEOUT, peers=(), http=None):
+                 stall_timeout=STALL_TIMEOUT, peers=(), http=None, upstream=None,
+                 upstream_key=None):
         self.listen = list(listen)
         self.state_dir = state_dir
         self.client_key = client_key
@@ -93,6 +95,8 @@ class Options:
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
         self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
         self.http = http            # --http: the Address of /metrics and /status.json
+        self.upstream = upstream    # --upstream: the hub we are a worker of
+        self.upstream_key = upstream_key
 
 
 class Hub:
@@ -127,14 +131,17 @@ class Hub:
         self.peers = Peers(self, opts)
         self.control = Control(self, self.sessions, self.durable, opts)
         self.services = (self.sessions, self.durable, self.control, Names(self),
-                         self.peers, self.streams, Rooms(self, opts))
+                         self.peers, self.streams, Rooms(self, opts),
+                         Upstream(self, self.sessions, opts))
         self.http = None
         if opts.http is not None:
             self.http = Http(self, self.control, self.streams, self.sessions, self.durable,
                              opts.http)
             self.services += (self.http,)
         # role -> verb -> handler: None is a peer that has not said HELLO.
-        self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {}}
+        # "upstream": the hub above us, when we are its worker (upstream.py).
+        self.handlers = {None: {"HELLO": self.on_hello}, "client": {}, "worker": {},
+                         "upstream": {}}
         own = {"PING": (self.on_ping, BOTH), "PONG": (self.on_pong, BOTH),
                "QUIT": (self.on_quit, BOTH), "ERR": (self.on_err, BOTH)}
         for verbs in (own, *(s.verbs for s in self.services)):

@@ -19,9 +19,10 @@ CLIENT, WORKER = ("client",), ("worker",)
 class Session:
     """A client's session jobs and what they hold at the hub (conn.session)."""
 
-    __slots__ = ("jobs", "ackq", "held", "noted", "holding", "sent_seen", "sent_since")
+    __slots__ = ("jobs", "ackq", "held", "noted", "holding", "sent_seen", "sent_since",
+                 "relay")
 
-    def __init__(self, now):
+    def __init__(self, now, relay=False):
         self.jobs = {}              # cid -> sched.Job
         self.ackq = set()           # jobs whose relayed output awaits an ACK to the worker
         self.held = 0               # input bytes held for queued jobs
@@ -29,6 +30,9 @@ class Session:
         self.holding = False        # we hold its reading back (server.hold)
         self.sent_seen = 0          # conn.sent as of the last tick ...
         self.sent_since = now       # ... and since when it has not moved
+        # The hub above (upstream.py): its ACKs pass down to our workers,
+        # so output is acknowledged end to end, not when it leaves here.
+        self.relay = relay
 
 
 def shutting_down(server, conn, cid=None):
@@ -52,6 +56,7 @@ class Sessions:
         self.busy = set()           # worker conns running jobs (heartbeats watch them)
         self.pinged = {}            # worker conn -> when we pinged it
         self.reqs_waiting = set()   # requirement sets of jobs queued with no free match
+        self.watchers = []          # fn() when the workers' slots or tags change (upstream)
         self.counts = {"done": 0, "lost": 0}
         self.outcomes = collections.Counter()   # session jobs ended, by outcome
         self.tick_timer = None
@@ -66,8 +71,8 @@ class Sessions:
         }
 
     def opened(self, conn):
-        if conn.role == "client":
-            conn.session = Session(time.monotonic())
+        if conn.role in ("client", "upstream"):
+            conn.session = Session(time.monotonic(), conn.role == "upstream")
             self.clients[conn] = None
 
     def closed(self, conn, quiet):
@@ -80,9 +85,10 @@ class Sessions:
     # -- workers ----------------------------------------------------------------
 
     def on_ready(self, conn, msg):
+        slots = msg.int("slots", 1, 0, wire.MAX_SLOTS)
         if conn.slots is not None:
-            raise wire.WireError("READY: already announced", wire.E_USAGE)
-        slots = msg.int("slots", 1, 1, wire.MAX_SLOTS)
+            self.reoffer(conn, slots, wire.parse_tags(msg.kv, "tag."))
+            return
         name = msg.get("name") or conn.peer
         conn.name = name
         conn.slots = sched.Slots(name, slots, wire.parse_tags(msg.kv, "tag."))
@@ -94,9 +100,29 @@ class Sessions:
                           tags=",".join(f"{k}={v}" for k, v in conn.slots.tags.items()) or None)
         if self.server.draining:
             conn.slots.draining = True
+        self.changed()
+        if conn.slots.draining:
             return
         for job in self.sched.credit(conn, conn.slots):
             self.start(conn, job)
+
+    def reoffer(self, conn, slots, tags):
+        """READY again (a hub below whose workers came or went): its slots
+        and tags are replaced; jobs it runs go on, and past the new count
+        no more are sent until enough of them end."""
+        w = conn.slots
+        w.slots = slots
+        w.credits = slots - len(w.jobs)
+        w.tags = tags
+        w.tagset = frozenset(tags.items())
+        self.changed()
+        if not w.draining:
+            for job in self.sched.credit(conn, w):
+                self.start(conn, job)
+
+    def changed(self):
+        for fn in self.watchers:
+            fn()
 
     def start(self, wconn, job):
         """Job was given to worker wconn: send it, and its held stdin."""
@@ -195,7 +221,7 @@ class Sessions:
         if client is not None and not client.closing:
             self.server.send(client, wire.format("OUT", job.cid, fd=fd_no, body=data))
             job.acks += len(data)
-            if job.acks >= ACK_EVERY:
+            if job.acks >= ACK_EVERY and not client.session.relay:
                 # Acknowledged once the bytes have left for the client.
                 client.session.ackq.add(job)
                 self.server.when_low(client, self._send_acks)
@@ -283,6 +309,7 @@ class Sessions:
             n = len(jobs)
             self.server.log(f"worker {conn.name} left ({n} job{'' if n == 1 else 's'} running)")
         self.server.event("worker.left", name=conn.name, jobs=len(jobs))
+        self.changed()
         for job in jobs:
             job.worker = None
             if self.server.events_on:
@@ -301,6 +328,8 @@ class Sessions:
             if not c.slots.jobs:
                 self.server.send(c, b"BYE\n")
             self.server.log(f"worker {name}: draining")
+        if found:
+            self.changed()
         return len(found)
 
     def find(self, hid):

@@ -1,0 +1,190 @@
+"""Hubs in tiers, all real processes on loopback: a client talks to hub A,
+hub B is a worker of A (gridd hub --upstream), B's workers run the jobs.
+Output through both tiers is a local run's; B offers its workers' slots
+and shared tags and says so again as they change; B killed mid-run leaves
+each job exactly one result at the client, and B restarted takes jobs
+again."""
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from hubfixtures import Grid, clean_env, tool, wait_until
+
+CASES = [
+    (["-k", "sh", "-c", "echo out {}; echo err {} >&2; exit $(({} % 3 == 0))"],
+     b"".join(b"%d\n" % i for i in range(1, 31))),
+    (["-k", "printf", "%s|\\n", "{}", ":::", "a b", "c\\d", "é", "'q'"], None),
+    (["-k", "--pipe", "--block", "3k", "wc", "-l"],
+     b"".join(b"line %d\n" % i for i in range(5000))),
+    (["-k", "--retries", "1", "false"], b"1\n2\n"),
+    (["-k", "cat"], b"x\n"),
+    (["-k", "--timeout", "0.5", "sleep"], b"0.1\n5\n"),
+    # More than the worker's 1 MiB window per job: ACKs pass down both tiers.
+    (["-k", "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' {}"], b"a\nb\nc\n"),
+]
+
+
+def tiers(tmp, *b_args):
+    """Hub A, and hub B as A's worker; returns (a, b), neither with workers."""
+    a = Grid(os.path.join(tmp, "a"))
+    b = Grid(os.path.join(tmp, "b"))
+    for g in (a, b):
+        os.makedirs(g.tmp, exist_ok=True)
+    a.start_hub()
+    b.start_hub("--upstream", a.addr, *b_args)
+    return a, b
+
+
+def wait_offer(a, slots, tags):
+    a.wait_for(lambda ws: [(w["slots"], w["tags"]) for w in ws] == [(slots, tags)])
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("tiers"))
+    a, b = tiers(tmp)
+    try:
+        b.start_worker("--tag", "site=lab", "--tag", "has=genome", slots=1, name="b1")
+        b.start_worker("--tag", "site=lab", slots=2, name="b2")
+        wait_offer(a, 3, {"site": "lab"})
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+@pytest.mark.parametrize("args, stdin", CASES, ids=range(len(CASES)))
+def test_output_through_two_tiers_is_identical_to_local(shared, args, stdin):
+    a, _ = shared
+    local = subprocess.run([*tool("gridmap"), "-j3", *args], input=stdin, capture_output=True,
+                           env=clean_env(), timeout=60, cwd=a.tmp)
+    remote = subprocess.run([*tool("gridmap"), "--hub", a.addr, *args], input=stdin,
+                            capture_output=True, env=clean_env(), timeout=60, cwd=a.tmp)
+    assert remote.stderr == local.stderr
+    assert remote.stdout == local.stdout
+    assert remote.returncode == local.returncode
+
+
+def test_require_passes_only_tags_every_worker_below_has(shared):
+    a, _ = shared
+    ok = a.run("gridmap", "--require", "site=lab", "echo", "{}", ":::", "x")
+    assert (ok.stdout, ok.returncode) == (b"x\n", 0), ok.stderr
+
+
+def test_the_offer_follows_the_workers_below(tmp_path):
+    a, b = tiers(str(tmp_path))
+    try:
+        wait_offer(a, 0, {})
+        w1 = b.start_worker("--tag", "site=lab", slots=2, name="one")
+        wait_offer(a, 2, {"site": "lab"})
+        w2 = b.start_worker(slots=3, name="two")
+        wait_offer(a, 5, {})
+        w2.kill()
+        wait_offer(a, 2, {"site": "lab"})
+        w1.kill()
+        wait_offer(a, 0, {})
+        r = b.run("gridd", "ctl", "status", "--hub", b.addr)
+        assert r.returncode == 0, r.stderr
+    finally:
+        b.close()
+        a.close()
+
+
+def test_kill_9_the_middle_hub_each_job_ends_once_and_restarted_it_runs_jobs(tmp_path):
+    a, b = tiers(str(tmp_path))
+    try:
+        b.start_worker(slots=2, name="below")
+        wait_offer(a, 2, {})
+        mark = os.path.join(a.tmp, "restarted")
+        # Until B is restarted a job records its pid and sleeps; after, it echoes.
+        cmd = (f"if test -e {mark}; then echo ok {{}}; "
+               f"else echo $$ > {a.tmp}/j{{}}.pid; exec sleep 60; fi")
+        p = subprocess.Popen([*tool("gridmap"), "--hub", a.addr, "--json", cmd,
+                              ":::", *map(str, range(1, 7))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+                             cwd=a.tmp)
+        pidfiles = [os.path.join(a.tmp, f"j{i}.pid") for i in (1, 2)]
+        assert wait_until(lambda: all(os.path.exists(f) and open(f).read().strip()
+                                      for f in pidfiles), timeout=20), "jobs did not start"
+        pids = [int(open(f).read()) for f in pidfiles]
+        b.kill_hub(signal.SIGKILL)
+        a.wait_for(lambda ws: ws == [])
+        open(mark, "w").close()
+        b.start_hub("--upstream", a.addr)
+        out, err = p.communicate(timeout=60)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        recs = [json.loads(x) for x in out.splitlines()]
+        # One record per job, each job once: 1 and 2 were lost with B (no
+        # retries asked for); 3 to 6 waited at A and ran once B was back.
+        got = sorted((r["input"][0], r["status"], r.get("stdout")) for r in recs)
+        assert len(recs) == 6, (out, err)
+        assert got == [("1", "lost", ""), ("2", "lost", "")] + [
+            (str(i), "ok", f"ok {i}\n") for i in range(3, 7)], (out, err)
+        assert p.returncode == 2, err
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_hostile_hub_above_costs_its_connection_never_the_hub(tmp_path):
+    """A fake hub above greets B, then sends what no hub should: B answers
+    each with an error, or drops that connection and dials again; it
+    serves its own clients throughout, and after BYE it calls no more."""
+    import socket
+    from gridtools.proto import wire
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.settimeout(30)
+    b = Grid(str(tmp_path))
+    junk = [b"RUN x/y bytes=4\ntrue", b"RUN 1 timeout=inf bytes=4\ntrue", b"ACK 1 n=-1\n",
+            b"CANCEL\n", b"KILL 1 sig=999\n", b"IN 9 bytes=1\nx", b"SUBMIT bytes=4\ntrue",
+            b"READY slots=5\n", b"FROB 1\n", b"ACK 1 n=99999999999999999999\n",
+            b"OUT 1 fd=1 bytes=1\nx", b"ACK 1 n=1 n=2\n", b"ACK \xff n=1\n",
+            b"RUN 1 bytes=99999999999\n"]
+
+    def meet():
+        s, _ = lsock.accept()
+        s.settimeout(30)
+        f = s.makefile("rb")
+        s.sendall(wire.hello("hub", wire.new_nonce()))
+        hello, _ = wire.split(f.readline())
+        assert wire.check_hello(hello, roles=("worker",))[0] == "worker"
+        s.sendall(wire.format("WELCOME", wire.VERSION, role="hub"))
+        ready, _ = wire.split(f.readline())
+        assert ready.verb == "READY", ready
+        return s, f
+
+    try:
+        b.start_hub("--upstream", "127.0.0.1:%d" % lsock.getsockname()[1])
+        b.start_worker(slots=1, name="below")
+        s, f = meet()
+        dropped = 0
+        for data in junk:
+            s.sendall(data + b"PING\n")
+            while True:
+                line = f.readline()
+                if not line:            # that cost the connection: B calls again
+                    dropped += 1
+                    s.close()
+                    s, f = meet()
+                    break
+                if line.startswith(b"PONG"):
+                    break
+                assert line.startswith((b"ERR ", b"READY ")), (data, line)
+            r = b.run("gridmap", "--hub", b.addr, "echo", "{}", ":::", "still")
+            assert (r.stdout, r.returncode) == (b"still\n", 0), (data, r.stderr)
+        assert dropped < len(junk)
+        s.sendall(b"BYE\n")
+        assert f.readline() == b""
+        s.close()
+        assert wait_until(lambda: "not connecting again" in open(b.hub.logpath).read())
+    finally:
+        b.close()
+        lsock.close()
