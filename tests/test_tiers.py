@@ -23,6 +23,8 @@ CASES = [
     (["-k", "--retries", "1", "false"], b"1\n2\n"),
     (["-k", "cat"], b"x\n"),
     (["-k", "--timeout", "0.5", "sleep"], b"0.1\n5\n"),
+    # --halt now kills the running job: KILL passes down both tiers.
+    (["-k", "-j1", "--halt", "now,fail=1", "sh", "-c", "'echo {}; exit {}'"], b"0\n3\n0\n"),
     # More than the worker's 1 MiB window per job: ACKs pass down both tiers.
     (["-k", "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' {}"], b"a\nb\nc\n"),
 ]
@@ -188,3 +190,81 @@ def test_a_hostile_hub_above_costs_its_connection_never_the_hub(tmp_path):
     finally:
         b.close()
         lsock.close()
+
+
+def test_durable_jobs_run_through_a_tier(shared):
+    a, _ = shared
+    r = a.run("gridsub", "--wait", "echo durable; exit 3")
+    assert (r.stdout, r.returncode) == (b"durable\n", 3), r.stderr
+
+
+def test_the_hub_above_restarted_is_dialled_again(tmp_path):
+    a, b = tiers(str(tmp_path))
+    try:
+        b.start_worker(slots=2, name="below")
+        wait_offer(a, 2, {})
+        a.kill_hub(signal.SIGKILL)
+        a.start_hub()                   # the same port, the same state
+        wait_offer(a, 2, {})
+        r = a.run("gridmap", "--hub", a.addr, "echo", "{}", ":::", "again")
+        assert (r.stdout, r.returncode) == (b"again\n", 0), r.stderr
+    finally:
+        b.close()
+        a.close()
+
+
+def test_upstream_key_proves_the_worker_key_above(tmp_path):
+    a = Grid(os.path.join(str(tmp_path), "a"))
+    b = Grid(os.path.join(str(tmp_path), "b"))
+    for g in (a, b):
+        os.makedirs(g.tmp)
+    key = os.path.join(str(tmp_path), "worker.key")
+    wrong = os.path.join(str(tmp_path), "wrong.key")
+    for path, text in ((key, "s3cret-for-workers\n"), (wrong, "not-the-key\n")):
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
+    c = Grid(os.path.join(str(tmp_path), "c"))
+    os.makedirs(c.tmp)
+    try:
+        a.start_hub("--worker-key", key)
+        b.start_hub("--upstream", a.addr, "--upstream-key", key)
+        b.start_worker(slots=1, name="below")
+        wait_offer(a, 1, {})
+        r = a.run("gridmap", "--hub", a.addr, "echo", "{}", ":::", "keyed")
+        assert (r.stdout, r.returncode) == (b"keyed\n", 0), r.stderr
+        c.start_hub("--upstream", a.addr, "--upstream-key", wrong)
+        assert wait_until(lambda: "handshake" in open(c.hub.logpath).read()), \
+            open(c.hub.logpath).read()
+        assert "authentication as worker failed" in open(a.hub.logpath).read()
+        assert len(a.ctl("workers")) == 1
+    finally:
+        for g in (c, b, a):
+            g.close()
+
+
+def test_a_client_gone_above_cancels_its_jobs_below(shared):
+    """gridmap killed: A cancels its jobs at B (CANCEL), B at its workers."""
+    a, _ = shared
+    p = subprocess.Popen([*tool("gridmap"), "--hub", a.addr,
+                          f"echo $$ > {a.tmp}/gone{{}}.pid; exec sleep 60", ":::", "1", "2"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=clean_env(), cwd=a.tmp)
+    files = [os.path.join(a.tmp, f"gone{i}.pid") for i in (1, 2)]
+    assert wait_until(lambda: all(os.path.exists(f) and open(f).read().strip()
+                                  for f in files), timeout=20)
+    pids = [int(open(f).read()) for f in files]
+    p.kill()
+    p.wait()
+
+    def alive():
+        out = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                out.append(pid)
+            except ProcessLookupError:
+                pass
+        return out
+    assert wait_until(lambda: not alive(), timeout=15), "jobs outlived their client"
+    a.wait_for(lambda s: s["running"] == 0, "status")
