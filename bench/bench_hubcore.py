@@ -39,18 +39,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_hub(tree):
+def start_hub(tree, args=()):
     tmp = tempfile.mkdtemp(prefix="hubcore-")
     log = os.path.join(tmp, "hub.log")
     with open(log, "wb") as f:
         p = subprocess.Popen([*PY, os.path.join(tree, "bin", "gridd"), "hub", "--listen",
-                              "127.0.0.1:0", "--state", os.path.join(tmp, "state")],
+                              "127.0.0.1:0", "--state", os.path.join(tmp, "state"), *args],
                              stderr=f, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         m = re.search(r"listening on (\S+):(\d+)", open(log).read())
         if m:
-            p.tmp = tmp
+            p.tmp, p.log = tmp, log
             return p, (m.group(1), int(m.group(2)))
         time.sleep(0.02)
     p.kill()
@@ -128,9 +128,12 @@ class FakeWorker:
             del self.out[:n]
 
 
-def measure(tree, mode):
+def measure(tree, mode, hub_args=(), watch=None):
+    """(hub CPU us per job, jobs/s); watch(hub) is called once the hub is
+    up and returns a function that stops what it started (bench_http)."""
     workers, slots, inflight, jobs = MODES[mode]
-    hub, addr = start_hub(tree)
+    hub, addr = start_hub(tree, hub_args)
+    stop = watch(hub) if watch is not None else None
     try:
         fakes = [FakeWorker(addr, slots, i) for i in range(workers)]
         client = greet(addr, b"client")
@@ -169,6 +172,8 @@ def measure(tree, mode):
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(hub.pid) - cpu0
     finally:
+        if stop is not None:
+            stop()
         hub.terminate()
         hub.wait(10)
         shutil.rmtree(hub.tmp, ignore_errors=True)

@@ -121,6 +121,24 @@ def test_events_are_served_as_server_sent_events(grid):
               if line.startswith(b"data: ")]
     assert b"worker.joined" in events and b"client.connected" in events
     assert events.index(b"job.queued") < events.index(b"job.started") < events.index(b"job.done")
+    # kinds=: only those kinds; a bad query is refused.
+    s = socket.create_connection((host, int(port)), timeout=20)
+    s.sendall(b"GET /events?kinds=worker,client HTTP/1.1\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(4096)
+    r = grid.run("gridmap", "--hub", grid.addr, "true", input=b"2\n")
+    grid.start_worker(slots=1, name="sse2")
+    while b"name=sse2" not in got:
+        data = s.recv(4096)
+        assert data, got
+        got += data
+    s.close()
+    kinds = {line[6:].split(b" ")[1] for line in got.split(b"\n") if line.startswith(b"data: ")}
+    assert kinds <= {b"worker.joined", b"worker.left", b"client.connected", b"client.left"}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(addr, "/events?kinds=Job;drop")
+    assert e.value.code == 400
     rows = json.loads(get(addr, "/workers.json")[2])
-    assert [(w["name"], w["slots"]) for w in rows] == [("sse1", 1)]
+    assert [(w["name"], w["slots"]) for w in rows] == [("sse1", 1), ("sse2", 1)]
     assert {x["name"] for x in json.loads(get(addr, "/streams.json")[2])} == {"_events"}

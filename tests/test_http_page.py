@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -113,10 +112,13 @@ def test_the_page_shows_the_hub_and_updates_itself(grid, browser, tmp_path):
     with open(shot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     print(f"status page screenshot: {shot}")
-    # A job finishes while the page is open: it updates without a reload.
+    # A job finishes and a worker joins while the page is open: it shows
+    # both without a reload, the worker from the event feed.
     browser.js("window.notReloaded = true")
     r = grid.run("gridmap", "--hub", grid.addr, "true", input=b"4\n")
     assert r.returncode == 0, r.stderr
     assert wait_until(lambda: shown("n-done") == "4", 30), shown("n-done")
+    grid.start_worker(slots=1, name="gamma")
+    assert wait_until(lambda: "worker.joined name=gamma" in shown("events"), 30)
+    assert wait_until(lambda: shown("n-workers") == "3", 30)
     assert browser.js("return window.notReloaded === true")
-    assert "job.done" in shown("events")        # the feed, as it came

@@ -12,6 +12,7 @@ browser's EventSource comes back by itself).
 
 import json
 import os
+import re
 import socket
 
 from gridtools.hub import sched
@@ -22,6 +23,7 @@ HEAD_MAX = 8192             # bytes of request line and headers
 TIMEOUT = 10.0              # seconds for a request to arrive and its answer to leave
 MAX_CONNS = 64              # HTTP connections served at once
 SSE_MAX = 256 << 10         # unsent event bytes one /events follower may have
+KIND = re.compile(r"[a-z][a-z.]{0,31}\Z")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -87,8 +89,8 @@ def own_process():
 
 
 def parse_head(head):
-    """(method, path) of a request head (bytes up to the blank line), or
-    raise ValueError naming what is wrong."""
+    """(method, path, query) of a request head (bytes up to the blank
+    line), or raise ValueError naming what is wrong."""
     line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
@@ -96,7 +98,21 @@ def parse_head(head):
     method, target = parts[0], parts[1]
     if not target.startswith(b"/") or not all(0x21 <= b < 0x7F for b in target):
         raise ValueError("bad request target")
-    return method.decode("ascii", "replace"), target.split(b"?", 1)[0].decode("ascii")
+    path, _, query = target.decode("ascii").partition("?")
+    return method.decode("ascii", "replace"), path, query
+
+
+def event_kinds(query):
+    """/events?kinds=worker,client: the prefixes of the kinds wanted (None:
+    every kind).  ValueError for anything else."""
+    if not query:
+        return None
+    name, _, value = query.partition("=")
+    kinds = value.split(",")
+    if name != "kinds" or not 1 <= len(kinds) <= 16 or \
+            not all(KIND.match(k) for k in kinds):
+        raise ValueError("the query may only be kinds=PREFIX,... (a-z and dots)")
+    return kinds
 
 
 class Client:
@@ -196,13 +212,14 @@ class Http:
             return
         self.server.loop.remove_reader(c.fd)
         try:
-            method, path = parse_head(bytes(c.head[:end]))
+            method, path, query = parse_head(bytes(c.head[:end]))
+            kinds = event_kinds(query) if path == "/events" else None
         except ValueError as e:
             self.answer(c, 400, "text/plain", f"{e}\n".encode())
             return
         route = self.routes.get(path)
         if path == "/events" and method == "GET":
-            self.follow_events(c)
+            self.follow_events(c, kinds)
         elif route is None:
             self.answer(c, 404, "text/plain", b"not found: try /, /metrics or /events\n")
         elif method not in ("GET", "HEAD"):
@@ -243,8 +260,9 @@ class Http:
         if c.follow is None:
             self.drop(c)
 
-    def follow_events(self, c):
-        """/events: the hub's events as they happen, one `data:` each."""
+    def follow_events(self, c, kinds):
+        """/events: the hub's events as they happen, one `data:` each;
+        with kinds, only those whose kind starts with one of them."""
         c.timer.cancel()
         c.timer = None
 
@@ -254,7 +272,7 @@ class Http:
             else:
                 self.send(c, b"data: " + line + b"\n\n")
         c.follow = follow
-        self.streams.listen(follow)
+        self.streams.listen(follow, kinds)
         self.send(c, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
                      b": the hub's events, one a line\n\n")

@@ -1,6 +1,7 @@
 """The status page gridd hub --http serves at /: plain HTML, inline SVG
 charts and a little vanilla JavaScript that follows /events (Server-Sent
-Events) and reads /status.json, /workers.json and /streams.json.  No
+Events: workers and clients) and reads /status.json, /workers.json and
+/streams.json every 2 s.  No
 framework, nothing fetched from elsewhere; readable at a phone's width."""
 
 PAGE = """<!doctype html>
@@ -125,7 +126,9 @@ function event(line) {
 }
 sample();
 setInterval(sample, EVERY);
-new EventSource("/events").onmessage = (e) => event(e.data);
+// Workers and clients as they come and go; jobs are counted by sample(),
+// since following every job's events would cost the hub a few per job.
+new EventSource("/events?kinds=worker,client").onmessage = (e) => event(e.data);
 </script>
 </body>
 </html>

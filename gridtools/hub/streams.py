@@ -154,7 +154,9 @@ class Streams:
         self.topics = {EVENTS: Topic(EVENTS, keep=EVENTS_KEEP)}
         self.queues = {}
         self.peers = {}             # conn -> Peer
-        self.listeners = []         # fn(line) for each event (the HTTP side's /events)
+        self.listeners = {}         # fn -> kinds (prefixes, or None: all): /events
+        self.stamp = (0, b"")       # (second, its text): one strftime a second
+        self.jobs_wanted = False    # someone follows job.* events (server.events_on too)
         self.next_id = 1            # the next queue message's id
         self.verbs = {
             "PUB": (self.on_pub, CLIENT), "SUB": (self.on_sub, CLIENT),
@@ -236,32 +238,41 @@ class Streams:
     def watched(self, t):
         """The server's events_on: true while someone follows the events."""
         if t.name == EVENTS:
-            self.server.events_on = bool(t.subs or self.listeners)
+            self.jobs_wanted = self.server.events_on = bool(t.subs) or any(
+                kinds is None or any(k.startswith("job") for k in kinds)
+                for kinds in self.listeners.values())
 
-    def listen(self, fn):
-        """fn(line) for each event from now on, until unlisten(fn)."""
-        self.listeners.append(fn)
+    def listen(self, fn, kinds=None):
+        """fn(line) for each event from now on whose kind starts with one
+        of kinds (None: every one), until unlisten(fn).  The job.* events
+        are made only while someone wants them: a few for every job."""
+        self.listeners[fn] = tuple(kinds) if kinds is not None else None
         self.watched(self.topics[EVENTS])
 
     def unlisten(self, fn):
-        self.listeners.remove(fn)
+        del self.listeners[fn]
         self.watched(self.topics[EVENTS])
 
     def event(self, kind, **fields):
         """One line on the events topic: time, kind, key=value...  The
         job.* events, a few for every job, only while somebody listens."""
         t = self.topics[EVENTS]
-        if not (t.subs or self.listeners) and kind.startswith("job."):
+        if not self.jobs_wanted and kind.startswith("job."):
             return
         now = time.time()
-        line = b" ".join([time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode()
-                          + b".%03dZ" % (int(now * 1000) % 1000), kind.encode("ascii")]
+        sec = int(now)
+        if sec != self.stamp[0]:
+            self.stamp = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode())
+        line = b" ".join([b"%s.%03dZ" % (self.stamp[1], int(now * 1000) % 1000),
+                          kind.encode("ascii")]
                          + [k.encode("ascii") + b"=" + wire.escape(str(v))
                             for k, v in fields.items() if v is not None])
         t.assigned += 1
         self.publish(t, [line], None, now)
-        for fn in self.listeners[:]:        # a listener may leave as it hears
-            fn(line)
+        if self.listeners:
+            for fn, kinds in list(self.listeners.items()):  # one may leave as it hears
+                if kinds is None or kind.startswith(kinds):
+                    fn(line)
 
     # -- topics --------------------------------------------------------------------
 
