@@ -268,3 +268,27 @@ def test_a_client_gone_above_cancels_its_jobs_below(shared):
         return out
     assert wait_until(lambda: not alive(), timeout=15), "jobs outlived their client"
     a.wait_for(lambda s: s["running"] == 0, "status")
+
+
+def test_the_middle_hub_drained_offers_nothing_and_its_running_jobs_finish(tmp_path):
+    a, b = tiers(str(tmp_path))
+    try:
+        b.start_worker(slots=2, name="below")
+        wait_offer(a, 2, {})
+        go = os.path.join(a.tmp, "go")
+        p = subprocess.Popen([*tool("gridmap"), "--hub", a.addr,
+                              f"echo started > {a.tmp}/s{{}}; "
+                              f"while ! test -e {go}; do sleep 0.05; done; echo done {{}}",
+                              ":::", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=clean_env(), cwd=a.tmp)
+        assert wait_until(lambda: os.path.exists(os.path.join(a.tmp, "s1")), timeout=20)
+        b.hub.send_signal(signal.SIGTERM)
+        wait_offer(a, 0, {})
+        open(go, "w").close()
+        out, err = p.communicate(timeout=60)
+        assert (out, p.returncode) == (b"done 1\n", 0), err
+        assert b.hub.wait(30) == 0
+        a.wait_for(lambda ws: ws == [])
+    finally:
+        b.close()
+        a.close()

@@ -229,6 +229,7 @@ class Hub:
         for s, addr in self.listeners:
             self._close_listener(s, addr)
         self.listeners = []
+        self.sessions.changed()     # a hub above is offered no more slots (upstream.py)
         self._plan()                # end_turn sees whether it is idle already
 
     def _close_listener(self, s, addr):
