@@ -148,7 +148,8 @@ def test_a_hostile_hub_above_costs_its_connection_never_the_hub(tmp_path):
     junk = [b"RUN x/y bytes=4\ntrue", b"RUN 1 timeout=inf bytes=4\ntrue", b"ACK 1 n=-1\n",
             b"CANCEL\n", b"KILL 1 sig=999\n", b"IN 9 bytes=1\nx", b"SUBMIT bytes=4\ntrue",
             b"READY slots=5\n", b"FROB 1\n", b"ACK 1 n=99999999999999999999\n",
-            b"OUT 1 fd=1 bytes=1\nx", b"ACK 1 n=1 n=2\n", b"ACK \xff n=1\n",
+            b"OUT 1 fd=1 bytes=1\nx", b"ACK 1 n=1 n=2\n", b"ACK 1 n=%C2%B2\n",
+            b"CANCEL a/b\n", b"KILL 1 sig=%C2%B2\n", b"ACK \xff n=1\n",
             b"RUN 1 bytes=99999999999\n"]
 
     def meet():
@@ -183,6 +184,14 @@ def test_a_hostile_hub_above_costs_its_connection_never_the_hub(tmp_path):
             r = b.run("gridmap", "--hub", b.addr, "echo", "{}", ":::", "still")
             assert (r.stdout, r.returncode) == (b"still\n", 0), (data, r.stderr)
         assert dropped < len(junk)
+        # A real job from above, cancelled there: one DONE comes up.
+        s.sendall(wire.format("RUN", "5", body=b"sleep 30") + wire.format("CANCEL", "5"))
+        while True:
+            msg, _ = wire.split(f.readline())
+            if msg.verb == "DONE":
+                break
+            assert msg.verb == "READY", msg
+        assert (msg.arg(0), msg.get("outcome")) == ("5", "cancelled"), msg
         s.sendall(b"BYE\n")
         assert f.readline() == b""
         s.close()
