@@ -212,6 +212,12 @@ class Announcement:
             self.client = None
 
 
+def progress_line(text):
+    """The sender's progress, redrawn in place on a terminal's stderr."""
+    sys.stderr.write(f"\r{text}\x1b[K")
+    sys.stderr.flush()
+
+
 def _send(o):
     from gridtools.mcast import send as mcastsend
     from gridtools.mcast import source as mcastsource
@@ -225,10 +231,14 @@ def _send(o):
                            tcp_payload=128 << 10, min_receivers=o.min_receivers, wait=o.wait,
                            key=key, evict=o.evict, timeout=o.timeout, no_gso=o.no_gso,
                            debug=o.debug, on_open=named and named.on_open,
-                           on_start=named and named.withdraw)
+                           on_start=named and named.withdraw,
+                           progress=progress_line if sys.stderr.isatty() else None)
     try:
         result = mcastsend.Sender(opts, source, o.log).run()
     finally:
+        if opts.progress is not None:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
         if named is not None:
             named.withdraw()
     rows = result["receivers"]

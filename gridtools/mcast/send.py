@@ -21,6 +21,7 @@ PROBE_GRACE = 1.0        # how long a joined receiver has to hear a probe
 PROBE_LATE = 1.0         # and the probes after that, for one that hears late
 TICK = 0.1               # rate and eviction decisions, while blocks are in flight
 PING_EVERY = 5.0         # so a receiver of a quiet stream does not time out
+PROGRESS_EVERY = 0.5     # seconds between progress lines, when asked for
 WINDOW_MAX = 16 << 20    # bytes in flight beyond the slowest receiver, at most
 EVICT_TICKS = 15         # ticks a receiver may hold the group back by half a window
 LOSSY_TICKS = 3          # ticks a receiver may lose far more than the others
@@ -99,6 +100,22 @@ class Sender:
                 return
             t.cancel()
         self.timers[duty] = self.loop.call_at(when, self._fire, duty, fn)
+
+    def _progress(self):
+        """A progress line (on a terminal's stderr; cli/gridmcast decides):
+        bytes read, where the slowest receiver is, the rate, how many are
+        verified."""
+        if self.state != "run":
+            return
+        members = [m for m in self.members if m.state in ("running", "verified")]
+        verified = sum(1 for m in members if m.state == "verified")
+        slowest = min((m.ack for m in members if m.state == "running"), default=0)
+        done = min(slowest * self.payload, self.source.size)
+        secs = max(self.now() - self.t_run, 1e-6)
+        self.opts.progress(f"{self.source.size / 2**20:.1f} MiB read, slowest receiver at "
+                           f"{done / 2**20:.1f} MiB, {done / secs / 2**20:.1f} MiB/s, "
+                           f"{verified}/{len(members)} verified")
+        self._arm("progress", self.now() + PROGRESS_EVERY, self._progress)
 
     def _fire(self, duty, fn):
         del self.timers[duty]
@@ -370,6 +387,8 @@ class Sender:
         t = self.now()
         self.state = "run"
         self.t_run = t
+        if getattr(o, "progress", None) is not None:
+            self._arm("progress", t + PROGRESS_EVERY, self._progress)
         for m in joined:
             m.state = "running"
             m.t_start = t
