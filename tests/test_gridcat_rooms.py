@@ -206,6 +206,50 @@ def test_rooms_lists_members_oldest_first():
                                       "members": ["b", "a", "c"]}]
 
 
+def fake_member(*lines):
+    """A Membership whose hub is a socketpair that already said lines."""
+    from gridtools.hub import client as hubclient
+    from gridtools.io import net
+    ours, theirs = socket.socketpair()
+    theirs.sendall(wire.format("OK", "r", name="a", view=1) + b"".join(lines))
+    c = hubclient.Client.__new__(hubclient.Client)
+    c.hub, c.chan = "fake", net.Channel(ours, "fake")
+    return hubclient.Membership(c, "r", "a"), theirs
+
+
+@pytest.mark.parametrize("line", [
+    wire.format("VIEW", "r", seq=0, view=1, n=2, body=b"a"),
+    wire.format("VIEW", "r", seq=0, view=1, n=1, body=b"a:b"),
+    wire.format("VIEW", "r", seq=0, view=1, n=1, left="b", body=b"a"),
+    wire.format("VIEW", "r", seq=0, view=1, n=1, left="b", why="bored", body=b"a"),
+    wire.format("VIEW", "r", seq="-1", view=1, n=1, body=b"a"),
+    wire.format("SAID", "r", seq=0, view=1, n=1, body=b"1:x\n", **{"from": "a b"}),
+    wire.format("SAID", "r", seq=0, view=1, n=2, body=b"1:x\n", **{"from": "b"}),
+    wire.format("GONE", "r", view=2),
+    wire.format("MSG", "r", off=0, n=1, body=b"1:x\n"),
+])
+def test_the_client_checks_what_the_hub_says_in_a_room(line):
+    from gridtools.proto import errors
+    room, hub = fake_member(line)
+    with pytest.raises(errors.ProtocolError):
+        room.next(5)
+    hub.close()
+
+
+def test_the_client_answers_pings_and_reads_a_room():
+    room, hub = fake_member(
+        b"PING\n", wire.format("VIEW", "r", seq=0, view=1, n=1, joined="a", body=b"a"),
+        wire.format("SAID", "r", seq=1, view=1, n=2, body=b"1:x\n0:\n", **{"from": "a"}),
+        wire.format("GONE", "r", view=2, why="behind"))
+    assert room.view == 1
+    assert room.next(5) == ("view", 0, 1, ["a"], "a", None)
+    assert hub.recv(100) == b"JOIN r name=a\nPONG\n"
+    assert room.next(5) == ("said", 1, 1, [b"x", b""], "a", None)
+    assert room.next(5) == ("gone", 0, 2, (), None, "behind")
+    assert room.next(0) is None
+    hub.close()
+
+
 # -- real processes --------------------------------------------------------------
 
 def member(g, room, name, *args, stdout=None):

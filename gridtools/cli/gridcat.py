@@ -409,6 +409,9 @@ def join(opts, client):
                         status = 0
                 else:
                     recs += room_records(opts, opts.stream, item)
+                if len(recs) >= 1000:       # a busy room: write as it goes
+                    write_all(1, b"".join(recs))
+                    recs = []
             if recs:
                 write_all(1, b"".join(recs))
             if status is not None:

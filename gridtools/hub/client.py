@@ -632,6 +632,7 @@ RoomItem = collections.namedtuple("RoomItem", "kind seq view data who why",
 ROOM_MESSAGE = 1 << 20      # bytes in one message said in a room
 ROOM_SAY = ROOM_MESSAGE + 16    # bytes in one SAY's body
 ROOM_MEMBERS = 1000         # members of one room
+ROOM_WHY = ("left", "gone", "silent", "behind")     # how a member left a view
 
 
 class Membership:
@@ -700,10 +701,12 @@ class Membership:
                                                f"and lists {len(members)} members")
                 change = msg.get("joined") or msg.get("left")
                 who = _field(client, msg, lambda m: change and _room_name(m, change))
+                why = _field(client, msg, lambda m: _room_why(m, "left" in m.kv))
                 self.view = view
-                return RoomItem("view", seq, view, members, who, msg.get("why"))
+                return RoomItem("view", seq, view, members, who, why)
             if msg.verb == "GONE":
-                return RoomItem("gone", seq, view, why=msg.get("why"))
+                return RoomItem("gone", seq, view, why=_field(client, msg,
+                                                              lambda m: _room_why(m, True)))
             if msg.verb == "OK":
                 return RoomItem("left", seq, view)
             break
@@ -716,6 +719,14 @@ def _room_name(msg, name):
         raise wire.WireError(f"{msg.verb}: a member's name breaks the rule "
                              f"({wire.NAME_RULE}): {name[:64]!r}", wire.E_PROTOCOL)
     return name
+
+
+def _room_why(msg, needed):
+    why = msg.get("why")
+    if (why is None and needed) or (why is not None and why not in ROOM_WHY):
+        raise wire.WireError(f"{msg.verb}: why= is one of {', '.join(ROOM_WHY)}, got "
+                             f"{str(why)[:64]!r}", wire.E_PROTOCOL)
+    return why
 
 
 def rooms(client):
