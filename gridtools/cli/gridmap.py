@@ -151,6 +151,12 @@ def build_parser():
                        help="run on the local pool even if $GRID_HUB is set")
     a("--require", metavar="K=V", action="append", default=[],
       help="--hub: only on workers tagged K=V (repeatable)")
+    a("-S", "--sshlogin", metavar="[N/]LOGIN", action="append", default=[],
+      help="run the jobs on these hosts, one ssh channel each: [N/][SSH ...] [USER@]HOST, "
+           "comma-separated, : is this host (repeatable)")
+    a("--sshloginfile", "--slf", metavar="FILE", action="append", default=[],
+      help="sshlogins from FILE, one a line (.. is ~/.config/gridtools/sshloginfile)")
+    a("--ssh", metavar="CMD", help="-S: the ssh command (default $PARALLEL_SSH, or ssh -T ...)")
     a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
     return p
 
@@ -782,6 +788,37 @@ def env_prefix(names, env):
     return ["env", *pairs] if pairs else None
 
 
+def ssh_executor(opts, env):
+    """-S and --sshloginfile: (slots, executor) for the sshlogins given,
+    or None without any.  Every login ":" is the local pool (executor
+    None); otherwise the embedded hub, one ssh channel per login."""
+    from gridtools.local import sshlogin
+    if not opts.sshlogin and not opts.sshloginfile:
+        return None
+    if opts.hub is not None or opts.local:
+        raise errors.UsageError("-S/--sshloginfile do not go with --hub or --local")
+    logins = sshlogin.gather(opts.sshlogin, opts.sshloginfile, env, _read_lines)
+    if not logins:
+        raise errors.UsageError("-S/--sshloginfile: no sshlogin given")
+    per = [sshlogin.slots(login, opts.jobs, parse_jobs) for login in logins]
+    if opts.dry_run or all(login.host == sshlogin.LOCAL for login in logins):
+        return sum(n or parse_jobs(opts.jobs) for n in per), None
+    from gridtools.hub import embedded
+    from gridtools.worker import bootstrap
+    ssh = opts.ssh or env.get("PARALLEL_SSH") or bootstrap.SSH
+    executor = embedded.start(embedded.specs(logins, ssh, per),
+                              lambda text: sys.stderr.write(f"gridmap: {text}\n"))
+    return executor.capacity, executor
+
+
+def _read_lines(path):
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read().split("\n")
+    except OSError as e:
+        raise errors.NoInputError(f"cannot read sshloginfile {path}: {e.strerror}")
+
+
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
     slots = parse_jobs(opts.jobs)
@@ -789,7 +826,10 @@ def _main(argv):
     if slots > budget:
         slots = budget
     executor = None
-    hub = hub_address(opts, os.environ)
+    remote = ssh_executor(opts, os.environ)
+    hub = hub_address(opts, os.environ) if remote is None else None
+    if remote is not None:
+        slots, executor = remote
     if hub and not opts.dry_run:
         from gridtools.hub import client as hubclient
         executor = hubclient.HubExecutor(hub, os.environ, opts.tags)
@@ -850,7 +890,8 @@ def _main(argv):
                          verbose=opts.verbose, max_chars=opts.max_chars,
                          nice=opts.nice, delay=opts.delay, tmpdir=opts.tmpdir,
                          ungroup=opts.ungroup and not opts.json,
-                         env_prefix=env_prefix(opts.env, os.environ) if hub else None,
+                         env_prefix=env_prefix(opts.env, os.environ)
+                         if hub or executor is not None else None,
                          termseq=opts.termseq_list)
     if opts.show_limits:
         show_limits(opts)
@@ -879,7 +920,8 @@ def _main(argv):
                        joblog_header=not (log_append and joblog.tell()),
                        results=results, skip=done_seqs)
     try:
-        p = pool.Pool(source, sink, popts, executor=executor)
+        p = pool.Pool(source, sink, popts, loop=getattr(executor, "loop", None),
+                      executor=executor)
         if executor is not None:
             executor.attach(p)
         return p.run()

@@ -23,6 +23,14 @@ class Client:
         self.hub = hub
         self.chan, self.welcome = net.dial(hub, "client", env, timeout)
 
+    @classmethod
+    def over(cls, chan, hub, welcome):
+        """A client on a channel that needs no handshake (gridmap -S: the
+        hub is in this process); hub names it in messages."""
+        self = cls.__new__(cls)
+        self.hub, self.chan, self.welcome = hub, chan, welcome
+        return self
+
     def send(self, data):
         self.chan.send(data)
 
@@ -485,8 +493,8 @@ class HubExecutor:
     executor interface), its net.Channel attached to the pool's loop.  Job
     ids on the wire are the jobs' sequence numbers."""
 
-    def __init__(self, hub, env, require=None):
-        self.client = Client(hub, env)
+    def __init__(self, hub, env, require=None, client=None):
+        self.client = client or Client(hub, env)
         self.chan = self.client.chan
         self.hub_slots = int(self.client.welcome.get("slots", "0") or 0)
         self.require = require or {}

@@ -8,7 +8,10 @@ connecting side of the handshake, and the connection is a worker's like
 any other.  When it drops the target is reached again after a delay that
 doubles from FIRST_DELAY up to MAX_DELAY (back to the first after a
 connection that lasted STEADY seconds); a worker drained by `gridd ctl
-drain`, and any while the hub drains, is not.
+drain`, and any while the hub drains, is not.  A target whose spec.tries
+starts in a row failed before its worker was up is not reached again
+either (gridmap -S: an unreachable host); on_gone(target), when set, hears
+of it.
 
 Per target the hub holds one launcher process (ssh) or one connecting
 socket, the payload while it is sent (about 30 KiB), one stderr line of
@@ -37,12 +40,14 @@ class Spec:
     """One target from the command line: kind "ssh" (where = user@host)
     or "dialled" (where = an address), and for ssh the commands and slots."""
 
-    def __init__(self, kind, where, ssh=bootstrap.SSH, python=bootstrap.PYTHON, slots=None):
+    def __init__(self, kind, where, ssh=bootstrap.SSH, python=bootstrap.PYTHON, slots=None,
+                 tries=None):
         self.kind = kind
         self.where = where
         self.ssh = ssh
         self.python = python
         self.slots = slots
+        self.tries = tries          # failed starts in a row before giving up (None: never)
 
 
 def parse_ssh(text, ssh, python):
@@ -89,6 +94,8 @@ class Target:
         self.up_since = None
         self.drained = False
         self.status = None
+        self.failed_starts = 0      # in a row, the worker never up
+        self.gone = False           # given up (spec.tries)
 
 
 class Peers:
@@ -103,6 +110,7 @@ class Peers:
         self.by_conn = {}
         self.payloads = {}          # worker argv -> (payload, sha256)
         self.stopped = False
+        self.on_gone = None         # fn(target) when a target is given up
         self.verbs = {}
         if self.targets:
             server.call_later(0, self.start)
@@ -440,6 +448,14 @@ class Peers:
 
     def retry(self, t):
         if self.stopped or self.server.draining:
+            return
+        t.failed_starts = 0 if t.up_since is not None else t.failed_starts + 1
+        if t.spec.tries is not None and t.failed_starts >= t.spec.tries:
+            n = t.failed_starts
+            self.server.log(f"{t.label}: given up after {n} failed start{'s' * (n != 1)}")
+            t.gone = True
+            if self.on_gone is not None:
+                self.on_gone(t)
             return
         delay = t.delay
         t.delay = min(t.delay * 2, MAX_DELAY)

@@ -1,0 +1,155 @@
+"""gridmap -S: a hub inside gridmap, on the pool's own loop, whose peers
+service keeps one ssh channel (one shipped worker) per sshlogin; the
+pool's jobs reach it through a HubExecutor, so every job runs over the
+channel already open to its host and nothing is started per job.
+
+The executor and the hub meet on a socketpair: each end is the same code
+a network connection runs (the hub's Conn, the client's net.Channel), no
+listener, no path in the filesystem and no handshake — nobody outside this
+process can reach either end, so the hub takes the other end as its client
+at once (server.adopt, then joined), and there is no key to check.
+
+A host whose worker does not start (ssh fails, no python3) is given up
+for the run: its jobs go to the other hosts.  One whose worker was up and
+went away is started again as the hub's --ssh workers are; its running
+jobs end as lost (tried again elsewhere with --retries).  With no host
+left the run ends with UnavailableError (exit 69).
+"""
+
+import shlex
+import socket
+import sys
+
+from gridtools.hub import client as hubclient
+from gridtools.hub import peers, server
+from gridtools.io import net
+from gridtools.io.loop import Loop
+from gridtools.local import sshlogin
+from gridtools.proto import errors
+from gridtools.worker import bootstrap
+
+NAME = "gridmap -S"         # how the hub is named in messages
+# ":" beside remote hosts: a worker here, started as ssh would start it
+# (the remote command through sh -c), with this very python.
+HERE_SSH = "sh -c 'exec sh -c \"$1\"'"
+QUIET = (": starting a worker", " joined from ")     # the hub's lines a run does not show
+STOP_WAIT = 2.0             # seconds for each ssh to end once told, at the end of a run
+
+
+class EmbeddedExecutor(hubclient.HubExecutor):
+    """HubExecutor on the embedded hub: a job's host in the joblog is its
+    sshlogin, as in GNU parallel; close() stops the hub and its workers."""
+
+    def __init__(self, hub, conn, chan, slots):
+        super().__init__(NAME, {}, client=hubclient.Client.over(chan, NAME, {"slots": slots}))
+        self.hub = hub
+        self.conn = conn
+        self.logins = {}                # worker name on the wire -> sshlogin
+
+    def _on_done(self, msg):
+        name = msg.get("worker")
+        if name is not None:
+            msg.kv["worker"] = self._login(name)
+        super()._on_done(msg)
+
+    def _login(self, name):
+        if name not in self.logins:
+            for conn, t in self.hub.peers.by_conn.items():
+                slots = getattr(conn, "slots", None)
+                if slots is not None:
+                    self.logins[slots.token] = self.logins[conn.name] = t.spec.where
+        return self.logins.get(name, name)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            stop(self.hub)
+
+
+def specs(logins, ssh, slots):
+    """peers.Spec for each Login: ssh the default command (--ssh); slots
+    each one's slots (None: the worker counts its CPUs)."""
+    out = []
+    for login, n in zip(logins, slots):
+        if login.host == sshlogin.LOCAL:
+            cmd, python = HERE_SSH, shlex.quote(sys.executable)
+        else:
+            cmd, python = login.ssh or ssh, bootstrap.PYTHON
+        bootstrap.ssh_argv(login.host, cmd, python)     # a usage error now, not later
+        out.append(peers.Spec("ssh", login.host, cmd, python, n, tries=1))
+    return out
+
+
+def start(specs, log):
+    """Start the hub on a new loop with the peers of specs, wait until
+    each has a worker up or was given up, and return its EmbeddedExecutor:
+    its loop is the one for the pool, its capacity the slots of the
+    workers up.  log(text) hears the hub's lines about the hosts.
+    UnavailableError when no host came up."""
+    loop = Loop()
+    hub = server.Hub(server.Options(peers=specs), loop)
+    hub.log = lambda text: any(q in text for q in QUIET) or log(text)
+    state = {"error": None}
+
+    def gone(target):
+        if all(t.gone for t in hub.peers.targets) and state["error"] is None:
+            hosts = ", ".join(t.spec.where for t in hub.peers.targets)
+            state["error"] = errors.UnavailableError(
+                f"-S: no host left to run jobs on (no worker could be started on {hosts})")
+            loop.call_soon(_raise, state)
+
+    hub.peers.on_gone = gone
+    ours = theirs = None
+    try:
+        hub.open()
+        ours, theirs = socket.socketpair()
+        conn = hub.adopt(theirs, NAME, _Pair(), "embedded")
+        hub.joined(conn, "client")
+        while not all(t.stage == "up" or t.gone for t in hub.peers.targets):
+            loop.run_once()
+            if state["error"] is not None:
+                raise state["error"]
+        chan = net.Channel(ours, NAME)
+        slots = hub.sessions.total_slots()
+        ex = EmbeddedExecutor(hub, conn, chan, slots)
+        ex.capacity = max(1, slots)
+        ex.loop = loop
+        return ex
+    except BaseException:
+        if ours is not None:
+            ours.close()
+        stop(hub)
+        loop.close()
+        raise
+
+
+def _raise(state):
+    raise state["error"]
+
+
+class _Pair:
+    """The service adopt() wants for the socketpair's hub end: the client
+    never says HELLO there, and its end is the sessions service's."""
+
+    def greet(self, conn, msg):
+        pass
+
+    def closed(self, conn, quiet):
+        pass
+
+
+def stop(hub):
+    """The end of the run: no more starts, ssh told to end (each worker
+    sees its channel close and kills what it still runs), every
+    connection closed; the loop is the pool's and stays open."""
+    hub.peers.close()
+    for conn in list(hub.conns.values()):
+        hub.close(conn, quiet=True)
+    hub.durable.close()
+    for t in hub.peers.targets:
+        if t.proc is not None:
+            try:
+                t.proc.wait(STOP_WAIT)
+            except Exception:  # noqa: BLE001 - it was told; it ends with us at worst
+                pass
