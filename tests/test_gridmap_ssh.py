@@ -200,3 +200,17 @@ def test_a_host_whose_worker_dies_mid_run_is_started_again(sshd, tmp_path):
     assert (r.stdout, r.returncode) == (lines(8), 0), r.stderr
     assert flag.exists()
     assert re.search(rb"warning: job 3 lost \(worker gridtest vanished\)", r.stderr), r.stderr
+
+
+def test_pipe_and_env_travel_over_the_channel(sshd, tmp_path):
+    """--pipe blocks and --env variables reach the remote jobs; '..' is
+    gridmap's own sshloginfile, found through XDG_CONFIG_HOME."""
+    (tmp_path / "gridtools").mkdir()
+    (tmp_path / "gridtools" / "sshloginfile").write_text("2/gridtest\n")
+    env = clean_env(XDG_CONFIG_HOME=str(tmp_path), GREETING="hello there")
+    data = lines(50000)
+    args = ["-k", "--pipe", "--block", "64k", "--env", "GREETING", "echo $GREETING; wc -l"]
+    remote = gridmap(*ssh_args(sshd), "-S", "..", *args, input=data, env=env)
+    local = gridmap(*args, input=data, env=env)
+    assert (remote.stdout, remote.returncode) == (local.stdout, 0), remote.stderr
+    assert remote.stdout.count(b"hello there\n") > 1
