@@ -39,7 +39,7 @@ def samples(text):
 def test_metrics_count_the_jobs_of_a_run(grid):
     grid.start_hub("--http", "127.0.0.1:0")
     addr = http_address(grid)
-    grid.start_worker(slots=2, name="m1")
+    grid.start_worker("--tag", "site=lab", slots=2, name="m1")
     r = grid.run("gridmap", "--hub", grid.addr, "sh -c 'exit {}'",
                  input=b"0\n0\n0\n1\n2\n0\n")
     assert r.returncode == 2, r.stderr
@@ -49,6 +49,10 @@ def test_metrics_count_the_jobs_of_a_run(grid):
     assert m[("gridd_jobs_total", frozenset({("outcome", "ok")}))] == 4
     assert m[("gridd_jobs_total", frozenset({("outcome", "failed")}))] == 2
     assert m[("gridd_workers", frozenset({("how", "in")}))] == 1
+    assert m[("gridd_workers_tagged", frozenset({("tag", "site=lab")}))] == 1
+    assert m[("gridd_connections", frozenset({("role", "worker")}))] == 1
+    assert m[("gridd_sent_bytes_total", frozenset())] > 0
+    assert m[("gridd_received_bytes_total", frozenset())] > 0
     assert m[("gridd_slots", frozenset())] == 2
     assert m[("gridd_slots_busy", frozenset())] == 0
     assert m[("process_resident_memory_bytes", frozenset())] > 1 << 20
@@ -92,11 +96,30 @@ def test_bad_requests_get_an_answer_and_cost_the_hub_nothing(grid):
     assert grid.run("gridd", "ctl", "status").returncode == 0
 
 
-def test_a_public_http_address_needs_insecure(grid):
+def test_a_public_http_address_needs_a_token_or_insecure(grid):
     r = grid.run("gridd", "hub", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0",
                  "--state", str(grid.tmp) + "/s")
     assert r.returncode == 64
-    assert b"--http" in r.stderr and b"--insecure" in r.stderr
+    assert b"--http-token" in r.stderr and b"--insecure" in r.stderr
+
+
+def test_a_token_guards_every_path(grid, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret+token/=\n")
+    grid.start_hub("--http", "127.0.0.1:0", "--http-token", str(token))
+    addr = http_address(grid)
+    for path in ("/metrics", "/", "/events", "/status.json"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(addr, path)
+        assert e.value.code == 401, path
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(addr, "/metrics?token=wrong")
+    assert e.value.code == 401
+    assert get(addr, "/metrics?token=s3cret%2Btoken%2F%3D")[0] == 200
+    req = urllib.request.Request(f"http://{addr}/status.json",
+                                 headers={"Authorization": "Bearer s3cret+token/="})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["state"] == "up"
 
 
 def test_events_are_served_as_server_sent_events(grid):

@@ -49,7 +49,10 @@ def build_parser():
                    help="allow a non-loopback address without keys or TLS")
     h.add_argument("--http", metavar="ADDR",
                    help="serve a status page, /events, /metrics (Prometheus) and JSON on ADDR "
-                        "(loopback unless --insecure)")
+                        "(loopback unless --http-token or --insecure)")
+    h.add_argument("--http-token", metavar="FILE",
+                   help="every HTTP request must carry the token in FILE (?token= or "
+                        "Authorization: Bearer)")
     h.add_argument("--heartbeat", metavar="SECS", type=float, default=10.0,
                    help="ping a busy worker silent this long; dead after 3x (default 10)")
     h.add_argument("--keep", metavar="SECS", type=float, default=7 * 86400.0,
@@ -186,10 +189,12 @@ def run_hub(opts, env, loop=None):
     reach = [peers.parse_ssh(h, opts.ssh_command or peers.bootstrap.SSH,
                              opts.ssh_python or peers.bootstrap.PYTHON) for h in opts.ssh]
     reach += [peers.parse_peer(a) for a in opts.peer]
-    http = None
+    http = http_token = None
+    if opts.http_token is not None:
+        http_token = keys.read_key(opts.http_token)
     if opts.http is not None:
         from gridtools.hub.http import check_address
-        http = check_address(net.parse_address(opts.http), opts.insecure)
+        http = check_address(net.parse_address(opts.http), opts.insecure, http_token)
     upstream_key = None
     if opts.upstream:
         net.parse_address(opts.upstream)            # a usage error now, not at each dial
@@ -202,7 +207,7 @@ def run_hub(opts, env, loop=None):
                             heartbeat=opts.heartbeat, keep=opts.keep,
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
                             stall_timeout=opts.stall_timeout, peers=reach,
-                            http=http, upstream=opts.upstream,
+                            http=http, http_token=http_token, upstream=opts.upstream,
                             upstream_key=upstream_key), loop=loop)
     import sqlite3
     try:

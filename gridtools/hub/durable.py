@@ -35,6 +35,8 @@ class Durable:
         self.retry_timer = None
         self.counts = {"done": 0, "lost": 0, "submitted": 0}
         self.outcomes = collections.Counter()   # durable jobs ended, by outcome
+        self.commits = 0            # journal commits, and the seconds they took
+        self.commit_seconds = 0.0
         self._lockfd = None
         self.verbs = {
             "SUBMIT": (self.on_submit, CLIENT), "RESULT": (self.on_result, CLIENT),
@@ -106,10 +108,13 @@ class Durable:
         j = self.journal
         ok = True
         if j.in_tx:
+            t0 = time.monotonic()
             try:
                 j.commit()
             except journal.JournalError as e:
                 self.failed(e)
+            self.commits += 1
+            self.commit_seconds += time.monotonic() - t0
         if j.take_rolled_back():
             ok = False              # nothing promised this turn was stored
         todo, self.pending = self.pending, []

@@ -10,10 +10,12 @@ and at most MAX_CONNS are served at once (more are closed at accept).  An
 browser's EventSource comes back by itself).
 """
 
+import hmac
 import json
 import os
 import re
 import socket
+from urllib.parse import unquote
 
 from gridtools.hub import sched
 from gridtools.io import net
@@ -24,16 +26,18 @@ TIMEOUT = 10.0              # seconds for a request to arrive and its answer to 
 MAX_CONNS = 64              # HTTP connections served at once
 SSE_MAX = 256 << 10         # unsent event bytes one /events follower may have
 KIND = re.compile(r"[a-z][a-z.]{0,31}\Z")
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,256}\Z")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def metrics(status, workers, queues, outcomes, streams, proc):
+def metrics(status, workers, queues, outcomes, streams, proc, traffic):
     """The exposition text (pure): status as `gridd ctl status --json`
     gives it, workers as its worker rows, queues {requirement: queued},
     outcomes {outcome: jobs}, streams [(kind, name, messages, bytes)],
-    proc {cpu_seconds, resident_bytes}."""
+    proc {cpu_seconds, resident_bytes}, traffic {conns: {role: n},
+    received, sent, commits, commit_seconds, lags: [(topic, n)]}."""
     out = []
 
     def metric(name, kind, text, samples):
@@ -47,6 +51,12 @@ def metrics(status, workers, queues, outcomes, streams, proc):
         by_how[w["how"]] = by_how.get(w["how"], 0) + 1
     metric("gridd_workers", "gauge", "Workers connected, by how they came.",
            [((("how", h),), n) for h, n in sorted(by_how.items())] or [((), 0)])
+    tagged = {}
+    for w in workers:
+        for k, v in w["tags"].items():
+            tagged[f"{k}={v}"] = tagged.get(f"{k}={v}", 0) + 1
+    metric("gridd_workers_tagged", "gauge", "Workers offering a tag.",
+           [((("tag", t),), n) for t, n in sorted(tagged.items())])
     metric("gridd_slots", "gauge", "Slots the workers offer.", [((), status["slots"])])
     metric("gridd_slots_busy", "gauge", "Slots running a job.", [((), status["running"])])
     metric("gridd_jobs_queued", "gauge", "Jobs waiting for a slot, by requirement.",
@@ -58,7 +68,18 @@ def metrics(status, workers, queues, outcomes, streams, proc):
            [((("outcome", o),), n) for o, n in sorted(outcomes.items())])
     metric("gridd_durable_jobs_submitted_total", "counter",
            "Durable jobs stored in the journal.", [((), status["submitted"])])
-    metric("gridd_clients", "gauge", "Client connections.", [((), status["clients"])])
+    metric("gridd_connections", "gauge", "Connections, by the role they said in HELLO "
+           "(none: not yet).", [((("role", r),), n) for r, n in sorted(traffic["conns"].items())])
+    metric("gridd_received_bytes_total", "counter", "Bytes read from peers.",
+           [((), traffic["received"])])
+    metric("gridd_sent_bytes_total", "counter", "Bytes sent to peers.",
+           [((), traffic["sent"])])
+    metric("gridd_journal_commits_total", "counter", "Journal commits (one a loop turn "
+           "at most).", [((), traffic["commits"])])
+    metric("gridd_journal_commit_seconds_total", "counter", "Time spent in journal commits.",
+           [((), f"{traffic['commit_seconds']:.6f}")])
+    metric("gridd_topic_lag_messages", "gauge", "Messages the furthest-behind subscriber of "
+           "a topic has yet to get.", [((("topic", n),), lag) for n, lag in traffic["lags"]])
     metric("gridd_journal_ok", "gauge", "1 while the journal can write.",
            [((), 1 if status["journal_state"] == "ok" else 0)])
     metric("gridd_stream_messages", "gauge", "Messages retained in a topic or queued.",
@@ -102,17 +123,34 @@ def parse_head(head):
     return method.decode("ascii", "replace"), path, query
 
 
-def event_kinds(query):
-    """/events?kinds=worker,client: the prefixes of the kinds wanted (None:
-    every kind).  ValueError for anything else."""
-    if not query:
-        return None
-    name, _, value = query.partition("=")
-    kinds = value.split(",")
-    if name != "kinds" or not 1 <= len(kinds) <= 16 or \
-            not all(KIND.match(k) for k in kinds):
-        raise ValueError("the query may only be kinds=PREFIX,... (a-z and dots)")
-    return kinds
+def parse_query(query):
+    """{"kinds": [...], "token": "..."} from a query string: kinds= the
+    prefixes of the event kinds wanted (/events), token= the --http-token.
+    ValueError for anything else."""
+    out = {}
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        if name == "kinds" and "kinds" not in out:
+            kinds = value.split(",")
+            if not 1 <= len(kinds) <= 16 or not all(KIND.match(k) for k in kinds):
+                raise ValueError("kinds= takes 1 to 16 prefixes of a-z and dots")
+            out["kinds"] = kinds
+        elif name == "token" and "token" not in out and TOKEN.match(unquote(value)):
+            out["token"] = unquote(value)
+        else:
+            raise ValueError("the query may hold only kinds= and token=")
+    return out
+
+
+def bearer(head):
+    """The token of an `Authorization: Bearer TOKEN` header, or None."""
+    for line in head.split(b"\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return token.strip().decode("ascii", "replace")
+    return None
 
 
 class Client:
@@ -133,13 +171,14 @@ class Http:
 
     verbs = {}
 
-    def __init__(self, server, control, streams, sessions, durable, addr):
+    def __init__(self, server, control, streams, sessions, durable, addr, token=None):
         self.server = server
         self.control = control
         self.streams = streams
         self.sessions = sessions
         self.durable = durable
         self.addr = addr
+        self.token = token          # --http-token: bytes every request must carry
         self.lsock = None
         self.clients = {}           # fd -> Client
         self.routes = {"/metrics": self.get_metrics, "/status.json": self.get_status,
@@ -212,14 +251,21 @@ class Http:
             return
         self.server.loop.remove_reader(c.fd)
         try:
-            method, path, query = parse_head(bytes(c.head[:end]))
-            kinds = event_kinds(query) if path == "/events" else None
+            head = bytes(c.head[:end])
+            method, path, query = parse_head(head)
+            query = parse_query(query)
         except ValueError as e:
             self.answer(c, 400, "text/plain", f"{e}\n".encode())
             return
+        if self.token is not None:
+            given = query.get("token") or bearer(head) or ""
+            if not hmac.compare_digest(given.encode(), self.token):
+                self.answer(c, 401, "text/plain", b"a token is needed (?token= or "
+                            b"Authorization: Bearer)\n")
+                return
         route = self.routes.get(path)
         if path == "/events" and method == "GET":
-            self.follow_events(c, kinds)
+            self.follow_events(c, query.get("kinds"))
         elif route is None:
             self.answer(c, 404, "text/plain", b"not found: try /, /metrics or /events\n")
         elif method not in ("GET", "HEAD"):
@@ -229,7 +275,7 @@ class Http:
             self.answer(c, 200, ctype, b"" if method == "HEAD" else body, length=len(body))
 
     def answer(self, c, code, ctype, body, length=None, allow=None):
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
                   405: "Method Not Allowed", 431: "Request Header Fields Too Large"}[code]
         head = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body) if length is None else length}\r\n"
@@ -335,14 +381,22 @@ class Http:
         for o, n in self.durable.outcomes.items():
             outcomes[o] = outcomes.get(o, 0) + n
         streams = self.streams.depths()
+        conns = {}
+        for c in self.server.conns.values():
+            conns[c.role or "none"] = conns.get(c.role or "none", 0) + 1
+        traffic = {"conns": conns, "received": self.server.received,
+                   "sent": self.server.sent_closed + sum(c.sent for c in
+                                                         self.server.conns.values()),
+                   "commits": self.durable.commits, "commit_seconds": self.durable.commit_seconds,
+                   "lags": self.streams.lags()}
         text = metrics(self.control.status(), self.control.worker_rows(), queues, outcomes,
-                       streams, own_process())
+                       streams, own_process(), traffic)
         return "text/plain; version=0.0.4; charset=utf-8", text.encode()
 
 
-def check_address(addr, insecure):
-    """--http: loopback unless --insecure (it has no keys of its own)."""
-    if not addr.is_loopback and not insecure:
+def check_address(addr, insecure, token):
+    """--http: loopback unless a token guards it or --insecure."""
+    if not addr.is_loopback and not insecure and token is None:
         raise errors.UsageError(f"--http: refusing {addr}, not a loopback address, "
-                                f"without --insecure (the page has no keys of its own)")
+                                f"without --http-token or --insecure")
     return addr

@@ -84,7 +84,14 @@ function chart(id, values) {
                   'vector-effect="non-scaling-stroke" points="' + pts + '"/>' +
                   '<text x="2" y="11" font-size="10" fill="#5b6570">' + max + '</text>';
 }
-async function json(path) { const r = await fetch(path, {cache: "no-store"});
+// With gridd hub --http-token, the page is opened as /?token=...: every
+// read below carries it on.
+const TOKEN = new URLSearchParams(location.search).get("token");
+function url(path) {
+  return TOKEN ? path + (path.includes("?") ? "&" : "?") + "token=" +
+                 encodeURIComponent(TOKEN) : path;
+}
+async function json(path) { const r = await fetch(url(path), {cache: "no-store"});
                             return r.json(); }
 async function refresh() {
   const [s, workers, streams] = await Promise.all(
@@ -128,7 +135,7 @@ sample();
 setInterval(sample, EVERY);
 // Workers and clients as they come and go; jobs are counted by sample(),
 // since following every job's events would cost the hub a few per job.
-new EventSource("/events?kinds=worker,client").onmessage = (e) => event(e.data);
+new EventSource(url("/events?kinds=worker,client")).onmessage = (e) => event(e.data);
 </script>
 </body>
 </html>

@@ -79,7 +79,7 @@ class Options:
     def __init__(self, listen=(), state_dir=None, client_key=None, worker_key=None,
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
-                 stall_timeout=STALL_TIMEOUT, peers=(), http=None, upstream=None,
+                 stall_timeout=STALL_TIMEOUT, peers=(), http=None, http_token=None, upstream=None,
                  upstream_key=None):
         self.listen = list(listen)
         self.state_dir = state_dir
@@ -95,6 +95,7 @@ class Options:
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
         self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
         self.http = http            # --http: the Address of /metrics and /status.json
+        self.http_token = http_token  # --http-token: what every HTTP request must carry
         self.upstream = upstream    # --upstream: the hub we are a worker of
         self.upstream_key = upstream_key
 
@@ -114,6 +115,8 @@ class Hub:
         self.rmv = memoryview(self.rbuf)
         self.dirty = set()          # conns with bytes to flush
         self.resumed = set()        # unpaused conns with messages buffered
+        self.received = 0           # bytes read from peers (for /metrics)
+        self.sent_closed = 0        # bytes sent to peers now closed (live ones: conn.sent)
         self.hooks = []             # before_flush functions of this turn
         self.flush_planned = False  # end_turn is queued for this turn
         self.draining = False
@@ -136,7 +139,7 @@ class Hub:
         self.http = None
         if opts.http is not None:
             self.http = Http(self, self.control, self.streams, self.sessions, self.durable,
-                             opts.http)
+                             opts.http, opts.http_token)
             self.services += (self.http,)
         # role -> verb -> handler: None is a peer that has not said HELLO.
         # "upstream": the hub above us, when we are its worker (upstream.py).
@@ -432,6 +435,7 @@ class Hub:
             self.close(conn)
             return
         conn.last_rx = self.loop.time()
+        self.received += len(data)
         conn.reader.feed(data)
         self.process(conn)
 
@@ -581,6 +585,7 @@ class Hub:
     def close(self, conn, quiet=False):
         if conn.closing:
             return
+        self.sent_closed += conn.sent
         self._want(conn, False, False)
         conn.closing = True
         if conn.hs_timer is not None:

@@ -661,6 +661,11 @@ class Streams:
 
     # -- listing -----------------------------------------------------------------
 
+    def lags(self):
+        """(topic, messages the furthest-behind subscriber has yet to get)."""
+        return [(t.name, max(t.next - s.next for s in t.subs))
+                for t in sorted(self.topics.values(), key=lambda t: t.name) if t.subs]
+
     def depths(self, readers=False):
         """(kind, name, messages, bytes) of every topic and queue, and with
         readers their subscribers or takers."""
