@@ -1,7 +1,10 @@
 """gridd hub: the server owns the event loop and the connection table, and
 composes the services that give the protocol's verbs a meaning — sessions
 (workers and session jobs), durable (gridsub and the journal), control
-(gridd ctl) and names (ANNOUNCE, LOOKUP).
+(gridd ctl), names (ANNOUNCE, LOOKUP), streams (gridcat's topics and
+queues, and the events), rooms (gridcat join), peers (workers the hub dials
+or starts over ssh), upstream (this hub as a worker of another) and, with
+--http, http (/metrics, the status page).
 
 The server accepts, sniffs TLS, handshakes (HELLO, keys), reads, and hands
 each whole message to the handler its service registered for the verb and
