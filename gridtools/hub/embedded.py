@@ -7,7 +7,9 @@ The executor and the hub meet on a socketpair: each end is the same code
 a network connection runs (the hub's Conn, the client's net.Channel), no
 listener, no path in the filesystem and no handshake — nobody outside this
 process can reach either end, so the hub takes the other end as its client
-at once (server.adopt, then joined), and there is no key to check.
+at once (server.adopt, then joined), and there is no key to check.  (A
+unix socket in a private directory would add a listener, a path to
+remove, and a handshake that cannot finish before the loop runs.)
 
 A host whose worker does not start (ssh fails, no python3) is given up
 for the run: its jobs go to the other hosts.  One whose worker was up and
@@ -16,6 +18,7 @@ jobs end as lost (tried again elsewhere with --retries).  With no host
 left the run ends with UnavailableError (exit 69).
 """
 
+import math
 import shlex
 import socket
 import sys
@@ -88,7 +91,9 @@ def start(specs, log):
     workers up.  log(text) hears the hub's lines about the hosts.
     UnavailableError when no host came up."""
     loop = Loop()
-    hub = server.Hub(server.Options(peers=specs), loop)
+    # The run is the hub's only client: a reader of gridmap's output that
+    # pauses (| less) holds no one else's slots, so it is never "stalled".
+    hub = server.Hub(server.Options(peers=specs, stall_timeout=math.inf), loop)
     hub.log = lambda text: any(q in text for q in QUIET) or log(text)
     state = {"error": None}
 
