@@ -98,10 +98,12 @@ def test_jobs_per_host_count_as_gnu_parallels_j():
 # -- the command line, without sshd ------------------------------------------------
 
 def test_dash_S_colon_runs_here_without_ssh():
-    """-S : is the local pool: an ssh that cannot run is never run."""
+    """-S : is the local pool: an ssh that cannot run is never run, and
+    -S wins over $GRID_HUB (here a port nobody listens on)."""
     args = ["-k", "echo {} $(({} * 2))"]
     local = gridmap(*args, input=lines(20))
-    here = gridmap("--ssh", "/nonexistent/ssh", "-S", ":", *args, input=lines(20))
+    here = gridmap("--ssh", "/nonexistent/ssh", "-S", ":", *args, input=lines(20),
+                   env=clean_env(GRID_HUB="127.0.0.1:1"))
     assert (here.stdout, here.stderr, here.returncode) == \
         (local.stdout, local.stderr, local.returncode) == (local.stdout, b"", 0)
 
