@@ -181,13 +181,17 @@ def raw_client(addr):
 
 
 def pids_alive(pids):
+    """The pids still running: a zombie has died (its reaper, init for an
+    orphan, may take its time), so it is not counted."""
     alive = []
     for pid in pids:
         try:
-            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if state not in ("Z", "X"):
             alive.append(pid)
-        except ProcessLookupError:
-            pass
     return alive
 
 
