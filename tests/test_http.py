@@ -52,6 +52,7 @@ def test_metrics_count_the_jobs_of_a_run(grid):
     assert m[("gridd_workers_tagged", frozenset({("tag", "site=lab")}))] == 1
     assert m[("gridd_connections", frozenset({("role", "worker")}))] == 1
     assert m[("gridd_sent_bytes_total", frozenset())] > 0
+    assert m[("gridd_journal_bytes", frozenset())] > 0
     assert m[("gridd_received_bytes_total", frozenset())] > 0
     assert m[("gridd_slots", frozenset())] == 2
     assert m[("gridd_slots_busy", frozenset())] == 0

@@ -74,6 +74,8 @@ def metrics(status, workers, queues, outcomes, streams, proc, traffic):
            [((), traffic["received"])])
     metric("gridd_sent_bytes_total", "counter", "Bytes sent to peers.",
            [((), traffic["sent"])])
+    metric("gridd_journal_bytes", "gauge", "Size of the journal and its write-ahead log.",
+           [((), traffic["journal_bytes"])])
     metric("gridd_journal_commits_total", "counter", "Journal commits (one a loop turn "
            "at most).", [((), traffic["commits"])])
     metric("gridd_journal_commit_seconds_total", "counter", "Time spent in journal commits.",
@@ -353,6 +355,16 @@ class Http:
 
     # -- pages ------------------------------------------------------------------------
 
+    def journal_bytes(self):
+        j = self.durable.journal
+        size = 0
+        for path in (j.path, j.path + "-wal") if j is not None else ():
+            try:
+                size += os.path.getsize(path)
+            except OSError:
+                pass
+        return size
+
     def get_page(self):
         from gridtools.hub.page import PAGE
         return "text/html; charset=utf-8", PAGE.encode()
@@ -388,7 +400,7 @@ class Http:
                    "sent": self.server.sent_closed + sum(c.sent for c in
                                                          self.server.conns.values()),
                    "commits": self.durable.commits, "commit_seconds": self.durable.commit_seconds,
-                   "lags": self.streams.lags()}
+                   "lags": self.streams.lags(), "journal_bytes": self.journal_bytes()}
         text = metrics(self.control.status(), self.control.worker_rows(), queues, outcomes,
                        streams, own_process(), traffic)
         return "text/plain; version=0.0.4; charset=utf-8", text.encode()
