@@ -40,9 +40,12 @@ def test_metrics_count_the_jobs_of_a_run(grid):
     grid.start_hub("--http", "127.0.0.1:0")
     addr = http_address(grid)
     grid.start_worker("--tag", "site=lab", slots=2, name="m1")
-    r = grid.run("gridmap", "--hub", grid.addr, "sh -c 'exit {}'",
+    r = grid.run("gridmap", "--hub", grid.addr, "sh -c 'echo oops {} >&2; exit {}'",
                  input=b"0\n0\n0\n1\n2\n0\n")
     assert r.returncode == 2, r.stderr
+    failures = json.loads(get(addr, "/failures.json")[2])
+    assert sorted((f["exit"], f["outcome"], f["stderr"]) for f in failures) == \
+        [(1, "failed", "oops 1\n"), (2, "failed", "oops 2\n")]
     status, ctype, body = get(addr, "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     m = samples(body.decode())

@@ -95,6 +95,9 @@ def test_the_page_shows_the_hub_and_updates_itself(grid, browser, tmp_path):
     grid.start_worker(slots=1, name="beta")
     r = grid.run("gridmap", "--hub", grid.addr, "true", input=b"1\n2\n3\n")
     assert r.returncode == 0, r.stderr
+    r = grid.run("gridmap", "--hub", grid.addr, "echo broken {} >&2; exit 3",
+                 input=b"x\n")
+    assert r.returncode == 1, r.stderr
     browser.open(f"http://{http}/")
 
     def shown(id_):
@@ -103,7 +106,8 @@ def test_the_page_shows_the_hub_and_updates_itself(grid, browser, tmp_path):
     names = browser.js("return [...document.querySelectorAll('#workers tbody tr')]"
                        ".map(tr => tr.cells[0].textContent).sort()")
     assert names == ["alpha", "beta"]
-    assert shown("n-busy") == "0 / 3" and shown("n-done") == "3"
+    assert shown("n-busy") == "0 / 3" and shown("n-done") == "4"
+    assert wait_until(lambda: "broken x" in shown("failures"), 30)
     assert browser.js("return document.querySelectorAll('svg polyline').length") == 2
     artifacts = os.environ.get("GRID_TEST_ARTIFACTS", str(tmp_path))
     os.makedirs(artifacts, exist_ok=True)
@@ -117,7 +121,7 @@ def test_the_page_shows_the_hub_and_updates_itself(grid, browser, tmp_path):
     browser.js("window.notReloaded = true")
     r = grid.run("gridmap", "--hub", grid.addr, "true", input=b"4\n")
     assert r.returncode == 0, r.stderr
-    assert wait_until(lambda: shown("n-done") == "4", 30), shown("n-done")
+    assert wait_until(lambda: shown("n-done") == "5", 30), shown("n-done")
     grid.start_worker(slots=1, name="gamma")
     assert wait_until(lambda: "worker.joined name=gamma" in shown("events"), 30)
     assert wait_until(lambda: shown("n-workers") == "3", 30)

@@ -239,6 +239,8 @@ class Durable:
         job.result = (job.tries, exitcode, sig, outcome, worker, note)
         self.counts["done"] += 1
         self.outcomes[outcome] += 1
+        if outcome != errors.OUTCOME_OK:
+            self.sessions.failed(job, outcome, exitcode, sig, worker)
         if self.server.events_on:
             self.server.event("job.done", job=job.hid, did=job.did, worker=worker,
                               outcome=outcome, exit=exitcode, sig=sig)

@@ -185,6 +185,7 @@ class Http:
         self.clients = {}           # fd -> Client
         self.routes = {"/metrics": self.get_metrics, "/status.json": self.get_status,
                        "/workers.json": self.get_workers, "/streams.json": self.get_streams,
+                       "/failures.json": self.get_failures,
                        "/": self.get_page}
 
     def opened(self, conn):
@@ -372,6 +373,10 @@ class Http:
     def get_workers(self):
         return "application/json", (json.dumps(self.control.worker_rows(), sort_keys=True)
                                      + "\n").encode()
+
+    def get_failures(self):
+        return "application/json", (json.dumps(list(self.sessions.failures)[::-1],
+                                               sort_keys=True) + "\n").encode()
 
     def get_streams(self):
         rows = [{"kind": kind, "name": name, "messages": n, "bytes": size, "readers": readers}

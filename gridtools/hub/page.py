@@ -1,7 +1,7 @@
 """The status page gridd hub --http serves at /: plain HTML, inline SVG
 charts and a little vanilla JavaScript that follows /events (Server-Sent
-Events: workers and clients) and reads /status.json, /workers.json and
-/streams.json every 2 s.  No
+Events: workers and clients) and reads /status.json, /workers.json,
+/streams.json and /failures.json every 2 s.  No
 framework, nothing fetched from elsewhere; readable at a phone's width."""
 
 PAGE = """<!doctype html>
@@ -32,6 +32,8 @@ PAGE = """<!doctype html>
            border-radius: 8px; padding: 6px 8px; max-height: 260px; overflow-y: auto;
            white-space: pre-wrap; word-break: break-all; }
  .bad { color: #b42318; }
+ pre { margin: 0; font: 12px/1.35 ui-monospace, monospace; white-space: pre-wrap;
+       word-break: break-all; max-height: 6em; overflow-y: auto; }
  .up { color: #067647; }
 </style>
 </head>
@@ -55,6 +57,9 @@ PAGE = """<!doctype html>
 <h2>Workers</h2>
 <div class="wrap"><table id="workers"><thead><tr><th>name</th><th>how</th><th>slots</th>
 <th>running</th><th>tags</th><th>state</th></tr></thead><tbody></tbody></table></div>
+<h2>Recent failures</h2>
+<div class="wrap"><table id="failures"><thead><tr><th>when</th><th>job</th><th>worker</th>
+<th>outcome</th><th>command</th><th>stderr, its end</th></tr></thead><tbody></tbody></table></div>
 <h2>Topics and queues</h2>
 <div class="wrap"><table id="streams"><thead><tr><th>kind</th><th>name</th><th>messages</th>
 <th>bytes</th><th>readers</th></tr></thead><tbody></tbody></table></div>
@@ -94,8 +99,9 @@ function url(path) {
 async function json(path) { const r = await fetch(url(path), {cache: "no-store"});
                             return r.json(); }
 async function refresh() {
-  const [s, workers, streams] = await Promise.all(
-    [json("/status.json"), json("/workers.json"), json("/streams.json")]);
+  const [s, workers, streams, failures] = await Promise.all(
+    [json("/status.json"), json("/workers.json"), json("/streams.json"),
+     json("/failures.json")]);
   text("state", s.state); text("addr", s.addresses.join(" ") + " \\u00b7 up " +
        Math.round(s.uptime) + " s \\u00b7 journal " + s.journal_state);
   text("n-workers", s.workers); text("n-busy", s.running + " / " + s.slots);
@@ -106,6 +112,15 @@ async function refresh() {
                      Object.entries(w.tags).map(([k, v]) => k + "=" + v).join(" ")])
       cell(tr, v);
     cell(tr, w.state).className = w.state === "up" ? "up" : "";
+  });
+  rows("failures", failures, (tr, f) => {
+    cell(tr, new Date(f.time * 1000).toLocaleTimeString()); cell(tr, f.job);
+    cell(tr, f.worker || "-");
+    cell(tr, f.outcome + (f.sig !== null ? " (signal " + f.sig + ")" :
+                          f.exit !== null ? " (exit " + f.exit + ")" : "")).className = "bad";
+    cell(tr, f.command);
+    const pre = document.createElement("pre"); pre.textContent = f.stderr;
+    cell(tr, "").appendChild(pre);
   });
   rows("streams", streams, (tr, x) => { for (const v of [x.kind, x.name, x.messages, x.bytes,
                                                           x.readers]) cell(tr, v); });

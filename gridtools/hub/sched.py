@@ -30,7 +30,7 @@ class Job:
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
                  "started", "attempt", "committed", "note", "result", "reason", "queued_at",
-                 "owner")
+                 "owner", "errtail")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -66,6 +66,7 @@ class Job:
         # Durable jobs: the service told of their output and their end
         # (output(), started(), finished(), lost()); None for session jobs.
         self.owner = None
+        self.errtail = b""          # the last bytes of its stderr (recent failures)
 
     @property
     def name(self):

@@ -13,6 +13,8 @@ from gridtools.proto import errors, wire
 from gridtools.hub.sched import ACK_EVERY, HELD_MAX, HIGH
 
 NOTE_AFTER = 5.0            # seconds a job waits for tags no worker has before we say so
+ERR_TAIL = 512              # bytes of a job's stderr kept for the recent failures
+FAILURES = 20               # recent failures kept
 CLIENT, WORKER = ("client",), ("worker",)
 
 
@@ -59,6 +61,7 @@ class Sessions:
         self.watchers = []          # fn() when the workers' slots or tags change (upstream)
         self.counts = {"done": 0, "lost": 0}
         self.outcomes = collections.Counter()   # session jobs ended, by outcome
+        self.failures = collections.deque(maxlen=FAILURES)  # the last jobs that failed
         self.tick_timer = None
         self.note_timer = None
         self.ticked = 0.0
@@ -217,6 +220,8 @@ class Sessions:
             return          # finished or cancelled meanwhile
         data = msg.body or b""
         fd_no = msg.int("fd", 1, 1, 2)
+        if fd_no == 2:
+            job.errtail = (job.errtail + data)[-ERR_TAIL:]
         client = job.client
         if client is not None and not client.closing:
             self.server.send(client, wire.format("OUT", job.cid, fd=fd_no, body=data))
@@ -294,11 +299,24 @@ class Sessions:
                 self.jobs_left(client)
         job.state = sched.DONE
         self.counts["done"] += 1
-        self.outcomes[outcome or (errors.OUTCOME_OK if exitcode == 0 else errors.SIGNALED
-                                  if sig is not None else errors.FAILED)] += 1
+        outcome = outcome or (errors.OUTCOME_OK if exitcode == 0 else errors.SIGNALED
+                              if sig is not None else errors.FAILED)
+        self.outcomes[outcome] += 1
+        if outcome != errors.OUTCOME_OK:
+            self.failed(job, outcome, exitcode, sig, worker)
         if self.server.events_on:
             self.server.event("job.done", job=job.hid, worker=worker, outcome=outcome,
                               exit=exitcode, sig=sig)
+
+    def failed(self, job, outcome, exitcode, sig, worker):
+        """Keep the last FAILURES failed jobs, with their stderr's tail (the
+        HTTP side's status page and /failures.json)."""
+        cmd = job.command
+        text = " ".join(wire.decode_argv(cmd)) if job.argv else cmd.decode("utf-8", "replace")
+        self.failures.append({"time": time.time(), "job": job.name, "worker": worker,
+                              "outcome": outcome, "exit": exitcode, "sig": sig,
+                              "command": text[:200],
+                              "stderr": job.errtail.decode("utf-8", "replace")})
 
     def worker_gone(self, conn, quiet):
         del self.workers[conn]
