@@ -4,7 +4,6 @@ member that does not read), then real hubs and gridcat processes, one of
 them killed with SIGKILL."""
 
 import json
-import os
 import signal
 import socket
 import subprocess

@@ -4,7 +4,6 @@ run on a real sshd (tests/sshfixtures.py) and compared with a local run;
 a stand-in ssh (sh runs the remote command here) only for the fast tests
 of what needs no sshd: ':' beside a host, and hosts that never start."""
 
-import os
 import re
 import subprocess
 
