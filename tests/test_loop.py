@@ -146,3 +146,26 @@ def test_the_same_code_runs_on_an_asyncio_loop():
         assert got == [b"ping"]
     os.close(r)
     os.close(w)
+
+
+def test_duties_keep_the_sooner_time_and_fire_once(loop):
+    from gridtools.io.loop import Duties
+    out = []
+    d = Duties(loop)
+    t0 = loop.time()
+    d.arm("a", t0 + 0.05, lambda: out.append(("a", "late")))
+    d.arm("a", t0 + 0.01, lambda: out.append(("a", "soon")))     # sooner: replaces
+    d.arm("a", t0 + 0.03, lambda: out.append(("a", "later")))    # later: ignored
+    d.arm("b", t0 + 0.02, lambda: out.append(("b",)))
+    d.arm("c", t0 + 0.02, lambda: out.append(("c",)))
+    d.disarm("c")
+    assert "a" in d and "c" not in d
+    loop.call_later(0.08, loop.stop)
+    loop.run_forever()
+    assert out == [("a", "soon"), ("b",)]
+    assert "a" not in d and "b" not in d
+    d.arm("x", loop.time() + 0.01, lambda: out.append(("x",)))
+    d.clear()
+    loop.call_later(0.03, loop.stop)
+    loop.run_forever()
+    assert out == [("a", "soon"), ("b",)]

@@ -245,17 +245,25 @@ def results(client):
     newest 10,000): dicts with id, state, tries, worker, exit, sig,
     outcome, note, submitted, finished, age and command (see RESULTS in
     gridtools(7))."""
-    reply = client.request("RESULTS")
-    rows = None
-    if reply.verb == "INFO" and reply.args[:1] == ["results"]:
+    return info(client, "RESULTS", "a JSON list", lambda rows: isinstance(rows, list) and all(
+        isinstance(r, dict) and "id" in r for r in rows))
+
+
+def info(client, verb, shape, fits):
+    """Ask verb; the JSON body of its `INFO what` answer, when fits(it)
+    (ProtocolError naming the shape expected otherwise)."""
+    what = verb.lower()
+    reply = client.request(verb)
+    data = None
+    if reply.verb == "INFO" and reply.args[:1] == [what]:
         try:
-            rows = json.loads(reply.body or b"")
+            data = json.loads(reply.body or b"")
         except ValueError:
             pass
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r for r in rows):
-        raise errors.ProtocolError(f"hub {client.hub}: expected INFO results with a JSON "
-                                   f"list, got {reply.verb} {' '.join(reply.args)[:80]}")
-    return rows
+    if data is None or not fits(data):
+        raise errors.ProtocolError(f"hub {client.hub}: expected INFO {what} with {shape}, "
+                                   f"got {reply.verb} {' '.join(reply.args)[:80]}")
+    return data
 
 
 # -- streams (gridcat): topics, queues, the hub's events ----------------------------
@@ -441,18 +449,8 @@ def read(client, queue, match=None, wait=False, timeout=None):
 def streams(client):
     """The hub's topics and queues: {"topics": [...], "queues": [...]}
     (see STREAMS in gridtools(7))."""
-    reply = client.request("STREAMS")
-    data = None
-    if reply.verb == "INFO" and reply.args[:1] == ["streams"]:
-        try:
-            data = json.loads(reply.body or b"")
-        except ValueError:
-            pass
-    if not isinstance(data, dict) or not isinstance(data.get("topics"), list) \
-            or not isinstance(data.get("queues"), list):
-        raise errors.ProtocolError(f"hub {client.hub}: expected INFO streams with a JSON "
-                                   f"object, got {reply.verb} {' '.join(reply.args)[:80]}")
-    return data
+    return info(client, "STREAMS", "a JSON object", lambda d: isinstance(d, dict) and isinstance(
+        d.get("topics"), list) and isinstance(d.get("queues"), list))
 
 
 def parse_event(line):
@@ -740,14 +738,5 @@ def _room_why(msg, needed):
 def rooms(client):
     """The hub's rooms: dicts with name, view, seq, count and members (the
     first 100, oldest first); see ROOMS in gridtools(7)."""
-    reply = client.request("ROOMS")
-    rows = None
-    if reply.verb == "INFO" and reply.args[:1] == ["rooms"]:
-        try:
-            rows = json.loads(reply.body or b"")
-        except ValueError:
-            pass
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
-        raise errors.ProtocolError(f"hub {client.hub}: expected INFO rooms with a JSON list, "
-                                   f"got {reply.verb} {' '.join(reply.args)[:80]}")
-    return rows
+    return info(client, "ROOMS", "a JSON list", lambda rows: isinstance(rows, list) and all(
+        isinstance(r, dict) and "name" in r for r in rows))

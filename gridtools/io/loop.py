@@ -229,5 +229,40 @@ class Loop:
         self.epoll.close()
 
 
+class Duties:
+    """Named one-shot timers on a loop: each duty is armed at most once,
+    for the sooner of the times asked (`duty in duties` while armed)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.armed = {}             # duty -> its Timer
+
+    def __contains__(self, duty):
+        return duty in self.armed
+
+    def arm(self, duty, when, fn):
+        """fn() at `when`, unless duty is armed for then or sooner."""
+        t = self.armed.get(duty)
+        if t is not None:
+            if t.when <= when:
+                return
+            t.cancel()
+        self.armed[duty] = self.loop.call_at(when, self._fire, duty, fn)
+
+    def _fire(self, duty, fn):
+        del self.armed[duty]
+        fn()
+
+    def disarm(self, duty):
+        t = self.armed.pop(duty, None)
+        if t is not None:
+            t.cancel()
+
+    def clear(self):
+        for t in self.armed.values():
+            t.cancel()
+        self.armed.clear()
+
+
 def _note_signal(signum, frame):
     """The Python-level handler: the wakeup fd already carries the number."""

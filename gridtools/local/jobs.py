@@ -385,13 +385,9 @@ class PipeSource:
         return Job(self.seq, (), block)
 
 
-class SkipSource:
-    """--resume: the jobs of another source but those the joblog lists as
-    done; their numbers ({#}, Seq) stay what they were."""
-
-    def __init__(self, source, done):
-        self.source = source
-        self.done = done
+class Wrapped:
+    """A source made of another: its input fd, numbering and reading are
+    the other's."""
 
     @property
     def fd(self):
@@ -404,6 +400,15 @@ class SkipSource:
     def on_readable(self):
         self.source.on_readable()
 
+
+class SkipSource(Wrapped):
+    """--resume: the jobs of another source but those the joblog lists as
+    done; their numbers ({#}, Seq) stay what they were."""
+
+    def __init__(self, source, done):
+        self.source = source
+        self.done = done
+
     def next(self):
         while True:
             job = self.source.next()
@@ -411,7 +416,7 @@ class SkipSource:
                 return job
 
 
-class TeeSource:
+class TeeSource(Wrapped):
     """--pipe --tee: every job of another source gets all of stdin.  Stdin
     is read first, into an unlinked temporary file unless it is a regular
     file already, and each job is sent the whole of it."""
@@ -433,17 +438,6 @@ class TeeSource:
         tmp.flush()
         self.file = tmp         # kept open as long as the source lives
         self.data = (tmp.fileno(), 0, tmp.tell())
-
-    @property
-    def fd(self):
-        return self.source.fd
-
-    @property
-    def seq(self):
-        return self.source.seq
-
-    def on_readable(self):
-        self.source.on_readable()
 
     def next(self):
         job = self.source.next()

@@ -53,7 +53,7 @@ class Receiver:
         self.sink = Sink(output)
         self.loop = ioloop.Loop()
         self.now = self.loop.time
-        self.timers = {}            # duty -> its armed io.loop Timer
+        self.timers = ioloop.Duties(self.loop)   # duty -> its armed timer
         self.udp = None
         self.relay = None
         self.session = None
@@ -196,19 +196,6 @@ class Receiver:
 
     # --- timers ---------------------------------------------------------------
 
-    def _arm(self, duty, when, fn):
-        """Arm duty's timer for `when`, unless it is armed for then or sooner."""
-        t = self.timers.get(duty)
-        if t is not None and not t.cancelled:
-            if t.when <= when:
-                return
-            t.cancel()
-        self.timers[duty] = self.loop.call_at(when, self._fire, duty, fn)
-
-    def _fire(self, duty, fn):
-        del self.timers[duty]
-        fn()
-
     def _on_idle(self):
         """No data (nor PING) for --timeout: the sender is gone or stuck."""
         if self.done:
@@ -216,7 +203,7 @@ class Receiver:
         if self.now() - self.last_data >= self.timeout:
             raise errors.UnavailableError(
                 f"no data for {self.timeout:.0f} s after {wire.count(self.sink.bytes, 'byte')}")
-        self._arm("idle", self.last_data + self.timeout, self._on_idle)
+        self.timers.arm("idle", self.last_data + self.timeout, self._on_idle)
 
     def _check(self):
         """NACK the gaps that are due, ACK once the stream pauses, and come
@@ -235,7 +222,7 @@ class Receiver:
             # after END, the newest parity group.
             due = quiet_at if due is None else min(due, quiet_at)
         if due is not None:
-            self._arm("check", due, self._check)
+            self.timers.arm("check", due, self._check)
 
     def _result(self):
         return dict(bytes=self.sink.bytes, digest=self.end_digest, mode=self.mode, **self.stats)
@@ -277,8 +264,8 @@ class Receiver:
         if self.mode != "mcast":
             self._drop_udp()
         self.relay.start(msg.get("forward"))
-        self._arm("idle", self.last_data + self.timeout, self._on_idle)
-        self._arm("check", self.now() + NACK_DELAY, self._check)
+        self.timers.arm("idle", self.last_data + self.timeout, self._on_idle)
+        self.timers.arm("check", self.now() + NACK_DELAY, self._check)
 
     def _c_evict(self, msg):
         self.log("evicted from the multicast group; continuing over TCP")
@@ -293,7 +280,7 @@ class Receiver:
         self.end_digest = msg.get("digest")
         self.last_data = self.now()
         self._maybe_finish()
-        self._arm("check", self.last_data + QUIET, self._check)
+        self.timers.arm("check", self.last_data + QUIET, self._check)
 
     def _c_ping(self, msg):
         self.last_data = self.now()
@@ -421,7 +408,7 @@ class Receiver:
             # Kept for later: copy out of the receive buffer it points into.
             self.pending[seq] = (bytes(payload), tag)
             if self.started:
-                self._arm("check", self.now() + NACK_DELAY, self._check)
+                self.timers.arm("check", self.now() + NACK_DELAY, self._check)
             if self.fec:
                 self._try_recover(seq // self.fec)
             return
@@ -435,7 +422,7 @@ class Receiver:
         if self.total is not None and self.next >= self.total:
             self._maybe_finish()
         elif self.started and "check" not in self.timers:
-            self._arm("check", self.last_data + QUIET, self._check)
+            self.timers.arm("check", self.last_data + QUIET, self._check)
 
     def _write(self, seq, payload, tag):
         self.sink.put(payload, tag)
@@ -577,8 +564,7 @@ class Receiver:
         self.sink.commit()
         self.done = True
         self._send(proto.format("DONE", size=self.sink.bytes, digest=got))
-        for t in self.timers.values():
-            t.cancel()
+        self.timers.clear()
         self.loop.stop()        # run() waits for DONE to go, outside the loop
 
 

@@ -87,19 +87,10 @@ class Sender:
                       "send_waits": 0}
         self.stepping = False         # a _step is queued for the end of this turn
         self.stdin_watched = False
-        self.timers = {}              # duty -> its armed io.loop Timer
+        self.timers = ioloop.Duties(self.loop)   # duty -> its armed timer
         self.debug = getattr(opts, "debug", False)
 
-    # --- timers -----------------------------------------------------------------
-
-    def _arm(self, duty, when, fn):
-        """Arm duty's timer for `when`, unless it is armed for then or sooner."""
-        t = self.timers.get(duty)
-        if t is not None and not t.cancelled:
-            if t.when <= when:
-                return
-            t.cancel()
-        self.timers[duty] = self.loop.call_at(when, self._fire, duty, fn)
+    # --- progress --------------------------------------------------------------
 
     def _progress(self):
         """A progress line (on a terminal's stderr; cli/gridmcast decides):
@@ -115,16 +106,7 @@ class Sender:
         self.opts.progress(f"{self.source.size / 2**20:.1f} MiB read, slowest receiver at "
                            f"{done / 2**20:.1f} MiB, {done / secs / 2**20:.1f} MiB/s, "
                            f"{verified}/{len(members)} verified")
-        self._arm("progress", self.now() + PROGRESS_EVERY, self._progress)
-
-    def _fire(self, duty, fn):
-        del self.timers[duty]
-        fn()
-
-    def _disarm(self, duty):
-        t = self.timers.pop(duty, None)
-        if t is not None:
-            t.cancel()
+        self.timers.arm("progress", self.now() + PROGRESS_EVERY, self._progress)
 
     # --- gathering -------------------------------------------------------------
 
@@ -243,7 +225,7 @@ class Sender:
             self.pump.send(wire.pack_datagram(self.tagger, wire.PROBE, self.session, 0, b""))
         t = self.now()
         every = PROBE_EVERY if t - self.last_join < PROBE_GRACE else PROBE_LATE
-        self._arm("probe", t + every, self._probe)
+        self.timers.arm("probe", t + every, self._probe)
 
     def _gather_check(self):
         """Start when enough receivers have joined and heard the group (or
@@ -262,7 +244,7 @@ class Sender:
         if waited and not joined:
             raise errors.UnavailableError(f"no receiver joined within {o.wait:g} s")
         if joined and not all_heard:
-            self._arm("grace", self.last_join + PROBE_GRACE, self._gather_check)
+            self.timers.arm("grace", self.last_join + PROBE_GRACE, self._gather_check)
 
     # --- the control lines of a running session ---------------------------------
 
@@ -370,7 +352,7 @@ class Sender:
     def start(self, joined):
         o = self.opts
         for duty in ("probe", "grace", "wait"):
-            self._disarm(duty)
+            self.timers.disarm(duty)
         if o.on_start:
             o.on_start()
         mc = [m for m in joined if m.heard and self.pump and not o.tcp]
@@ -388,7 +370,7 @@ class Sender:
         self.state = "run"
         self.t_run = t
         if getattr(o, "progress", None) is not None:
-            self._arm("progress", t + PROGRESS_EVERY, self._progress)
+            self.timers.arm("progress", t + PROGRESS_EVERY, self._progress)
         for m in joined:
             m.state = "running"
             m.t_start = t
@@ -410,7 +392,7 @@ class Sender:
         elif self.pump:
             self.pump.close()
             self.pump = None
-        self._arm("ping", t + PING_EVERY, self._ping)
+        self.timers.arm("ping", t + PING_EVERY, self._ping)
         self._kick()
 
     # --- running -----------------------------------------------------------------
@@ -433,7 +415,7 @@ class Sender:
             if wait == 0:
                 self._kick()
             elif wait is not None:
-                self._arm("rate", t + wait, self._kick)
+                self.timers.arm("rate", t + wait, self._kick)
         if self.end_line is None and src.count is not None and self.blocks.next >= src.count:
             self.digest_hex = self.blocks.digest.hexdigest()
             self.end_line = proto.format("END", count=src.count, size=src.size,
@@ -455,7 +437,7 @@ class Sender:
             self.loop.stop()
             return
         if self._busy(t):
-            self._arm("tick", t + TICK, self._tick)
+            self.timers.arm("tick", t + TICK, self._tick)
         self._release()
 
     def _on_input(self):
@@ -489,7 +471,7 @@ class Sender:
         for m in running:
             m.conn.send(proto.format("PING"))
         if running:
-            self._arm("ping", self.now() + PING_EVERY, self._ping)
+            self.timers.arm("ping", self.now() + PING_EVERY, self._ping)
 
     def _tick(self):
         t = self.now()
@@ -516,7 +498,7 @@ class Sender:
                     and t - m.last_progress > self.opts.timeout:
                 self._lose(m, "failed", f"no progress for {self.opts.timeout:g} s")
         if self._busy(t):
-            self._arm("tick", t + TICK, self._tick)
+            self.timers.arm("tick", t + TICK, self._tick)
 
     def _consider_eviction(self, mm):
         slow = min(mm, key=lambda m: m.ack)
@@ -567,7 +549,7 @@ class Sender:
             self.t0 = self.last_join = self.now()
             self.open()
             if self.opts.wait is not None:
-                self._arm("wait", self.t0 + self.opts.wait, self._gather_check)
+                self.timers.arm("wait", self.t0 + self.opts.wait, self._gather_check)
             self.loop.run_forever()
             for m in self.members:
                 if m.conn.sock is not None:
