@@ -221,7 +221,7 @@ class Sessions:
         data = msg.body or b""
         fd_no = msg.int("fd", 1, 1, 2)
         if fd_no == 2:
-            job.errtail = (job.errtail + data)[-ERR_TAIL:]
+            job.errtail = (job.errtail + data[-ERR_TAIL:])[-ERR_TAIL:]
         client = job.client
         if client is not None and not client.closing:
             self.server.send(client, wire.format("OUT", job.cid, fd=fd_no, body=data))
