@@ -8,6 +8,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +70,97 @@ def test_stdio_worker_per_connection(grid, activate):
     r = grid.run("gridmap", "--hub", grid.addr, "-k", "echo", input=b"1\n2\n")
     assert (r.stdout, r.returncode) == (b"1\n2\n", 0), r.stderr
     assert act.poll() is None                   # the launcher still listens
+
+
+# -- the hub on sockets systemd passed ---------------------------------------------
+
+def key_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def contrib_hub_command(tmp_path, state):
+    """contrib/systemd/gridd-hub.service's ExecStart=, made to run here
+    (this checkout's gridd, the test's state dir and keys), and the names
+    its two socket units give their sockets."""
+    units = os.path.join(CONTRIB, "systemd")
+    with open(os.path.join(units, "gridd-hub.service")) as f:
+        line, = [ln for ln in f if ln.startswith("ExecStart=")]
+    argv = line.split("=", 1)[1].split()
+    assert argv[:2] == ["/usr/local/bin/gridd", "hub"], argv
+    keys = {"/etc/gridd/client.key": key_file(tmp_path, "client.key", "hub-client-key"),
+            "/etc/gridd/worker.key": key_file(tmp_path, "worker.key", "hub-worker-key"),
+            "/var/lib/gridd": state}
+    argv = [*PY, f"{BIN}/gridd", *[keys.get(a, a) for a in argv[1:]]]
+    names = []
+    for unit in ("gridd-hub.socket", "gridd-hub-http.socket"):
+        with open(os.path.join(units, unit)) as f:
+            names += [ln.strip().split("=", 1)[1] for ln in f
+                      if ln.startswith("FileDescriptorName=")]
+    return argv, names
+
+
+def test_hub_on_named_systemd_sockets_as_contrib_runs_it(grid, activate, tmp_path):
+    """The shipped hub unit's command under systemd-socket-activate: two
+    sockets told apart by LISTEN_FDNAMES; a worker and a client meet on the
+    protocol one, and HTTP answers on the other."""
+    import json
+    import urllib.request
+    port, web = free_port(), free_port()
+    argv, names = contrib_hub_command(tmp_path, grid.state)
+    assert names == ["grid", "http"], names
+    hub = start(grid, [activate, "-l", f"127.0.0.1:{port}", "-l", f"127.0.0.1:{web}",
+                       f"--fdname={':'.join(names)}", *argv], "hub")
+    grid.hub, grid.addr = hub, f"127.0.0.1:{port}"
+    grid.client_env = clean_env(GRID_KEY="hub-client-key")
+    grid.ping(timeout=30)                       # the first call starts the hub
+    log = open(hub.logpath).read()
+    assert f"listening on 127.0.0.1:{port} (from systemd)" in log, log
+    assert f"http on 127.0.0.1:{web}" in log, log
+    grid.start_worker("--slots", "2", env=clean_env(GRID_KEY="hub-worker-key"))
+    r = grid.run("gridmap", "-k", "echo", input=b"a\nb\nc\n",
+                 env=clean_env(GRID_HUB=grid.addr, GRID_KEY="hub-client-key"))
+    assert (r.stdout, r.returncode) == (b"a\nb\nc\n", 0), r.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{web}/status.json", timeout=10) as f:
+        status = json.load(f)
+    assert (status["addresses"], status["workers"], status["done"]) == \
+        ([grid.addr], 1, 3), status
+    hub.send_signal(signal.SIGTERM)             # drains; the socket is systemd's
+    assert hub.wait(40) == 0, open(hub.logpath).read()
+
+
+def test_hub_listen_systemd_takes_every_socket(grid, activate):
+    ports = [free_port(), free_port()]
+    hub = start(grid, [activate, *[f"-l127.0.0.1:{p}" for p in ports], *PY, f"{BIN}/gridd",
+                       "hub", "--listen", "systemd", "--state", grid.state], "hub")
+    grid.hub = hub
+    for p in ports:                             # clients and workers on either
+        grid.addr = f"127.0.0.1:{p}"
+        grid.ping(timeout=30)
+    grid.start_worker("--slots", "1")
+    grid.addr = f"127.0.0.1:{ports[0]}"
+    r = grid.run("gridmap", "-k", "echo", input=b"1\n2\n")
+    assert (r.stdout, r.returncode) == (b"1\n2\n", 0), r.stderr
+
+
+def test_hub_refuses_a_systemd_name_not_passed(grid, activate):
+    port = free_port()
+    hub = start(grid, [activate, "-l", f"127.0.0.1:{port}", "--fdname=grid", *PY,
+                       f"{BIN}/gridd", "hub", "--listen", "systemd:nope", "--state",
+                       grid.state], "hub")
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()   # starts it
+    assert hub.wait(30) == 64
+    err = open(hub.logpath).read()
+    assert "systemd:nope: no socket passed by systemd is named 'nope'" in err, err
+    assert "names: grid" in err, err
+
+
+def test_hub_listen_systemd_without_sockets_is_a_usage_error(grid):
+    r = grid.run("gridd", "hub", "--listen", "systemd", "--state", grid.state, env=clean_env())
+    assert r.returncode == 64, r.stderr
+    assert b"systemd: no sockets were passed by systemd (LISTEN_FDS, LISTEN_PID)" in r.stderr
 
 
 # -- inetd, tcpserver and the contrib/ files -----------------------------------
@@ -184,7 +276,8 @@ def test_tcpserver_starts_a_worker_per_hub_call(grid, tmp_path):
 def test_contrib_systemd_units_verify(tmp_path):
     analyze = need("systemd-analyze", "systemd")
     units = sorted(os.listdir(os.path.join(CONTRIB, "systemd")))
-    assert units == ["gridd-worker.socket", "gridd-worker@.service"], units
+    assert units == ["gridd-hub-http.socket", "gridd-hub.service", "gridd-hub.socket",
+                     "gridd-worker.socket", "gridd-worker@.service"], units
     for name in units:
         # verify checks that ExecStart= is executable: point it at the checkout.
         with open(os.path.join(CONTRIB, "systemd", name)) as f:

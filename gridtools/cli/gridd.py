@@ -34,7 +34,8 @@ def build_parser():
     h = sub.add_parser("hub", help="coordinate: accept clients and workers",
                        description="Run a hub in the foreground; logs go to stderr.")
     h.add_argument("--listen", metavar="ADDR", action="append", default=[],
-                   help=f"host:port, :port or unix:/path (repeatable; default {common.DEFAULT_HUB})")
+                   help=f"host:port, :port or unix:/path, or systemd[:NAME] for the sockets "
+                        f"systemd passed (repeatable; default {common.DEFAULT_HUB})")
     h.add_argument("--state", metavar="DIR",
                    help="journal directory (default $XDG_STATE_HOME/gridd)")
     h.add_argument("--client-key", metavar="FILE",
@@ -49,7 +50,7 @@ def build_parser():
                    help="allow a non-loopback address without keys or TLS")
     h.add_argument("--http", metavar="ADDR",
                    help="serve a status page, /events, /metrics (Prometheus) and JSON on ADDR "
-                        "(loopback unless --http-token or --insecure)")
+                        "or on systemd:NAME (loopback unless --http-token or --insecure)")
     h.add_argument("--http-token", metavar="FILE",
                    help="every HTTP request must carry the token in FILE (?token= or "
                         "Authorization: Bearer)")
@@ -165,7 +166,7 @@ def run_hub(opts, env, loop=None):
     # wakeup fd installed by the loop does the real work).
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, lambda *a: None)
-    listen = [net.parse_address(a) for a in (opts.listen or [common.DEFAULT_HUB])]
+    listen, http_sock = hub_listeners(opts, env)
     client_key = keys.key_option(opts.client_key, env, "GRID_CLIENT_KEY")
     worker_key = keys.key_option(opts.worker_key, env, "GRID_WORKER_KEY")
     tls = None
@@ -174,6 +175,7 @@ def run_hub(opts, env, loop=None):
             raise errors.UsageError("TLS needs both --tls-cert and --tls-key")
         tls = keys.server_tls(opts.tls_cert, opts.tls_key, opts.tls_ca)
     for a in listen:
+        a = net.socket_address(a) if hasattr(a, "accept") else a
         if not a.is_loopback and not opts.insecure and tls is None \
                 and not (client_key and worker_key):
             raise errors.UsageError(
@@ -194,7 +196,11 @@ def run_hub(opts, env, loop=None):
         http_token = keys.read_key(opts.http_token)
     if opts.http is not None:
         from gridtools.hub.http import check_address
-        http = check_address(net.parse_address(opts.http), opts.insecure, http_token)
+        if http_sock is not None:
+            check_address(net.socket_address(http_sock), opts.insecure, http_token)
+            http = http_sock
+        else:
+            http = check_address(net.parse_address(opts.http), opts.insecure, http_token)
     upstream_key = None
     if opts.upstream:
         net.parse_address(opts.upstream)            # a usage error now, not at each dial
@@ -217,6 +223,40 @@ def run_hub(opts, env, loop=None):
     except sqlite3.Error as e:
         raise errors.GridError(f"journal in {state}: {e}", errors.CANTCREAT)
     return h.serve()
+
+
+def hub_listeners(opts, env):
+    """--listen's addresses and sockets, and --http's socket when systemd
+    passed it: the named (systemd:NAME) are taken first, then a bare
+    systemd takes the rest.  Sockets passed and not taken are closed."""
+    from gridtools.io import net
+    wanted = [a for a in [*opts.listen, opts.http or ""] if net.is_systemd(a)]
+    passed = net.listen_fds(env) if wanted else []
+    if wanted and not passed:
+        raise errors.UsageError(f"{wanted[0]}: no sockets were passed by systemd "
+                                f"(LISTEN_FDS, LISTEN_PID)")
+    taken = {}
+    for a in sorted(wanted, key=lambda a: a == "systemd"):
+        if a not in taken:
+            taken[a] = net.take_fds(passed, a)
+    http = None
+    if opts.http is not None and net.is_systemd(opts.http):
+        if opts.http == "systemd" or len(taken[opts.http]) != 1 or opts.http in opts.listen:
+            raise errors.UsageError(f"--http {opts.http}: need systemd:NAME naming one "
+                                    f"socket of its own")
+        http = taken[opts.http][0]
+    listen = []
+    for a in dict.fromkeys(opts.listen or [common.DEFAULT_HUB]):
+        listen += taken[a] if net.is_systemd(a) else [net.parse_address(a)]
+    for socks in taken.values():
+        for s in socks:
+            if not net.is_listening(s):
+                raise errors.UsageError(f"systemd passed fd {s.fileno()}: not a listening "
+                                        f"stream socket (a hub needs Accept=no)")
+    for name, s in passed:
+        sys.stderr.write(f"gridd hub: systemd socket {name} (fd {s.fileno()}) not used\n")
+        s.close()
+    return listen, http
 
 
 # -- worker --------------------------------------------------------------------

@@ -195,10 +195,17 @@ class Http:
         pass
 
     def start(self):
-        """Listen; the address bound (port 0 picks one)."""
-        self.lsock = net.listen(self.addr)
+        """Listen (addr: an Address, or a listening socket systemd passed);
+        the address bound (port 0 picks one)."""
+        if hasattr(self.addr, "accept"):
+            self.lsock = self.addr
+            self.lsock.setblocking(False)
+            real = net.socket_address(self.lsock)
+        else:
+            self.lsock = net.listen(self.addr)
+            real = net.bound_address(self.lsock, self.addr)
         self.server.loop.add_reader(self.lsock.fileno(), self.accept)
-        return net.bound_address(self.lsock, self.addr)
+        return real
 
     def stop(self):
         for c in list(self.clients.values()):

@@ -84,7 +84,7 @@ class Options:
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
                  stall_timeout=STALL_TIMEOUT, peers=(), http=None, http_token=None, upstream=None,
                  upstream_key=None):
-        self.listen = list(listen)
+        self.listen = list(listen)  # Addresses to bind, or sockets systemd passed
         self.state_dir = state_dir
         self.client_key = client_key
         self.worker_key = worker_key
@@ -165,15 +165,20 @@ class Hub:
             self.durable.open()
             self.streams.open()
         for addr in self.opts.listen:
-            try:
-                s = net.listen(addr)
-            except OSError as e:
-                raise errors.UnavailableError(f"cannot listen on {addr}: {e.strerror}")
-            real = net.bound_address(s, addr)
-            self.listeners.append((s, real))
+            if isinstance(addr, socket.socket):     # passed by systemd: not ours to unlink
+                s, real = addr, net.socket_address(addr)
+                s.setblocking(False)
+                self.listeners.append((s, None))
+            else:
+                try:
+                    s = net.listen(addr)
+                except OSError as e:
+                    raise errors.UnavailableError(f"cannot listen on {addr}: {e.strerror}")
+                real = net.bound_address(s, addr)
+                self.listeners.append((s, real))
             self.loop.add_reader(s.fileno(), self.on_accept, s, real)
             self.addresses.append(real)
-            log(f"listening on {real}")
+            log(f"listening on {real}" + (" (from systemd)" if s is addr else ""))
         if self.http is not None:
             try:
                 log(f"http on {self.http.start()}")
@@ -241,7 +246,7 @@ class Hub:
     def _close_listener(self, s, addr):
         self.loop.remove_reader(s.fileno())
         s.close()
-        if addr.family == socket.AF_UNIX:
+        if addr is not None and addr.family == socket.AF_UNIX:
             try:
                 os.unlink(addr.path)
             except OSError:

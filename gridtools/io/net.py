@@ -66,6 +66,76 @@ def _remove_stale(path):
     raise errors.UnavailableError(f"unix:{path}: another process is listening there")
 
 
+MAX_LISTEN_FDS = 64         # sockets taken from a service manager
+
+
+def listen_fds(env):
+    """Sockets passed by systemd socket activation, as sd_listen_fds(3)
+    with unset_environment: [(name, socket)], fds 3 and up, when LISTEN_PID
+    is ours (else none); names from LISTEN_FDNAMES, "unknown" without it.
+    The variables are removed so jobs do not misread them, and the fds are
+    made close-on-exec.  UsageError for a count or names that do not fit."""
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count, names = env.get("LISTEN_FDS", ""), env.get("LISTEN_FDNAMES")
+    for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(k, None)
+        os.environ.pop(k, None)
+    if not wire.is_uint(count) or len(count) > 4 or int(count) > MAX_LISTEN_FDS:
+        raise errors.UsageError(f"LISTEN_FDS: expected 0 to {MAX_LISTEN_FDS}, "
+                                f"got {count[:20]!r}")
+    n = int(count)
+    names = ["unknown"] * n if names is None else names.split(":")
+    if len(names) != n:
+        raise errors.UsageError(f"LISTEN_FDNAMES: {len(names)} names for {n} sockets")
+    socks = []
+    for i, fd in enumerate(range(3, 3 + n)):
+        try:
+            os.set_inheritable(fd, False)
+            socks.append((names[i], socket.socket(fileno=fd)))
+        except OSError as e:
+            raise errors.UsageError(f"systemd socket fd {fd}: not a socket: "
+                                    f"{e.strerror}") from None
+    return socks
+
+
+def is_systemd(text):
+    """--listen systemd or systemd:NAME (sockets passed, not an address)."""
+    return text == "systemd" or text.startswith("systemd:")
+
+
+def take_fds(passed, text):
+    """The sockets of passed ([(name, socket)], listen_fds' answer) that
+    `systemd` (all of them) or `systemd:NAME` (those named NAME) selects,
+    removed from passed.  UsageError when none is there."""
+    name = text.partition(":")[2] if text != "systemd" else None
+    if name == "":
+        raise errors.UsageError(f"{text!r}: expected systemd or systemd:NAME")
+    chosen = [p for p in passed if name is None or p[0] == name]
+    if not chosen:
+        have = ", ".join(sorted({n for n, _ in passed})) or "none"
+        raise errors.UsageError(f"{text}: no socket passed by systemd "
+                                f"{'is named ' + repr(name) if name else 'is left'} "
+                                f"(LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; names: {have})")
+    for p in chosen:
+        passed.remove(p)
+    return [s for _, s in chosen]
+
+
+def is_listening(sock):
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 0
+
+
+def socket_address(sock):
+    """The Address a socket is bound to (one passed by a service manager)."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        path = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+        path = "@" + path[1:] if path.startswith("\0") else path     # abstract
+        return address.Address(socket.AF_UNIX, path=path or "(unnamed)")
+    return address.Address(sock.family, name[0], name[1])
+
+
 def bound_address(sock, addr):
     """The address a listening socket really has (port 0 resolved)."""
     if addr.family == socket.AF_UNIX:

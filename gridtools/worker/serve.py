@@ -164,35 +164,12 @@ def serve_stdio(loop, key, slots, name, tags, debug=False, lifeline=None):
     return 0
 
 
-def listen_fds(env):
-    """Sockets passed by systemd socket activation (sd_listen_fds(3)): fds 3
-    and up when LISTEN_PID is ours; the variables are removed so jobs do not
-    misread them."""
-    if env.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    count = env.get("LISTEN_FDS", "")
-    n = int(count) if wire.is_uint(count) and len(count) < 4 else 0
-    for k in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(k, None)
-        os.environ.pop(k, None)
-    socks = []
-    for fd in range(3, 3 + n):
-        os.set_inheritable(fd, False)
-        try:
-            socks.append(socket.socket(fileno=fd))
-        except OSError as e:
-            raise errors.UsageError(f"--listen systemd: fd {fd} is no socket: {e.strerror}")
-    return socks
-
-
 def open_listeners(where, env, insecure, key):
-    """The sockets --listen names: an address, or "systemd" for those the
-    service manager passed.  Refuses a non-loopback address without a key."""
-    if where == "systemd":
-        socks = listen_fds(env)
-        if not socks:
-            raise errors.UsageError("--listen systemd: no sockets passed (LISTEN_FDS, "
-                                    "LISTEN_PID)")
+    """The sockets --listen names: an address, or "systemd[:NAME]" for
+    those the service manager passed (net.take_fds).  Refuses a
+    non-loopback address without a key."""
+    if net.is_systemd(where):
+        socks = net.take_fds(net.listen_fds(env), where)
     else:
         addr = net.parse_address(where)
         if not addr.is_loopback and key is None and not insecure:
@@ -326,7 +303,7 @@ def add_options(p):
                      help="speak the protocol on stdin/stdout, saying HELLO first; exit on EOF")
     how.add_argument("--listen", metavar="ADDR",
                      help="wait for a hub to connect (gridd hub --peer), at ADDR or on the "
-                          "sockets systemd passed (ADDR = systemd)")
+                          "sockets systemd passed (ADDR = systemd, or systemd:NAME)")
     p.add_argument("--slots", metavar="N", type=int, default=os.cpu_count() or 1,
                    help="jobs at once (default: the number of cores)")
     p.add_argument("--tag", metavar="K=V", action="append", default=[],
