@@ -88,3 +88,79 @@ def test_peer_addresses_are_checked_at_start(tmp_path):
         r = subprocess.run([*tool("gridd"), "hub", "--state", str(tmp_path), *bad],
                            capture_output=True, env=clean_env(), timeout=30)
         assert r.returncode == 64, (bad, r.stderr)
+
+
+# -- --peer-file, read again on SIGHUP ---------------------------------------------
+
+def names(ws):
+    return sorted(w["name"] for w in ws)
+
+
+def test_peer_file_is_read_again_on_sighup(grid, tmp_path):
+    import signal
+    a = start_listener(grid, name="pa")
+    b = start_listener(grid, "--tag", "which=b", name="pb")
+    c = start_listener(grid, name="pc")
+    peers = tmp_path / "peers"
+    peers.write_text(f"# the rack\n{a.addr}   # first\n\n  {b.addr}\n{a.addr}\n")
+    grid.start_hub("--peer-file", str(peers))
+    ws = grid.wait_for(lambda ws: names(ws) == ["pa", "pb"])
+    assert {w["how"] for w in ws} == {"dialled"}
+    # A job on b that runs until the test lets it end.
+    gm = subprocess.Popen([*tool("gridmap"), "--hub", grid.addr, "--require", "which=b",
+                           "while [ ! -e go ]; do sleep 0.05; done; echo {}"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=clean_env(), cwd=grid.tmp)
+    grid.procs.append(gm)
+    gm.stdin.write(b"held\n")
+    gm.stdin.close()
+    gm.stdin = None                             # communicate() reads only
+    grid.wait_for(lambda ws: [w["running"] for w in ws if w["name"] == "pb"] == [1])
+    # b leaves the file, c joins it: c is dialled, b drains and keeps its job.
+    peers.write_text(f"{a.addr}\n{c.addr}\n")
+    grid.hub.send_signal(signal.SIGHUP)
+    ws = grid.wait_for(lambda ws: names(ws) == ["pa", "pb", "pc"])
+    assert [(w["state"], w["running"]) for w in ws if w["name"] == "pb"] == [("draining", 1)], ws
+    assert "1 added, 1 removed" in text(grid.hub.logpath)
+    (tmp_path / "go").write_text("")
+    out, err = gm.communicate(timeout=60)
+    assert (out, gm.returncode) == (b"held\n", 0), err
+    grid.wait_for(lambda ws: names(ws) == ["pa", "pc"])
+    assert b.wait(30) == 0                      # BYE: a drained --listen worker exits 0
+    assert wait_until(lambda: re.search(rf"peer {re.escape(b.addr)}: removed from .*; not "
+                                        rf"dialled again", text(grid.hub.logpath))), \
+        text(grid.hub.logpath)
+    # A file that does not parse changes nothing.
+    peers.write_text(f"{a.addr}\nnot an address\n")
+    grid.hub.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "SIGHUP: keeping the old peers: peer file" in
+                      text(grid.hub.logpath)), text(grid.hub.logpath)
+    assert "line 2: one address a line" in text(grid.hub.logpath)
+    assert names(grid.ctl("workers")) == ["pa", "pc"]
+    r = grid.run("gridmap", "--hub", grid.addr, "-k", "echo", input=b"1\n2\n3\n4\n")
+    assert (r.stdout, r.returncode) == (b"1\n2\n3\n4\n", 0), r.stderr
+
+
+def test_a_peer_removed_before_it_answers_is_no_longer_dialled(grid, tmp_path):
+    import signal
+    with socket.socket() as s:                  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{s.getsockname()[1]}"
+    peers = tmp_path / "peers"
+    peers.write_text(gone + "\n")
+    grid.start_hub("--peer-file", str(peers))
+    assert wait_until(lambda: f"peer {gone}: cannot connect" in text(grid.hub.logpath))
+    peers.write_text("# nobody\n")
+    grid.hub.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: f"peer {gone}: removed from {peers}" in text(grid.hub.logpath)), \
+        text(grid.hub.logpath)
+    assert "0 peers, 0 added, 1 removed" in text(grid.hub.logpath)
+
+
+def test_a_bad_peer_file_stops_the_hub_at_start(tmp_path):
+    bad = tmp_path / "peers"
+    bad.write_text("127.0.0.1:7712\n127.0.0.1:99999\n")
+    for path, want in ((bad, b"line 2: "), (tmp_path / "none", b"cannot read peer file")):
+        r = subprocess.run([*tool("gridd"), "hub", "--state", str(tmp_path), "--peer-file",
+                            str(path)], capture_output=True, env=clean_env(), timeout=30)
+        assert r.returncode == 78 and want in r.stderr, r.stderr

@@ -1,7 +1,7 @@
 """gridd: the grid daemon.
 
     gridd hub [--listen ADDR]... [--state DIR] [--client-key FILE] [--worker-key FILE]
-              [--ssh [N/]HOST]... [--peer ADDR]... ...
+              [--ssh [N/]HOST]... [--peer ADDR]... [--peer-file FILE] ...
     gridd worker (--connect HUB | --stdio | --listen ADDR) [--slots N] [--tag K=V]... [--name NAME]
     gridd ctl [--hub HUB] [--json] status|workers|jobs|results|top|cancel ID|drain WORKER|shutdown
     gridd slurm [--hub HUB] [--connect ADDR] [--min N] [--max N] [--slots N] [--idle SECS] ...
@@ -19,7 +19,7 @@ EPILOG = """\
 exit status: 0 ok (a hub drained after SIGTERM); 64 usage; 65 ctl: no such job or
 worker; 69 hub unreachable or cannot listen; 73 state dir or --workdir unusable;
 75 state dir in use; 76 protocol error (or TLS on one side only); 77 authentication
-or certificate refused; 78 bad key or certificate file.  See gridd(8).
+or certificate refused; 78 bad key, certificate or peer file.  See gridd(8).
 """
 
 
@@ -75,6 +75,9 @@ def build_parser():
     h.add_argument("--peer", metavar="ADDR", action="append", default=[],
                    help="dial a worker listening at ADDR (gridd worker --listen), and again "
                         "when it drops (repeatable)")
+    h.add_argument("--peer-file", metavar="FILE",
+                   help="dial the workers listed in FILE too (one address a line, # "
+                        "comments), read again on SIGHUP")
     h.add_argument("--upstream", metavar="HUB",
                    help="be a worker of the hub at HUB, offering this hub's workers' slots")
     h.add_argument("--upstream-key", metavar="FILE",
@@ -191,6 +194,7 @@ def run_hub(opts, env, loop=None):
     reach = [peers.parse_ssh(h, opts.ssh_command or peers.bootstrap.SSH,
                              opts.ssh_python or peers.bootstrap.PYTHON) for h in opts.ssh]
     reach += [peers.parse_peer(a) for a in opts.peer]
+    file_peers = peers.read_peer_file(opts.peer_file) if opts.peer_file else []
     http = http_token = None
     if opts.http_token is not None:
         http_token = keys.read_key(opts.http_token)
@@ -214,7 +218,8 @@ def run_hub(opts, env, loop=None):
                             debug=bool(env.get("GRID_DEBUG")), max_jobs=opts.max_jobs,
                             stall_timeout=opts.stall_timeout, peers=reach,
                             http=http, http_token=http_token, upstream=opts.upstream,
-                            upstream_key=upstream_key), loop=loop)
+                            upstream_key=upstream_key, peer_file=opts.peer_file,
+                            file_peers=file_peers), loop=loop)
     import sqlite3
     try:
         h.open()

@@ -13,6 +13,13 @@ starts in a row failed before its worker was up is not reached again
 either (gridmap -S: an unreachable host); on_gone(target), when set, hears
 of it.
 
+`--peer-file FILE` names more dialled workers, one address a line (`#`
+starts a comment), and is read again on SIGHUP (reload): a peer added is
+dialled, a peer removed is drained as `gridd ctl drain` does (no new
+jobs; BYE once its running jobs end) or, not connected, no longer
+dialled.  A file that cannot be read or parsed at SIGHUP leaves the peers
+as they are; at most MAX_FILE bytes and MAX_PEERS peers.
+
 Per target the hub holds one launcher process (ssh) or one connecting
 socket, the payload while it is sent (about 30 KiB), one stderr line of
 at most LINE bytes, and counts (never stores) up to bootstrap.NOISE bytes
@@ -34,6 +41,8 @@ BOOT_TIMEOUT = 60.0         # ssh started -> banner and payload sent
 DIAL_TIMEOUT = 10.0         # connect() to a listening worker
 STOP_GRACE = 5.0            # a closed ssh worker's launcher gets this long, then SIGTERM
 LINE = 1000                 # bytes of one stderr line logged (the rest is cut)
+MAX_FILE = 1 << 20          # bytes of a --peer-file
+MAX_PEERS = 4096            # addresses in a --peer-file
 
 
 class Spec:
@@ -71,6 +80,42 @@ def parse_peer(text):
     return Spec("dialled", text)
 
 
+def read_peer_file(path):
+    """--peer-file: the addresses in path, one a line, in order, each once;
+    blank lines and what follows a # are ignored.  GridError (exit 78)
+    when it cannot be read or a line is no address."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE + 1)
+    except OSError as e:
+        raise errors.GridError(f"cannot read peer file {path}: {e.strerror}", errors.CONFIG)
+    if len(data) > MAX_FILE:
+        raise errors.GridError(f"peer file {path}: more than {MAX_FILE} bytes", errors.CONFIG)
+    return parse_peer_lines(data, path)
+
+
+def parse_peer_lines(data, path):
+    found = {}
+    for n, line in enumerate(data.split(b"\n"), 1):
+        words = line.partition(b"#")[0].split()
+        if not words:
+            continue
+        try:
+            if len(words) > 1:
+                raise errors.UsageError("one address a line")
+            text = words[0].decode("ascii")
+            net.parse_address(text)
+        except (UnicodeDecodeError, errors.UsageError) as e:
+            why = "not ASCII" if isinstance(e, UnicodeDecodeError) else str(e)
+            raise errors.GridError(f"peer file {path}, line {n}: {why}", errors.CONFIG) \
+                from None
+        found[text] = None
+        if len(found) > MAX_PEERS:
+            raise errors.GridError(f"peer file {path}: more than {MAX_PEERS} peers",
+                                   errors.CONFIG)
+    return list(found)
+
+
 class Target:
     """One worker the hub keeps reaching, and the attempt under way."""
 
@@ -93,6 +138,7 @@ class Target:
         self.check = None           # checks the worker's WELCOME
         self.up_since = None
         self.drained = False
+        self.removed = False        # gone from --peer-file: not reached again
         self.status = None
         self.failed_starts = 0      # in a row, the worker never up
         self.gone = False           # given up (spec.tries)
@@ -107,6 +153,10 @@ class Peers:
         self.opts = opts
         self.loop = server.loop
         self.targets = [Target(s) for s in getattr(opts, "peers", ())]
+        self.peer_file = getattr(opts, "peer_file", None)
+        self.from_file = {}         # address -> Target, for the peers of --peer-file
+        for where in getattr(opts, "file_peers", ()):
+            self._add(where)
         self.by_conn = {}
         self.payloads = {}          # worker argv -> (payload, sha256)
         self.stopped = False
@@ -118,6 +168,57 @@ class Peers:
     def start(self):
         for t in self.targets:
             self.reach(t)
+
+    # -- --peer-file, read again on SIGHUP ------------------------------------------
+
+    def _add(self, where):
+        """A peer of the file, unless --peer names it already."""
+        if any(t.spec.kind == "dialled" and t.spec.where == where for t in self.targets):
+            return None
+        t = self.from_file[where] = Target(Spec("dialled", where))
+        self.targets.append(t)
+        return t
+
+    def reload(self):
+        """SIGHUP: read --peer-file again; dial the peers added, let go of
+        those removed.  A file that cannot be read changes nothing."""
+        if self.peer_file is None:
+            return
+        try:
+            wanted = read_peer_file(self.peer_file)
+        except errors.GridError as e:
+            self.server.log(f"SIGHUP: keeping the old peers: {e}")
+            return
+        gone = [w for w in self.from_file if w not in wanted]
+        added = [t for t in map(self._add, (w for w in wanted if w not in self.from_file))
+                 if t is not None]
+        for where in gone:
+            self.remove(self.from_file.pop(where))
+        for t in added:
+            self.reach(t)
+        self.server.log(f"SIGHUP: {self.peer_file}: {len(self.from_file)} peer"
+                        f"{'s' * (len(self.from_file) != 1)}, {len(added)} added, "
+                        f"{len(gone)} removed")
+
+    def remove(self, t):
+        """A peer gone from the file: a worker up is drained (BYE once its
+        jobs are done), any other attempt ends; it is not reached again."""
+        t.removed = True
+        self.targets.remove(t)
+        conn = t.conn
+        if conn is not None and conn in self.server.sessions.workers:
+            self.server.sessions.drain(conn)
+            return
+        if t.timer is not None:
+            t.timer.cancel()
+            t.timer = None
+        if conn is not None:
+            self.server.close(conn)     # mid-handshake: closed() ends it
+        elif t.sock is not None:
+            self._unwatch(t)
+            t.sock.close()
+            t.sock = None
+        self.server.log(f"{t.label}: removed from {self.peer_file}")
 
     def opened(self, conn):
         pass
@@ -154,7 +255,7 @@ class Peers:
 
     def reach(self, t):
         t.timer = None
-        if self.stopped or self.server.draining:
+        if self.stopped or self.server.draining or t.removed:
             return
         t.stage, t.status, t.check, t.up_since, t.last_err = "ssh", None, None, None, ""
         if t.spec.kind == "ssh":
@@ -438,6 +539,10 @@ class Peers:
         if t.timer is not None:
             t.timer.cancel()
             t.timer = None
+        if t.removed:
+            if t.stage == "up":
+                self.server.log(f"{t.label}: removed from {self.peer_file}; not dialled again")
+            return
         if t.drained:
             t.drained = False
             self.server.log(f"{t.label}: drained; not started again")
@@ -447,7 +552,7 @@ class Peers:
         self.retry(t)
 
     def retry(self, t):
-        if self.stopped or self.server.draining:
+        if self.stopped or self.server.draining or t.removed:
             return
         t.failed_starts = 0 if t.up_since is not None else t.failed_starts + 1
         if t.spec.tries is not None and t.failed_starts >= t.spec.tries:

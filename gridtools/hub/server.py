@@ -83,7 +83,7 @@ class Options:
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
                  stall_timeout=STALL_TIMEOUT, peers=(), http=None, http_token=None, upstream=None,
-                 upstream_key=None):
+                 upstream_key=None, peer_file=None, file_peers=()):
         self.listen = list(listen)  # Addresses to bind, or sockets systemd passed
         self.state_dir = state_dir
         self.client_key = client_key
@@ -97,6 +97,8 @@ class Options:
         self.max_jobs = max_jobs    # session jobs one client may have at the hub
         self.stall_timeout = stall_timeout  # a client reading nothing this long loses its jobs
         self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
+        self.peer_file = peer_file  # --peer-file, read again on SIGHUP
+        self.file_peers = list(file_peers)  # ... the addresses it held at start
         self.http = http            # --http: the Address of /metrics and /status.json
         self.http_token = http_token  # --http-token: what every HTTP request must carry
         self.upstream = upstream    # --upstream: the hub we are a worker of
@@ -262,6 +264,7 @@ class Hub:
             log("SIGHUP: keys reread")
         except errors.GridError as e:
             log(f"SIGHUP: keeping the old keys: {e}")
+        self.peers.reload()
 
     # -- timers and the end of a turn ---------------------------------------------------
 

@@ -342,13 +342,16 @@ class Sessions:
         """Give worker name no more jobs; BYE once it runs none.  How many."""
         found = [c for c in self.workers if c.slots.name == name]
         for c in found:
-            self.sched.drain(c, c.slots)
-            if not c.slots.jobs:
-                self.server.send(c, b"BYE\n")
-            self.server.log(f"worker {name}: draining")
-        if found:
-            self.changed()
+            self.drain(c)
         return len(found)
+
+    def drain(self, conn):
+        """Give the worker on conn no more jobs; BYE once it runs none."""
+        self.sched.drain(conn, conn.slots)
+        if not conn.slots.jobs:
+            self.server.send(conn, b"BYE\n")
+        self.server.log(f"worker {conn.name}: draining")
+        self.changed()
 
     def find(self, hid):
         """The session or durable job numbered hid, queued or running, or None."""
