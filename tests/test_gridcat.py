@@ -95,6 +95,42 @@ def test_null_delimited_messages_keep_their_newlines(grid):
     assert json.loads(r.stdout) == {"topic": "bin", "offset": 2, "message": "\\xff"}
 
 
+def test_framed_messages_carry_any_bytes_through_a_topic_and_a_queue(grid):
+    grid.start_hub()
+    msgs = [b"one\nline", b"", b"nul\0and\xff", b"7:looks:framed\n"]
+    framed = b"".join(b"%d:%s\n" % (len(m), m) for m in msgs)
+    r = cat(grid, "pub", "--framed", "raw", input=framed)
+    assert r.returncode == 0, r.stderr
+    r = cat(grid, "sub", "--framed", "raw", "--from", "beginning", "-e")
+    assert (r.returncode, r.stdout) == (0, framed)
+    assert cat(grid, "put", "--framed", "rawq", input=framed).returncode == 0
+    r = cat(grid, "take", "--framed", "rawq", "-e")
+    assert (r.returncode, r.stdout) == (0, framed)
+
+
+def test_badly_framed_input_exits_65_after_the_messages_before_it(grid):
+    grid.start_hub()
+    for bad, why in ((b"3:abc\n2:abc\n", b"not 2 bytes and a newline"),
+                     (b"3:abc\nx\n", b"does not start with LENGTH:"),
+                     (b"3:abc\n5:ab", b"ends inside a message")):
+        r = cat(grid, "pub", "--framed", "bad", input=bad)
+        assert r.returncode == 65 and why in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+    r = cat(grid, "sub", "bad", "--from", "beginning", "-e")
+    assert r.stdout == b"abc\n" * 3
+    r = cat(grid, "pub", "--framed", "-0", "bad", input=b"")
+    assert r.returncode == 64
+
+
+def test_a_message_over_the_limit_is_refused_after_the_ones_before_it(grid):
+    grid.start_hub()
+    big = b"x" * ((16 << 20) + 1)
+    r = cat(grid, "pub", "long", input=b"first\nsecond\n" + big + b"\n")
+    assert r.returncode == 65 and b"longer than" in r.stderr, r.stderr
+    r = cat(grid, "sub", "long", "--from", "beginning", "-e")
+    assert r.stdout == b"first\nsecond\n"
+
+
 def test_named_subscription_resumes_after_kill_9_of_subscriber_and_of_hub(grid):
     grid.start_hub()
     r = cat(grid, "pub", "--durable", "log", input=b"".join(b"%d\n" % i for i in range(100)))

@@ -273,3 +273,27 @@ def test_malformed_message_lists_are_refused(body, n):
 def test_message_lists_round_trip_any_bytes():
     msgs = [b"", b"\n", b"\0", bytes(range(256)), b"12:x"]
     assert frames.unpack(frames.pack(msgs), len(msgs)) == msgs
+
+
+def test_a_stream_of_message_lists_splits_wherever_a_read_ends():
+    msgs = [b"", b"\n", b"\0", bytes(range(256)), b"12:x", b"7" * 1000]
+    stream = frames.pack(msgs)
+    for cut in range(len(stream) + 1):
+        got, rest, problem = frames.split_stream(stream[:cut], 4096)
+        assert problem is None
+        more, rest, problem = frames.split_stream(rest + stream[cut:], 4096)
+        assert (got + more, rest, problem) == (msgs, b"", None)
+
+
+@pytest.mark.parametrize("stream,good", [(b"1:a\nx:", 1), (b"01:a\n", 0), (b"2:abc", 0),
+                                         (b"123456789", 0), (b"1:a\n5000:", 1)])
+def test_a_bad_stream_keeps_the_messages_before_it(stream, good):
+    got, rest, problem = frames.split_stream(stream, 4096)
+    assert len(got) == good and problem, (got, rest, problem)
+
+
+def test_chunks_fit_a_body_and_a_batch():
+    big = b"x" * (frames.MAX_MESSAGE)
+    parts = list(frames.chunks([b"a", big, b"b"] + [b"c"] * (frames.MAX_BATCH + 1)))
+    assert [len(p) for p in parts] == [1, 1, frames.MAX_BATCH, 2]
+    assert all(len(frames.pack(p)) <= wire.MAX_BODY for p in parts)

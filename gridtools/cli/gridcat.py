@@ -33,8 +33,8 @@ exit status: 0 success; 1 nothing was written (with -e, --timeout, or read
 finding no message); 3 messages were lost (the subscriber fell behind the
 topic's retention; stderr says how many); gridcat job: the job's own
 status (128+N for signal N, 124 timeout, 75 lost); 64 usage; 65 bad input
-(a message over 16 MiB, or 1 MiB in a room) or no such job; 69 hub
-unreachable; 75 the hub could not store the messages, or the name is in
+(a message over about 16 MiB, 1 MiB in a room, or badly framed) or no
+such job; 69 hub unreachable; 75 the hub could not store the messages, or the name is in
 the room already (try again); 76 protocol error; 77 refused; 141 stdout
 closed; gridcat join: 3 removed from the room for reading too slowly.
 See gridcat(1).
@@ -42,7 +42,7 @@ See gridcat(1).
 
 NOTHING = 1                 # nothing was written
 LOST = 3                    # messages were lost to retention
-MAX_MESSAGE = 16 << 20      # bytes in one message (a body's most)
+MAX_MESSAGE = frames.MAX_MESSAGE    # bytes in one message: a body's most, less its framing
 BATCH_BYTES = 1 << 20       # stdin is published in batches of about this many bytes
 WINDOW = 64                 # messages a taker holds unacknowledged (--window)
 ROOM_AHEAD = 1 << 20        # bytes a member says before they come back to it
@@ -68,8 +68,12 @@ def build_parser():
         return m
 
     def framing(m):
-        m.add_argument("-0", "--null", action="store_true",
+        g = m.add_mutually_exclusive_group()
+        g.add_argument("-0", "--null", action="store_true",
                        help="messages end with NUL instead of newline")
+        g.add_argument("--framed", action="store_true",
+                       help="messages are LENGTH:BYTES and a newline, on stdin and stdout "
+                            "(any bytes pass)")
 
     def following(m, start):
         m.add_argument("--from", dest="start", metavar="WHERE", default=start,
@@ -180,7 +184,8 @@ def parse_options(argv):
                 raise errors.UsageError(f"{what}: {name[:64]!r}: {wire.NAME_RULE}")
     if getattr(opts, "start", None) is not None:
         opts.start, opts.since = parse_from(opts.start)
-    opts.sep = b"\0" if getattr(opts, "null", False) else b"\n"
+    opts.framing = Framed() if getattr(opts, "framed", False) else \
+        Lines(b"\0" if getattr(opts, "null", False) else b"\n")
     return opts
 
 
@@ -207,32 +212,70 @@ def parse_from(text):
     return None, f"{max(0.0, when.timestamp()):.3f}"
 
 
-# -- from stdin -------------------------------------------------------------------
+# -- from stdin ------------------------------------------------------------------
 
-def batches(fd, sep, limit=BATCH_BYTES):
-    """Lists of messages from fd, each message ended by sep (the last may
-    lack it), as they arrive: a batch is what one read brought, so a slow
-    writer's lines go out at once.  DataError for a message over 16 MiB,
-    after every message before it."""
+class Lines:
+    """Messages that end with sep (a newline, or NUL with -0); the last
+    may lack it."""
+
+    def __init__(self, sep):
+        self.sep = sep
+
+    def split(self, buf, most):
+        """(whole messages, the rest, problem or None), as frames.split_stream."""
+        parts = buf.split(self.sep)
+        rest = parts.pop()
+        if len(rest) > most or (parts and max(map(len, parts)) > most):
+            parts.append(rest)
+            first = next(i for i, m in enumerate(parts) if len(m) > most)
+            return parts[:first], b"", f"a message longer than {most} bytes"
+        return parts, rest, None
+
+    def end(self, rest):
+        return [rest] if rest else []
+
+    def record(self, msg):
+        return msg + self.sep
+
+
+class Framed:
+    """Messages as LENGTH:BYTES and a newline (--framed): the form of the
+    wire's message lists (gridtools.proto.frames), so any bytes pass."""
+
+    def split(self, buf, most):
+        return frames.split_stream(buf, most)
+
+    def end(self, rest):
+        if rest:
+            raise errors.DataError(f"standard input ends inside a message ({len(rest)} bytes "
+                                   f"of LENGTH:BYTES and a newline)")
+        return []
+
+    def record(self, msg):
+        return b"%d:%s\n" % (len(msg), msg)
+
+
+def batches(fd, framing, limit=BATCH_BYTES, most=MAX_MESSAGE):
+    """Lists of messages from fd as they arrive: a batch is what one read
+    brought, so a slow writer's lines go out at once.  DataError for a
+    message over most bytes (or not framed), after every message before it."""
     rest = b""
     while True:
         data = os.read(fd, limit)
         if not data:
             break
-        parts = (rest + data).split(sep)
-        rest = parts.pop()
-        if len(rest) > MAX_MESSAGE:
-            break
+        parts, rest, problem = framing.split(rest + data, most)
         for i in range(0, len(parts), frames.MAX_BATCH):
             yield parts[i:i + frames.MAX_BATCH]
-    if len(rest) > MAX_MESSAGE:
-        raise errors.DataError(f"standard input: a message longer than {MAX_MESSAGE} bytes")
-    if rest:
-        yield [rest]
+        if problem:
+            raise errors.DataError(f"standard input: {problem}")
+    last = framing.end(rest)
+    if last:
+        yield last
 
 
-def send_stdin(sender, sep):
-    for msgs in batches(0, sep):
+def send_stdin(sender, framing):
+    for msgs in batches(0, framing):
         sender.send(msgs)
     sender.finish()
     return 0
@@ -244,7 +287,7 @@ class Out:
     """Messages to stdout, as lines (or -0, or --json records)."""
 
     def __init__(self, opts, what):
-        self.sep = opts.sep
+        self.record = opts.framing.record
         self.json = getattr(opts, "json", False)
         self.what = what
         self.written = 0
@@ -258,7 +301,7 @@ class Out:
                 rec = dict(where, message=msg.decode("utf-8", "backslashreplace"))
             self.buf.append(json.dumps(rec, sort_keys=True).encode() + b"\n")
         else:
-            self.buf.append(msg + self.sep)
+            self.buf.append(self.record(msg))
         self.written += 1
 
     def flush(self):
@@ -353,7 +396,7 @@ def room_records(opts, room, item):
     """An item of a room as what is written: a view as "view N: a b c",
     a message as "NAME: message" (names hold neither blanks nor colons),
     or with --json one object each."""
-    sep = opts.sep
+    record = opts.framing.record
     if item.kind == "view":
         if opts.json:
             rec = {"room": room, "seq": item.seq, "view": item.view, "members": item.data}
@@ -362,7 +405,7 @@ def room_records(opts, room, item):
             elif item.who is not None:
                 rec["joined"] = item.who
             return [json.dumps(rec, sort_keys=True).encode() + b"\n"]
-        return [b"view %d: %s" % (item.view, " ".join(item.data).encode()) + sep]
+        return [record(b"view %d: %s" % (item.view, " ".join(item.data).encode()))]
     if opts.json:
         return [json.dumps({"room": room, "seq": item.seq + i, "view": item.view,
                             "from": item.who,
@@ -370,7 +413,7 @@ def room_records(opts, room, item):
                            sort_keys=True).encode() + b"\n"
                 for i, m in enumerate(item.data)]
     who = item.who.encode() + b": "
-    return [who + m + sep for m in item.data]
+    return [record(who + m) for m in item.data]
 
 
 def join(opts, client):
@@ -429,18 +472,19 @@ def join(opts, client):
                 break
             if any(fd == 0 for fd, _ in ready):
                 data = os.read(0, 1 << 18)
+                problem = None
                 if data:
-                    parts = (rest + data).split(opts.sep)
-                    rest = parts.pop()
+                    parts, rest, problem = opts.framing.split(rest + data,
+                                                              hubclient.ROOM_MESSAGE)
                 else:
-                    parts = [rest] if rest else []
+                    parts = opts.framing.end(rest)
                     rest = b""
                     reading = False
-                if len(rest) > hubclient.ROOM_MESSAGE:
-                    raise errors.DataError(f"standard input: a message longer than "
-                                           f"{hubclient.ROOM_MESSAGE} bytes (a room's most)")
                 room.say(parts)
                 ahead += sum(map(len, parts))
+                if problem:
+                    raise errors.DataError(f"standard input: {problem} (a room's most is "
+                                           f"{hubclient.ROOM_MESSAGE} bytes)")
     finally:
         if status != LOST and not leaving:
             try:
@@ -492,9 +536,9 @@ def work(opts, client):
     m = opts.mode
     if m == "pub":
         return send_stdin(hubclient.publisher(client, opts.stream, opts.durable, opts.keep,
-                                              opts.keep_bytes, opts.keep_age), opts.sep)
+                                              opts.keep_bytes, opts.keep_age), opts.framing)
     if m == "put":
-        return send_stdin(hubclient.putter(client, opts.stream), opts.sep)
+        return send_stdin(hubclient.putter(client, opts.stream), opts.framing)
     if m == "sub":
         return follow(opts, client, opts.stream)
     if m == "events":

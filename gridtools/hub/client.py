@@ -316,17 +316,18 @@ class Sender:
         self.count = 0
 
     def send(self, msgs):
-        if not msgs:
-            return
+        """msgs in as many PUBs or PUTs as their size needs (a message is
+        at most frames.MAX_MESSAGE bytes)."""
         from gridtools.proto import frames
-        self.client.send(self.request(frames.pack(msgs), len(msgs), self.kv))
-        self.kv = {}                # the topic's settings go with the first batch
-        self.unanswered += 1
-        while True:
-            msg = next_message(self.client, None if self.unanswered > PUB_WINDOW else 0)
-            if msg is None:
-                return
-            self._answer(msg)
+        for part in frames.chunks(msgs):
+            self.client.send(self.request(frames.pack(part), len(part), self.kv))
+            self.kv = {}            # the topic's settings go with the first batch
+            self.unanswered += 1
+            while True:
+                msg = next_message(self.client, None if self.unanswered > PUB_WINDOW else 0)
+                if msg is None:
+                    break
+                self._answer(msg)
 
     def _answer(self, msg):
         _expect(self.client, msg, "OK", self.name)
