@@ -83,13 +83,25 @@ class Reader:
         return out
 
 
-def drain(sock, stop):
-    """Read and drop what a publisher's server answers (redis's counts,
-    the hub's OKs), so neither side blocks on a full pipe."""
-    while not stop.is_set():
-        r, _, _ = select.select([sock], [], [], 0.05)
-        if r and not sock.recv(CHUNK):
-            return
+class Answers(threading.Thread):
+    """Reads what a publisher's server answers (the hub's OKs, redis's
+    counts, NATS's PONG), so neither side blocks on a full pipe, until
+    `want` lines came: a publisher that closed with answers unread would
+    reset its connection and lose what the server had not read yet."""
+
+    def __init__(self, sock, want):
+        super().__init__(daemon=True)
+        self.sock = sock
+        self.want = want
+        self.lines = 0
+        self.start()
+
+    def run(self):
+        while self.lines < self.want:
+            data = self.sock.recv(CHUNK)
+            if not data:
+                return
+            self.lines += data.count(b"\n")
 
 
 # -- the three protocols --------------------------------------------------------
@@ -116,6 +128,9 @@ class Grid:
         self.sock.sendall(b"SUB %s from=end\n" % topic)
         verb, kv = self.head()
         assert verb == b"OK", (verb, kv)
+
+    def answers(self, n, frames):
+        return frames if self.batched else n
 
     def publish(self, topic, msgs):
         if self.batched:
@@ -205,6 +220,12 @@ class Nats:
     def publish(self, topic, msgs):
         return b"".join(b"PUB %s %d\r\n%s\r\n" % (topic, len(m), m) for m in msgs)
 
+    def answers(self, n, frames):
+        return 1                    # the PONG to a PING after the last message
+
+    def last(self):
+        return b"PING\r\n"
+
     def message(self):
         """(subject, reply, headers, body) of the next MSG or HMSG."""
         while True:
@@ -264,14 +285,15 @@ class Nats:
     def take(self, queue, idle, window=64):
         """Pull up to window at a time; each message acknowledged (+ACK to
         its reply subject) once it was yielded and nothing more is in."""
-        self.sock.sendall(b"SUB _INBOX.take 3\r\n")
+        inbox = b"_INBOX.take.%d" % os.getpid()     # each taker its own
+        self.sock.sendall(b"SUB %s 3\r\n" % inbox)
         nxt = b"$JS.API.CONSUMER.MSG.NEXT.%s.takers" % queue
         ask = json.dumps({"batch": window, "expires": int(idle * 1e9)}).encode()
         pending = 0
         acks = []
         while True:
             if pending == 0:
-                self.sock.sendall(b"PUB %s _INBOX.take %d\r\n%s\r\n" % (nxt, len(ask), ask))
+                self.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (nxt, inbox, len(ask), ask))
                 pending = window
                 got_any = False
             if acks and not self.rd.buf and not select.select([self.sock], [], [], 0)[0]:
@@ -346,6 +368,9 @@ class Redis:
     def publish(self, topic, msgs):
         return b"".join(resp(b"PUBLISH", topic, m) for m in msgs)
 
+    def answers(self, n, frames):
+        return n
+
     def receive(self):
         return fixed(self) or (1, self.value()[2])
 
@@ -397,17 +422,17 @@ def role_sub(c, topic, n, size):
 
 
 def role_pub(c, topic, n, size, batch=BATCH):
+    """All n messages as fast as the server takes them; exits once the
+    server answered every one."""
     msgs = [payload(i, size) for i in range(n)]
     frames = [c.publish(topic, msgs[i:i + batch]) for i in range(0, n, batch)]
-    stop = threading.Event()
-    t = threading.Thread(target=drain, args=(c.sock, stop), daemon=True)
-    t.start()
+    answers = Answers(c.sock, c.answers(n, len(frames)))
     t0 = time.monotonic()
     for f in frames:
         c.sock.sendall(f)
+    c.sock.sendall(getattr(c, "last", lambda: b"")())
     print(t0, flush=True)
-    time.sleep(0.2)
-    stop.set()
+    answers.join(120)
 
 
 def role_lat(c, addr, topic, n, size):
