@@ -157,6 +157,7 @@ def test_a_hostile_hub_above_costs_its_connection_never_the_hub(tmp_path):
         s.settimeout(30)
         f = s.makefile("rb")
         s.sendall(wire.hello("hub", wire.new_nonce()))
+        assert f.readline() == b"\n"           # a TLS hub would refuse plain text at once
         hello, _ = wire.split(f.readline())
         assert wire.check_hello(hello, roles=("worker",))[0] == "worker"
         s.sendall(wire.format("WELCOME", wire.VERSION, role="hub"))

@@ -78,10 +78,20 @@ def build_parser():
     h.add_argument("--peer-file", metavar="FILE",
                    help="dial the workers listed in FILE too (one address a line, # "
                         "comments), read again on SIGHUP")
+    h.add_argument("--peer-tls-ca", metavar="FILE",
+                   help="dial workers with TLS, trusting this CA for their certificates")
+    h.add_argument("--peer-tls-cert", metavar="FILE",
+                   help="the client certificate (PEM) to show dialled workers")
+    h.add_argument("--peer-tls-key", metavar="FILE", help="... and its key (PEM)")
     h.add_argument("--upstream", metavar="HUB",
                    help="be a worker of the hub at HUB, offering this hub's workers' slots")
     h.add_argument("--upstream-key", metavar="FILE",
                    help="the worker key of the hub above (else $GRID_KEY or $GRID_KEY_FILE)")
+    h.add_argument("--upstream-tls-ca", metavar="FILE",
+                   help="connect to the hub above with TLS, trusting this CA")
+    h.add_argument("--upstream-tls-cert", metavar="FILE",
+                   help="the client certificate (PEM) to show the hub above")
+    h.add_argument("--upstream-tls-key", metavar="FILE", help="... and its key (PEM)")
 
     w = sub.add_parser("worker", help="run jobs for a hub",
                        description="Run jobs a hub sends; logs go to stderr.")
@@ -205,6 +215,8 @@ def run_hub(opts, env, loop=None):
             http = http_sock
         else:
             http = check_address(net.parse_address(opts.http), opts.insecure, http_token)
+    peer_tls = client_tls_option(opts, "peer")
+    upstream_tls = client_tls_option(opts, "upstream")
     upstream_key = None
     if opts.upstream:
         net.parse_address(opts.upstream)            # a usage error now, not at each dial
@@ -219,7 +231,8 @@ def run_hub(opts, env, loop=None):
                             stall_timeout=opts.stall_timeout, peers=reach,
                             http=http, http_token=http_token, upstream=opts.upstream,
                             upstream_key=upstream_key, peer_file=opts.peer_file,
-                            file_peers=file_peers), loop=loop)
+                            file_peers=file_peers, peer_tls=peer_tls,
+                            upstream_tls=upstream_tls), loop=loop)
     import sqlite3
     try:
         h.open()
@@ -228,6 +241,18 @@ def run_hub(opts, env, loop=None):
     except sqlite3.Error as e:
         raise errors.GridError(f"journal in {state}: {e}", errors.CANTCREAT)
     return h.serve()
+
+
+def client_tls_option(opts, what):
+    """--WHAT-tls-ca [--WHAT-tls-cert --WHAT-tls-key]: a client TLS context
+    for the connections the hub makes, or None (the CA turns TLS on)."""
+    from gridtools.proto import keys
+    ca, cert, key = (getattr(opts, f"{what}_tls_{k}") for k in ("ca", "cert", "key"))
+    if (cert or key) and not ca:
+        raise errors.UsageError(f"--{what}-tls-cert and --{what}-tls-key need --{what}-tls-ca")
+    if bool(cert) != bool(key):
+        raise errors.UsageError(f"--{what}-tls-cert and --{what}-tls-key go together")
+    return keys.client_tls(ca, cert, key) if ca else None
 
 
 def hub_listeners(opts, env):

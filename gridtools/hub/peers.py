@@ -13,6 +13,8 @@ starts in a row failed before its worker was up is not reached again
 either (gridmap -S: an unreachable host); on_gone(target), when set, hears
 of it.
 
+With `--peer-tls-ca` (and a client certificate) the hub speaks TLS to
+the workers it dials, as their client (server.adopt runs the handshake).
 `--peer-file FILE` names more dialled workers, one address a line (`#`
 starts a comment), and is read again on SIGHUP (reload): a peer added is
 dialled, a peer removed is drained as `gridd ctl drain` does (no new
@@ -153,6 +155,7 @@ class Peers:
         self.opts = opts
         self.loop = server.loop
         self.targets = [Target(s) for s in getattr(opts, "peers", ())]
+        self.tls = getattr(opts, "peer_tls", None)     # a client context: --peer-tls-ca
         self.peer_file = getattr(opts, "peer_file", None)
         self.from_file = {}         # address -> Target, for the peers of --peer-file
         for where in getattr(opts, "file_peers", ()):
@@ -373,7 +376,9 @@ class Peers:
         net.tune(sock)
         t.sock = None
         t.stage = "boot"
-        t.conn = self.server.adopt(sock, t.spec.where, self, "dialled")
+        wrapped = net.wrap_client(sock, net.parse_address(t.spec.where), self.tls)
+        t.conn = self.server.adopt(wrapped, t.spec.where, self, "dialled",
+                                   tls=wrapped is not sock)
         self.by_conn[t.conn] = t
 
     def dial_timeout(self, t):

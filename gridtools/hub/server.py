@@ -83,7 +83,8 @@ class Options:
                  client_key_file=None, worker_key_file=None, tls=None, heartbeat=10.0,
                  keep=7 * 86400.0, debug=False, max_jobs=MAX_JOBS,
                  stall_timeout=STALL_TIMEOUT, peers=(), http=None, http_token=None, upstream=None,
-                 upstream_key=None, peer_file=None, file_peers=()):
+                 upstream_key=None, peer_file=None, file_peers=(), peer_tls=None,
+                 upstream_tls=None):
         self.listen = list(listen)  # Addresses to bind, or sockets systemd passed
         self.state_dir = state_dir
         self.client_key = client_key
@@ -99,6 +100,8 @@ class Options:
         self.peers = list(peers)    # workers the hub reaches itself (peers.Spec)
         self.peer_file = peer_file  # --peer-file, read again on SIGHUP
         self.file_peers = list(file_peers)  # ... the addresses it held at start
+        self.peer_tls = peer_tls    # a client TLS context for dialled workers, or None
+        self.upstream_tls = upstream_tls  # ... for the hub above
         self.http = http            # --http: the Address of /metrics and /status.json
         self.http_token = http_token  # --http-token: what every HTTP request must carry
         self.upstream = upstream    # --upstream: the hub we are a worker of
@@ -334,19 +337,25 @@ class Hub:
             if not tls:
                 self.greet(conn)
 
-    def adopt(self, sock, peer, service, how, data=b""):
+    def adopt(self, sock, peer, service, how, data=b"", tls=False):
         """A connection a service made (it dialled a worker, or started one
-        over ssh), served as any other; data: bytes already read from it.
-        The peer speaks first there: its messages go to service.greet(conn,
-        msg) until the service calls joined(); service.closed() hears of
-        the connection's end even before then.  Returns the Conn."""
+        over ssh), served as any other; data: bytes already read from it;
+        tls: sock is wrapped (net.wrap_client) and its handshake comes
+        first.  The peer speaks first there: its messages go to
+        service.greet(conn, msg) until the service calls joined();
+        service.closed() hears of the connection's end even before then.
+        Returns the Conn."""
         sock.setblocking(False)
-        conn = Conn(sock, peer, False)
+        conn = Conn(sock, peer, tls)
+        conn.tls_hs_started = tls
         self.conns[conn.fd] = conn
         self.dialled[conn] = (service, how)
         conn.hs_timer = self.loop.call_later(HANDSHAKE_TIMEOUT, self.guard, conn,
                                              self.no_hello, conn)
-        self._want(conn, True, False)
+        if conn.tls:
+            self.tls_handshake(conn)
+        else:
+            self._want(conn, True, False)
         if data:
             conn.reader.feed(data)
             self.resumed.add(conn)
@@ -410,7 +419,8 @@ class Hub:
             self._want(conn, step == "read", step == "write")
         elif step == "done":
             self._want(conn, True, False)
-            self.greet(conn)
+            if conn not in self.dialled:    # one we called speaks first
+                self.greet(conn)
         else:
             log(f"{conn.peer}: TLS handshake {step}")
             self.close(conn, quiet=True)

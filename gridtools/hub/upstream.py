@@ -1,6 +1,7 @@
 """The hub's upstream service (`gridd hub --upstream HUB`): this hub is a
-worker of the hub above.  It dials it, answers its HELLO as a worker
-(wire.connect_as, with --upstream-key or $GRID_KEY), and offers READY with
+worker of the hub above.  It dials it (with TLS as its client given
+--upstream-tls-ca), answers its HELLO as a worker (wire.connect_as, with
+--upstream-key or $GRID_KEY), and offers READY with
 the sum of its own workers' slots and the tags all of them share; READY is
 sent again whenever that offer changes (a worker joined, left or is
 draining; none left offers slots=0).
@@ -39,6 +40,7 @@ class Upstream:
         self.loop = server.loop
         self.where = getattr(opts, "upstream", None)
         self.key = getattr(opts, "upstream_key", None)
+        self.tls = getattr(opts, "upstream_tls", None)  # a client context: --upstream-tls-ca
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.conn = None            # the server's connection, once adopted
         self.sock = None            # ours while connecting
@@ -107,7 +109,11 @@ class Upstream:
             self.retry(f"cannot connect: {err.strerror}")
             return
         net.tune(sock)
-        self.conn = self.server.adopt(sock, self.where, self, "upstream")
+        wrapped = net.wrap_client(sock, net.parse_address(self.where), self.tls)
+        self.conn = self.server.adopt(wrapped, self.where, self, "upstream",
+                                      tls=wrapped is not sock)
+        if wrapped is sock:
+            self.server.send(self.conn, b"\n")    # a TLS hub above says so at once
         self.conn.name = f"upstream {self.where}"
 
     def dial_timeout(self):

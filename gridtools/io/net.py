@@ -179,6 +179,16 @@ def connect(addr, tls=None, timeout=CONNECT_TIMEOUT):
     return s
 
 
+def wrap_client(sock, addr, tls):
+    """sock (connected to addr, or connecting) wrapped in the client
+    context tls for a caller on the loop, which drives the handshake
+    (do_handshake); the peer's certificate must name addr's host.  A unix
+    socket stays plain, as connect() leaves it."""
+    if tls is None or addr.family == socket.AF_UNIX:
+        return sock
+    return tls.wrap_socket(sock, server_hostname=addr.host, do_handshake_on_connect=False)
+
+
 def connect_nowait(addr, sndbuf=None):
     """Start connecting to addr (a proto.address Address with a numeric
     host, or a unix path) without waiting, for a caller on the loop: the

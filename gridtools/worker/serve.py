@@ -167,15 +167,16 @@ def serve_stdio(loop, key, slots, name, tags, debug=False, lifeline=None):
 def open_listeners(where, env, insecure, key):
     """The sockets --listen names: an address, or "systemd[:NAME]" for
     those the service manager passed (net.take_fds).  Refuses a
-    non-loopback address without a key."""
+    non-loopback address without a key (or a caller's certificate
+    required: key is then true)."""
     if net.is_systemd(where):
         socks = net.take_fds(net.listen_fds(env), where)
     else:
         addr = net.parse_address(where)
         if not addr.is_loopback and key is None and not insecure:
             raise errors.UsageError(f"refusing to listen on {addr} without a key: whoever "
-                                    f"connects could run anything (give --key-file, or "
-                                    f"--insecure)")
+                                    f"connects could run anything (give --key-file, "
+                                    f"--tls-ca with --tls-cert, or --insecure)")
         try:
             socks = [net.listen(addr, backlog=8)]
         except OSError as e:
@@ -187,15 +188,30 @@ def open_listeners(where, env, insecure, key):
             host = s.getsockname()[0]
             if not insecure and key is None and not host.startswith("127.") and host != "::1":
                 raise errors.UsageError(f"refusing to serve a socket on {host} without a key "
-                                        f"(give --key-file, or --insecure)")
+                                        f"(give --key-file, --tls-ca with --tls-cert, or "
+                                        f"--insecure)")
     return socks
 
 
-def serve_listen(loop, socks, key, slots, name, tags, debug=False, lifeline=None):
+def tls_accept(sock, tls, where):
+    """The TLS handshake with a hub that called (tls: a server context),
+    waiting HANDSHAKE_TIMEOUT at most: the wrapped socket, or None (said
+    why, and closed)."""
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    try:
+        return tls.wrap_socket(sock, server_side=True)
+    except OSError as e:
+        log(f"hub {where}: TLS handshake failed: {getattr(e, 'reason', None) or e}")
+        sock.close()
+        return None
+
+
+def serve_listen(loop, socks, key, slots, name, tags, debug=False, lifeline=None, tls=None):
     """Wait for a hub to call, serve it, wait for the next when it goes.
     One hub at a time: another that calls meanwhile is told ERR 75 and
-    closed.  A socket passed already connected (systemd Accept=yes) is
-    served once.  Exit 0 after BYE (drained)."""
+    closed.  With tls (a server context) the hub's call is TLS.  A socket
+    passed already connected (systemd Accept=yes) is served once.  Exit 0
+    after BYE (drained)."""
     current = []
 
     def refuse(lsock):
@@ -238,6 +254,11 @@ def serve_listen(loop, socks, key, slots, name, tags, debug=False, lifeline=None
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix socket"
         if sock.family != socket.AF_UNIX:
             net.tune(sock)
+            if tls is not None:
+                sock = tls_accept(sock, tls, where)
+                if sock is None:
+                    current.clear()
+                    continue
         chan = net.Channel(sock, where)
         w = None
         try:
@@ -280,7 +301,7 @@ def main_worker(opts, key):
             return serve_stdio(loop, key, opts.slots, opts.name, opts.tags, debug, lifeline)
         if opts.listen:
             return serve_listen(loop, opts.listeners, key, opts.slots, opts.name, opts.tags,
-                                debug, lifeline)
+                                debug, lifeline, opts.tls)
         return serve_connect(loop, opts.connect, key, opts.slots, opts.name, opts.tags,
                              getattr(opts, "tls", None), getattr(opts, "once", False), debug,
                              lifeline)
@@ -314,9 +335,13 @@ def add_options(p):
                    help="worker key (else $GRID_KEY or $GRID_KEY_FILE)")
     p.add_argument("--insecure", action="store_true",
                    help="--listen on a non-loopback address without a key")
-    p.add_argument("--tls-ca", metavar="FILE", help="connect with TLS, trusting this CA")
-    p.add_argument("--tls-cert", metavar="FILE", help="TLS client certificate (PEM)")
-    p.add_argument("--tls-key", metavar="FILE", help="TLS client key (PEM)")
+    p.add_argument("--tls-ca", metavar="FILE",
+                   help="--connect: TLS, trusting this CA; --listen: require the hub's "
+                        "certificate signed by it")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="TLS certificate (PEM): --connect's client one, or the one "
+                        "--listen serves TLS with")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
 
 
 def run(opts, env):
@@ -330,12 +355,19 @@ def run(opts, env):
     if opts.connect:
         net.parse_address(opts.connect)             # a usage error now, not a retry loop
     key = keys.key_option(opts.key_file, env, "GRID_KEY")
-    if opts.listen and opts.tls_ca:
-        raise errors.UsageError("--listen does not speak TLS yet (use a key, or ssh)")
-    opts.tls = keys.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key) if opts.tls_ca \
-        else None
     if opts.listen:
-        opts.listeners = open_listeners(opts.listen, env, opts.insecure, key)
+        # As a hub's: a certificate to serve TLS, and a CA to require the caller's.
+        opts.tls = None
+        if opts.tls_cert or opts.tls_key or opts.tls_ca:
+            if not (opts.tls_cert and opts.tls_key):
+                raise errors.UsageError("--listen with TLS needs --tls-cert and --tls-key "
+                                        "(--tls-ca: require the hub's certificate)")
+            opts.tls = keys.server_tls(opts.tls_cert, opts.tls_key, opts.tls_ca)
+        opts.listeners = open_listeners(opts.listen, env, opts.insecure,
+                                        key or (opts.tls_ca and opts.tls_cert))
+    else:
+        opts.tls = keys.client_tls(opts.tls_ca, opts.tls_cert, opts.tls_key) if opts.tls_ca \
+            else None
     opts.debug = bool(env.get("GRID_DEBUG"))
     return main_worker(opts, key)
 
