@@ -140,6 +140,23 @@ def build_parser():
     a("--plus", action="store_true",
       help="more replacement strings: {..} {...} {/..} {/...} {+/} {+.} {+..} "
            "{+...} {##} {0#} {0%%}")
+    a("--extensionreplace", "--er", metavar="STR", help="use STR instead of {.}")
+    a("--basenamereplace", "--bnr", metavar="STR", help="use STR instead of {/}")
+    a("--dirnamereplace", "--dnr", metavar="STR", help="use STR instead of {//}")
+    a("--basenameextensionreplace", "--bner", metavar="STR", help="use STR instead of {/.}")
+    a("--seqreplace", metavar="STR", help="use STR instead of {#}")
+    a("--slotreplace", metavar="STR", help="use STR instead of {%%}")
+    a("--rpl", metavar="'TAG PERL'", action="append", default=[],
+      help="TAG stands for the value of the Perl expression PERL (as {= PERL =}; "
+           "needs perl)")
+    a("--cat", action="store_true",
+      help="--pipe: put each block in a temporary file, {} its name (implies --pipe)")
+    a("--fifo", action="store_true",
+      help="--pipe: feed each block to a named pipe, {} its name (implies --pipe)")
+    a("--regexp", "--regex", action="store_true",
+      help="--pipe: --recend and --recstart are regular expressions")
+    a("--skip-first-line", "--skipfirstline", action="store_true",
+      help="do not use the first line of input (of the first input source)")
     a("-u", "--ungroup", action="store_true",
       help="print output as it arrives, even half lines")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
@@ -327,6 +344,7 @@ def _check(opts):
         opts.boundary = blocks.Boundary(recend, recstart)
     except ValueError as e:
         raise errors.UsageError(str(e))
+    _check_replace_pipe(opts)
     opts.delim = b"\0" if opts.null else b"\n"
     if opts.delimiter is not None:
         opts.delim = inputs.parse_delimiter(opts.delimiter)
@@ -361,6 +379,40 @@ def _check(opts):
         opts.per_job = opts.max_args
     if opts.per_job < 0 or (opts.per_job == 0 and opts.max_replace_args is None):
         raise errors.UsageError("-n/-N: need a positive number of inputs per job")
+
+
+def _check_replace_pipe(opts):
+    """--cat, --fifo, --regexp, --skip-first-line; the replacement strings
+    in force (opts.tags_rpl) as -I, --er ... and --rpl make them."""
+    if opts.cat and opts.fifo:
+        raise errors.UsageError("--cat does not go with --fifo")
+    if (opts.cat or opts.fifo) and not opts.pipepart:
+        opts.pipe = True            # as GNU parallel: --cat and --fifo imply --pipe
+    if (opts.cat or opts.fifo) and (opts.round_robin or opts.tee):
+        raise errors.UsageError("--cat and --fifo do not go with --round-robin or --tee")
+    if opts.regexp and opts.pipe:
+        # Not unescaped: the regular expression reads \n itself.
+        recend = os.fsencode(opts.recend) if opts.recend is not None else (
+            b"" if opts.recstart is not None else b"\n")
+        recstart = os.fsencode(opts.recstart or "")
+        try:
+            opts.boundary = blocks.RegexBoundary(recend, recstart)
+        except re.error as e:
+            raise errors.UsageError(f"--regexp: bad --recend or --recstart: {e}")
+    if opts.skip_first_line and (opts.pipepart or opts.tee):
+        raise errors.UsageError("--skip-first-line does not go with --pipepart or --tee")
+    renames = [(old, new) for old, new in (
+        ("{}", opts.replace if opts.replace is not None else opts.replace_i or "{}"),
+        ("{.}", opts.extensionreplace), ("{/}", opts.basenamereplace),
+        ("{//}", opts.dirnamereplace), ("{#}", opts.seqreplace), ("{%}", opts.slotreplace),
+        ("{/.}", opts.basenameextensionreplace)) if new is not None]
+    for old, new in renames:
+        if not new and old != "{}":         # -I '' is judged below
+            raise errors.UsageError(f"the replacement string for {old} cannot be empty")
+    try:
+        opts.tags_rpl = template.Tags(opts.plus, renames, opts.rpl)
+    except ValueError as e:
+        raise errors.UsageError(str(e))
 
 
 def _parse_head(parser, head):
@@ -575,6 +627,13 @@ def read_sources(opts):
     else:
         out = [("args", value if kind == "args" else read_all(value, opts.delim), linked)
                for kind, value, linked in sources]
+    if opts.skip_first_line:
+        # As GNU parallel: the first line of the first source, before --header.
+        kind, value, linked = out[0]
+        if kind == "fd":
+            read_item(value, b"\n")
+        else:
+            out[0] = (kind, value[1:], linked)
     opts.headers = {}
     names = []
     if opts.header is not None and opts.header != "0":
@@ -646,6 +705,8 @@ def make_source(opts, slots, sources, tmpl=None):
         return jobs.PartSource(paths, opts.block_size, opts.boundary, opts.header_rx,
                                slots, opts.blocks_per_slot)
     if opts.pipe and not opts.tee:
+        if opts.skip_first_line:
+            read_item(0, b"\n")
         return jobs.PipeSource(0, opts.block_size, opts.boundary, opts.max_replace_args,
                                header=opts.header_rx)
 
@@ -867,9 +928,16 @@ def _main(argv):
         if opts.quote:
             import shlex
             words = [shlex.quote(w) for w in words]
-        tmpl = template.Template(" ".join(words), context=context,
-                                 replace=opts.replace_str, plus=opts.plus)
+        tmpl = template.Template(" ".join(words), context=context, tags=opts.tags_rpl,
+                                 tmpfile="cat" if opts.cat else "fifo" if opts.fifo else None)
         tmpl.slots = slots
+        if tmpl.perl:
+            # One perl for the run, only when a Perl expression is there.
+            from gridtools.local import perl
+            tmpl.evaluator = perl.Coprocess(
+                tmpl.perl, "{= =}" if "{=" in tmpl.text else "--rpl")
+            import atexit
+            atexit.register(tmpl.evaluator.close)
     source = make_source(opts, slots, sources, tmpl)
     if done_seqs:
         source = jobs.SkipSource(source, done_seqs)

@@ -8,6 +8,8 @@ boundary within the block size, or, when one record is larger than a block,
 at the first boundary after it.
 """
 
+import re
+
 from gridtools.proto import units
 
 parse_size = units.parse_size      # --block's grammar is every command's
@@ -15,6 +17,8 @@ parse_size = units.parse_size      # --block's grammar is every command's
 
 class Boundary:
     """Finds record boundaries for one (recend, recstart) pair."""
+
+    seekable = True         # plan_ranges may cut a file by offsets
 
     def __init__(self, recend=b"\n", recstart=b""):
         if not recend and not recstart:
@@ -68,6 +72,83 @@ class Boundary:
             # Only with enough to judge a boundary at size itself, which
             # needs the record start after it: cutting sooner would make
             # blocks from a pipe smaller than the same blocks from a file.
+            pos = self.last_before(buf, size)
+            if pos < 0:
+                pos = self.first_after(buf, size)
+        elif eof:
+            pos = len(buf)
+        else:
+            return -1
+        if pos < 0:
+            return len(buf) if eof else -1
+        return pos
+
+
+    def find(self, buf):
+        """The first cut position in buf, or -1 (--pipepart)."""
+        i = buf.find(self.sep)
+        return i + len(self.recend) if i >= 0 else -1
+
+
+class RegexBoundary:
+    """--regexp: --recend and --recstart are regular expressions (Python's
+    re, multi-line: ^ and $ match at every line); a record boundary is where
+    a match of recend is followed by a match of recstart.  Matches reach at
+    most SLACK bytes past a block's end: a record end longer than that is
+    not seen there."""
+
+    seekable = False
+    SLACK = 1 << 16
+
+    def __init__(self, recend=b"\n", recstart=b""):
+        if not recend:
+            recend = b"(?s:.)"          # as GNU parallel: --recend ''
+        self.rx = re.compile(b"(?:" + recend + b")(?=" + recstart + b")", re.M)
+
+    def _cuts(self, buf, start, stop):
+        """Cut positions > start, with matches ending by stop + SLACK."""
+        end = min(len(buf), stop + self.SLACK)
+        for m in self.rx.finditer(buf, max(0, start), end):
+            if m.end() > start:
+                yield m.end()
+
+    def last_before(self, buf, limit, start=0):
+        width = 1 << 12
+        lo = limit
+        while lo > start:
+            lo = max(start, limit - width)
+            best = -1
+            for pos in self._cuts(buf, lo, limit):
+                if pos > limit:
+                    break
+                best = pos
+            if best > 0:
+                return best
+            width *= 4
+        return -1
+
+    def first_after(self, buf, start):
+        for pos in self._cuts(buf, start, len(buf)):
+            return pos
+        return -1
+
+    def nth(self, buf, n, start=0):
+        pos = start
+        for _ in range(n):
+            pos = self.first_after(buf, pos)
+            if pos < 0:
+                return -1
+        return pos
+
+    def find(self, buf):
+        return self.first_after(buf, 0)
+
+    def cut(self, buf, size, records=None, eof=False):
+        if not buf:
+            return -1
+        if records is not None:
+            pos = self.nth(buf, records)
+        elif len(buf) > size and (eof or len(buf) >= size + self.SLACK):
             pos = self.last_before(buf, size)
             if pos < 0:
                 pos = self.first_after(buf, size)
@@ -157,9 +238,9 @@ def part_positions(pread, start, end, size, boundary, window=1 << 17):
                 break
             buf += chunk
             off += len(chunk)
-            i = buf.find(boundary.sep)
+            i = boundary.find(buf)
             if i >= 0:
-                pos += i + len(boundary.recend)
+                pos += i
                 cuts.append(pos)
                 break
         pos += size

@@ -307,7 +307,7 @@ class PipeSource:
         self.fd_in = fd
         self.buf = bytearray()
         self.ranges = None
-        if is_regular(fd) and records is None and header is None:
+        if is_regular(fd) and records is None and header is None and boundary.seekable:
             # Split a file by offsets, reading only around each cut; the
             # blocks go to the jobs with sendfile, never through Python.
             start = os.lseek(fd, 0, os.SEEK_CUR)
