@@ -12,6 +12,7 @@ import sys
 
 from gridtools.local import blocks, inputs, jobs, output, pool, template, writer
 from gridtools.local import executor as localexec
+from gridtools.local import transfer
 from gridtools.proto import errors
 from gridtools.cli import common
 
@@ -174,6 +175,7 @@ def build_parser():
     a("--sshloginfile", "--slf", metavar="FILE", action="append", default=[],
       help="sshlogins from FILE, one a line (.. is ~/.config/gridtools/sshloginfile)")
     a("--ssh", metavar="CMD", help="-S: the ssh command (default $PARALLEL_SSH, or ssh -T ...)")
+    transfer.add_options(p)
     a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
     return p
 
@@ -863,12 +865,19 @@ def ssh_executor(opts, env):
         raise errors.UsageError("-S/--sshloginfile: no sshlogin given")
     per = [sshlogin.slots(login, opts.jobs, parse_jobs) for login in logins]
     if opts.dry_run or all(login.host == sshlogin.LOCAL for login in logins):
+        transfer.plan_for(opts, env, False, None)
         return sum(n or parse_jobs(opts.jobs) for n in per), None
+    plan = transfer.plan_for(opts, env, True, None)
+    if plan is not None and any(login.host == sshlogin.LOCAL for login in logins):
+        raise errors.UsageError(f"{transfer.given(opts)[0]}: the sshlogin ':' beside remote "
+                                f"hosts is not supported with files that travel")
     from gridtools.hub import embedded
     from gridtools.worker import bootstrap
     ssh = opts.ssh or env.get("PARALLEL_SSH") or bootstrap.SSH
     executor = embedded.start(embedded.specs(logins, ssh, per),
                               lambda text: sys.stderr.write(f"gridmap: {text}\n"))
+    if plan is not None:
+        executor.carry(plan)
     return executor.capacity, executor
 
 
@@ -891,6 +900,8 @@ def _main(argv):
     hub = hub_address(opts, os.environ) if remote is None else None
     if remote is not None:
         slots, executor = remote
+    if remote is None:
+        transfer.plan_for(opts, os.environ, False, hub)
     if hub and not opts.dry_run:
         from gridtools.hub import client as hubclient
         executor = hubclient.HubExecutor(hub, os.environ, opts.tags)

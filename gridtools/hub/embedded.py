@@ -28,7 +28,7 @@ from gridtools.hub import peers, server
 from gridtools.io import net
 from gridtools.io.loop import Loop
 from gridtools.local import sshlogin
-from gridtools.proto import errors
+from gridtools.proto import errors, wire
 from gridtools.worker import bootstrap
 
 NAME = "gridmap -S"         # how the hub is named in messages
@@ -48,11 +48,60 @@ class EmbeddedExecutor(hubclient.HubExecutor):
         self.hub = hub
         self.conn = conn
         self.logins = {}                # worker name on the wire -> sshlogin
+        self.plan = None                # transfer.Plan: files that travel with jobs
+        self.returns = None
+
+    def carry(self, plan):
+        """Jobs take files with them (--transferfile, --return, --basefile,
+        --workdir): every job is staged (RUN stage=1, then STAGE, FILE)."""
+        from gridtools.local import transfer
+        self.plan = plan
+        self.returns = transfer.Returns()
+        self.handlers["FILE"] = self._on_file
+
+    def attach(self, pool):
+        super().attach(pool)
+        if self.plan is not None:
+            for data in self.plan.base_messages():     # before any job
+                self.chan.send(data)
+
+    def start(self, job):
+        if self.plan is None:
+            super().start(job)
+            return
+        try:
+            msgs, returns = self.plan.stage(job, self.pool.warn)
+        except errors.DataError as e:
+            # A path that leaves the workdir: this job fails, unrun; the run goes on.
+            self.pool.job_output(job, 2, f"gridmap: {e}\n".encode("utf-8", "surrogateescape"))
+            self.pool.job_done(job, 1, None)
+            return
+        fed = job.block is not None or self.pool.opts.round_robin
+        cid = str(job.seq)
+        argv = job.argv if job.argv is not None else self.pool.opts.shell.remote_argv(job.command)
+        body, kv = hubclient.job_request(job.command, argv, self.require, stdin=fed or None,
+                                         stage=1)
+        self.jobs[cid] = job
+        self.returns.expect(cid, returns)
+        self.chan.send(wire.format("RUN", cid, body=body, **kv))
+        for data in msgs:
+            self.chan.send(data)
+        if job.block is not None:
+            self._send_in(cid, job.block)
+            if not self.pool.opts.round_robin:
+                self.chan.send(wire.format("IN", cid, eof=1, body=b""))
+
+    def _on_file(self, msg):
+        cid = msg.arg(0)
+        if cid in self.jobs:
+            self.returns.piece(cid, msg)
 
     def _on_done(self, msg):
         name = msg.get("worker")
         if name is not None:
             msg.kv["worker"] = self._login(name)
+        if self.returns is not None:
+            self.returns.done(msg.arg(0))
         super()._on_done(msg)
 
     def _login(self, name):

@@ -30,7 +30,7 @@ class Job:
                  "retries", "timeout", "tries", "worker", "state", "inq", "in_eof",
                  "held", "seq", "acks", "outfds", "waiters", "cancelled", "submitted",
                  "started", "attempt", "committed", "note", "result", "reason", "queued_at",
-                 "owner", "errtail")
+                 "owner", "errtail", "stage", "staged")
 
     def __init__(self, hid, command, argv=False, stdin=False, reqs=frozenset(),
                  retries=0, timeout=None):
@@ -67,6 +67,8 @@ class Job:
         # (output(), started(), finished(), lost()); None for session jobs.
         self.owner = None
         self.errtail = b""          # the last bytes of its stderr (recent failures)
+        self.stage = False          # its files travel with it (RUN stage=1) ...
+        self.staged = []            # ... and these STAGE and FILE wait for its worker
 
     @property
     def name(self):

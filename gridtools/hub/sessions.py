@@ -22,7 +22,7 @@ class Session:
     """A client's session jobs and what they hold at the hub (conn.session)."""
 
     __slots__ = ("jobs", "ackq", "held", "noted", "holding", "sent_seen", "sent_since",
-                 "relay")
+                 "relay", "bases", "based")
 
     def __init__(self, now, relay=False):
         self.jobs = {}              # cid -> sched.Job
@@ -35,6 +35,8 @@ class Session:
         # The hub above (upstream.py): its ACKs pass down to our workers,
         # so output is acknowledged end to end, not when it leaves here.
         self.relay = relay
+        self.bases = {}             # --basefile: path -> Base, as the client sent it
+        self.based = set()          # worker conns offered them
 
 
 def shutting_down(server, conn, cid=None):
@@ -71,6 +73,8 @@ class Sessions:
             "KILL": (self.on_kill, CLIENT),
             "READY": (self.on_ready, WORKER), "OUT": (self.on_out, WORKER),
             "DONE": (self.on_done, WORKER), "ACK": (self.on_ack, WORKER),
+            "STAGE": (self.on_stage, CLIENT), "FILE": (self.on_file, CLIENT + WORKER),
+            "BASE": (self.on_base, CLIENT), "WANT": (self.on_want, WORKER),
         }
 
     def opened(self, conn):
@@ -137,7 +141,10 @@ class Sessions:
         flags = b""
         if job.argv or job.stdin or job.timeout is not None:
             flags = wire.run_flags(job.argv, job.stdin, job.timeout)
-        send(wconn, wire.format_run(job.hid, flags, job.command))
+        if job.stage:
+            self.send_staged(wconn, job, flags)
+        else:
+            send(wconn, wire.format_run(job.hid, flags, job.command))
         if job.inq:
             for chunk in job.inq:
                 send(wconn, wire.format("IN", job.hid, body=chunk))
@@ -320,6 +327,8 @@ class Sessions:
 
     def worker_gone(self, conn, quiet):
         del self.workers[conn]
+        for client in self.clients:
+            client.session.based.discard(conn)
         self.busy.discard(conn)
         self.pinged.pop(conn, None)
         jobs = self.sched.remove_worker(conn, conn.slots)
@@ -434,6 +443,7 @@ class Sessions:
             job = self.sched.new_job(msg.body)
         job.client = conn
         job.cid = cid
+        job.stage = kv.get("stage") == "1"
         session.jobs[cid] = job
         self.push(job)
         if len(session.jobs) >= self.opts.max_jobs:
@@ -554,6 +564,143 @@ class Sessions:
                 self.sched.dequeue(job)
                 job.inq = []
         jobs.clear()
+
+    # -- files that travel with session jobs (gridmap -S --transferfile ...) --------
+    #
+    # A job's STAGE and FILE come after its RUN stage=1 and go on to its
+    # worker as its IN do (held with them while it is queued); FILE from
+    # the worker (--return) goes back as OUT does, under the same ACKs.  A
+    # client's basefiles are held here (at most wire.MAX_BASE_BYTES) and
+    # offered to each worker before the first of its jobs there.
+
+    def send_staged(self, wconn, job, flags):
+        send = self.server.send
+        session = job.client.session if job.client is not None else None
+        if session is not None and session.bases and wconn not in session.based:
+            session.based.add(wconn)
+            for path, b in session.bases.items():
+                send(wconn, wire.format("BASE", path=path, sha256=b.sha256, size=b.size,
+                                        mode=b.mode, cleanup=b.cleanup or None))
+        send(wconn, wire.format_run(job.hid, flags + b" stage=1", job.command))
+        for data in job.staged:
+            send(wconn, data)
+        job.staged = []
+        self.unhold(job)
+
+    def on_stage(self, conn, msg):
+        wd = msg.get("wd")
+        if wd is not None:
+            wire.file_path(wd, "STAGE: wd=")
+        msg.int("files", 0, 0, wire.MAX_FILES)
+        wire.decode_paths(msg.body, "STAGE")
+        self.to_worker(conn, msg)
+
+    def on_file(self, conn, msg):
+        wire.file_piece(msg)
+        if conn.role == "client":
+            self.to_worker(conn, msg)
+            return
+        job = self.wjob(conn, msg)
+        if job is None:
+            return
+        data = msg.body or b""
+        client = job.client
+        if client is not None and not client.closing:
+            self.server.send(client, wire.format("FILE", job.cid, body=data, **msg.kv))
+            job.acks += len(data)
+            if job.acks >= ACK_EVERY and not client.session.relay:
+                client.session.ackq.add(job)
+                self.server.when_low(client, self._send_acks)
+            return
+        job.acks += len(data)
+        if job.acks >= ACK_EVERY:
+            self.ack(job)
+
+    def to_worker(self, conn, msg):
+        """A client's STAGE or FILE for one of its staged jobs: on to its
+        worker, or held until it has one (counted as held input is)."""
+        job = self.cjob(conn, msg)
+        if job is None:
+            return
+        if not job.stage:
+            raise wire.WireError(f"{msg.verb}: job {job.cid} was not run with stage=1",
+                                 wire.E_USAGE)
+        data = wire.format(msg.verb, job.hid, body=msg.body, **msg.kv)
+        if job.worker is not None:
+            w = job.worker
+            self.server.send(w, data)
+            if len(w.out) > HIGH:
+                self.server.pause(conn, w)
+            return
+        session = conn.session
+        job.staged.append(data)
+        job.held += len(data)
+        session.held += len(data)
+        if session.held > HELD_MAX:
+            self.hold(conn)
+
+    def on_base(self, conn, msg):
+        """BASE path= sha256= size= [mode=] [cleanup=1] off= [end=1]: a piece
+        of a basefile, in order, before the jobs that use it."""
+        path, mode, off, end = wire.file_piece(msg)
+        bases = conn.session.bases
+        b = bases.get(path)
+        if b is None:
+            if off != 0 or len(bases) >= wire.MAX_BASES:
+                raise wire.WireError(f"BASE: {path[:200]!r}: off={off} for a new basefile, or "
+                                     f"more than {wire.MAX_BASES}", wire.E_USAGE, field="off")
+            size = msg.int("size", None, 0, wire.MAX_BASE_BYTES)
+            if size is None or size + sum(x.size for x in bases.values()) > \
+                    wire.MAX_BASE_BYTES:
+                raise wire.WireError(f"BASE: needs size=, all basefiles at most "
+                                     f"{wire.MAX_BASE_BYTES} bytes", wire.E_USAGE, field="size")
+            b = bases[path] = Base(wire.sha256_field(msg), size, f"{mode:o}",
+                                   msg.get("cleanup") == "1")
+        data = msg.body or b""
+        if b.done or off != b.got or b.got + len(data) > b.size:
+            raise wire.WireError(f"BASE: {path[:200]!r}: off={off}, expected {b.got} of "
+                                 f"{b.size}", wire.E_USAGE, field="off")
+        b.pieces.append(data)
+        b.got += len(data)
+        b.done = end
+        if end and b.got != b.size:
+            del bases[path]
+            raise wire.WireError(f"BASE: {path[:200]!r} ended at {b.got} of {b.size} bytes",
+                                 wire.E_USAGE, field="size")
+
+    def on_want(self, conn, msg):
+        """A worker has not the basefile it was offered: its pieces."""
+        path = wire.file_path(msg.get("path"), "WANT: path=")
+        sha = wire.sha256_field(msg)
+        for client in self.clients:
+            session = client.session
+            b = session.bases.get(path)
+            if b is not None and b.sha256 == sha and conn in session.based:
+                off = 0
+                last = len(b.pieces) - 1
+                for i, data in enumerate(b.pieces):
+                    self.server.send(conn, wire.format(
+                        "BASE", path=path, sha256=sha, size=b.size, mode=b.mode,
+                        off=off, end=i == last, body=data))
+                    off += len(data)
+                return
+        raise wire.WireError(f"WANT: no basefile {path[:200]!r} was offered to this worker",
+                             wire.E_DATA, field="path")
+
+
+class Base:
+    """A basefile a client sent: its pieces as they came."""
+
+    __slots__ = ("sha256", "size", "mode", "cleanup", "pieces", "got", "done")
+
+    def __init__(self, sha256, size, mode, cleanup):
+        self.sha256 = sha256
+        self.size = size
+        self.mode = mode
+        self.cleanup = cleanup
+        self.pieces = []
+        self.got = 0
+        self.done = False
 
 
 def job_options(msg):

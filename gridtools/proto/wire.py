@@ -602,6 +602,88 @@ def parse_tags(kv, prefix):
     return {k[n:]: v for k, v in kv.items() if k.startswith(prefix) and len(k) > n}
 
 
+# -- files that travel with jobs (gridmap -S --transferfile, --return, --basefile) --
+#
+#   RUN id ... stage=1            the job waits for its STAGE and files
+#   STAGE id [wd=DIR] [wdrm=1] [cleanup=1] files=N bytes=M
+#                                 where it runs; M bytes: the paths to return
+#                                 (NUL-separated); it starts once N files ended
+#   FILE id path=P [mode=OCT] [off=N] [end=1] bytes=K
+#                                 a piece of a file: to the worker before the
+#                                 job (a --transferfile), back after it (--return)
+#   BASE path=P sha256=H size=N [mode=OCT] [cleanup=1] [off=N end=1 bytes=K]
+#                                 a --basefile: its pieces from the client to
+#                                 the hub; to a worker, first the offer (no
+#                                 body), then the pieces if it says
+#   WANT path=P sha256=H          (worker) I have no such file: send it
+#
+# gridtools(7), FILES says the same; every field is checked here.
+
+MAX_PATH = 1024                 # bytes in a path, workdir included
+MAX_FILES = 1000                # files sent, and returns asked, per job
+MAX_JOB_BYTES = 1 << 30         # bytes of files sent to one job, and returned by it
+MAX_BASES = 64                  # basefiles per run
+MAX_BASE_BYTES = 256 << 20      # bytes of basefiles a hub holds for one client
+FILE_CHUNK = 1 << 20            # a FILE or BASE body at most
+_MODE = re.compile(r"[0-7]{1,4}\Z", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z", re.ASCII)
+
+
+def file_path(text, what="path"):
+    """A path a job's files may take: 1 to MAX_PATH bytes, no NUL, and no
+    ".." component (it would leave the workdir).  Absolute paths are taken,
+    as GNU parallel takes them.  Raises WireError."""
+    raw = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else b""
+    if not raw or len(raw) > MAX_PATH or b"\0" in raw:
+        raise WireError(f"{what} needs a path of 1 to {MAX_PATH} bytes with no NUL, got "
+                        f"{str(text)[:80]!r}", E_USAGE, field="path", got=text)
+    if ".." in text.split("/"):
+        raise WireError(f"{what} {text[:200]!r} leaves the workdir ('..'): refused", E_USAGE,
+                        field="path", got=text)
+    return text
+
+
+def file_mode(msg):
+    """mode= as permission bits (octal, at most 0777 kept); 0o644 when absent."""
+    v = msg.get("mode")
+    if v is None:
+        return 0o644
+    if not isinstance(v, str) or not _MODE.match(v):
+        raise WireError(f"{msg.verb}: mode= needs 1 to 4 octal digits, got {str(v)[:20]!r}",
+                        E_USAGE, field="mode", got=v)
+    return int(v, 8) & 0o777
+
+
+def sha256_field(msg):
+    v = msg.get("sha256")
+    if not isinstance(v, str) or not _SHA256.match(v):
+        raise WireError(f"{msg.verb}: sha256= needs 64 lowercase hex digits", E_USAGE,
+                        field="sha256", got=v)
+    return v
+
+
+def file_piece(msg):
+    """A FILE or BASE piece: (path, mode, offset, end).  The body is at most
+    FILE_CHUNK bytes and ends at most MAX_JOB_BYTES into the file."""
+    path = file_path(msg.get("path"), f"{msg.verb}: path=")
+    off = msg.int("off", 0, 0, MAX_JOB_BYTES)
+    body = msg.body
+    if body is not None and (len(body) > FILE_CHUNK or off + len(body) > MAX_JOB_BYTES):
+        raise WireError(f"{msg.verb}: a piece is at most {FILE_CHUNK} bytes of a file of at most "
+                        f"{MAX_JOB_BYTES}", E_USAGE, field="bytes", got=len(body))
+    return path, file_mode(msg), off, msg.get("end") == "1"
+
+
+def decode_paths(body, what):
+    """STAGE's body: the paths to return, NUL-separated (at most MAX_FILES)."""
+    if not body:
+        return []
+    paths = decode_argv(body)
+    if len(paths) > MAX_FILES:
+        raise WireError(f"{what}: more than {MAX_FILES} paths", E_USAGE, field="bytes")
+    return [file_path(p, what) for p in paths]
+
+
 def encode_argv(argv):
     """An argv list as a body: words separated by NUL."""
     return b"\0".join(w.encode("utf-8", "surrogateescape") if isinstance(w, str) else w

@@ -25,7 +25,8 @@ MANIFEST = ("gridtools", "gridtools.io", "gridtools.io.log", "gridtools.io.loop"
             "gridtools.io.net", "gridtools.proto", "gridtools.proto.address", "gridtools.proto.errors",
             "gridtools.proto.keys", "gridtools.proto.wire", "gridtools.run",
             "gridtools.run.relay", "gridtools.run.runner", "gridtools.worker",
-            "gridtools.worker.serve", "gridtools.worker.session", "gridtools.worker.__main__")
+            "gridtools.worker.files", "gridtools.worker.serve", "gridtools.worker.session",
+            "gridtools.worker.__main__")
 ENTRY = "gridtools.worker.__main__"    # python3 -m gridtools.worker; imported by no one
 
 # -- meeting the hub ----------------------------------------------------------
