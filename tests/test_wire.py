@@ -283,3 +283,11 @@ def test_the_hot_formats_match_the_general_one():
                                None if worker is None else wire.escape(worker),
                                kv.get("reason"))
         assert got == want, (got, want)
+    for name in ("news", "a.b-c_9", "_events", "Q" * 64):
+        for key in ("off", "id"):
+            for n in (None, 1, 10000):
+                for body in (None, b"", b"3:abc\n", bytearray(b"x=y z\n")):
+                    want = wire.format("MSG", name, **{key: 12345}, n=n, body=body)
+                    got = wire.format_stream(b"MSG", name, key.encode(), 12345, n, body)
+                    assert got == want, (got, want)
+

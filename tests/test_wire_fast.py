@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gridtools.proto import wire  # noqa: E402
 
-HOT = ["RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY", "PING", "PONG"]
+HOT = ["RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY", "PING", "PONG", "PUB", "PUT", "GOT",
+       "MSG"]
 KEYS = ["bytes", "exit", "sig", "outcome", "fd", "n", "eof", "argv", "stdin", "timeout",
         "worker", "reason", "tag.site", "req.has", "x-y", "a_b", "Exit", "1x", ""]
 # Bytes that matter to the grammar, and some that should not be there.

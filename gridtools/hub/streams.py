@@ -307,7 +307,7 @@ class Streams:
             t.durable = True        # from this message on
         if not t.durable:
             self.publish(t, msgs, body, now)
-            self.server.send(conn, wire.format("OK", name, off=first, n=len(msgs)))
+            self.server.send(conn, wire.format_stream(b"OK", name, b"off", first, len(msgs)))
             return
         try:
             if changed:
@@ -319,7 +319,7 @@ class Streams:
 
         def stored():
             self.publish(t, msgs, body, now)
-            self.server.send(conn, wire.format("OK", name, off=first, n=len(msgs)))
+            self.server.send(conn, wire.format_stream(b"OK", name, b"off", first, len(msgs)))
 
         def failed():
             t.assigned = t.next
@@ -341,8 +341,8 @@ class Streams:
         for sub in t.subs:
             if sub.live and sub.next == first and len(sub.conn.out) < SUB_BUFFER:
                 if data is None:
-                    data = wire.format("MSG", t.name, off=first, n=len(msgs),
-                                       body=body if body is not None else frames.pack(msgs))
+                    data = wire.format_stream(b"MSG", t.name, b"off", first, len(msgs),
+                                              body if body is not None else frames.pack(msgs))
                 send(sub.conn, data)
                 sub.next = t.next
             elif sub.live:
@@ -450,7 +450,7 @@ class Streams:
                     break
             first = sub.next
             sub.next += len(msgs)
-            yield wire.format("MSG", t.name, off=first, n=len(msgs), body=frames.pack(msgs))
+            yield wire.format_stream(b"MSG", t.name, b"off", first, len(msgs), frames.pack(msgs))
 
     def on_seen(self, conn, msg):
         """A named subscription wrote every message before off."""
@@ -500,7 +500,7 @@ class Streams:
                                  wire.E_TEMPFAIL)
         first = self.next_id
         self.next_id += len(msgs)
-        reply = wire.format("OK", name, id=first, n=len(msgs))
+        reply = wire.format_stream(b"OK", name, b"id", first, len(msgs))
         if self.journal is None:
             self.add(q, first, msgs)
             self.server.send(conn, reply)
@@ -560,7 +560,7 @@ class Streams:
                     waiting.append((conn, pat))
                 else:
                     self.peers[conn].reads -= 1
-                    self.server.send(conn, wire.format("MSG", q.name, id=qid, body=q.msgs[qid]))
+                    self.server.send(conn, wire.format_stream(b"MSG", q.name, b"id", qid, None, q.msgs[qid]))
             q.readers = waiting
         send = self.server.send
         busy = True
@@ -574,7 +574,7 @@ class Streams:
                     continue
                 tk.credit -= 1
                 tk.held.add(qid)
-                send(tk.conn, wire.format("MSG", q.name, id=qid, body=q.msgs[qid]))
+                send(tk.conn, wire.format_stream(b"MSG", q.name, b"id", qid, None, q.msgs[qid]))
                 busy = True
         for tk in [tk for tk in q.takers if tk.end and tk.credit > 0]:
             if self.peek_for(q, tk.pattern) is None:
@@ -648,7 +648,7 @@ class Streams:
         q = self.queues.get(name)
         qid = self.peek_for(q, pat) if q is not None else None
         if qid is not None:
-            self.server.send(conn, wire.format("MSG", name, id=qid, body=q.msgs[qid]))
+            self.server.send(conn, wire.format_stream(b"MSG", name, b"id", qid, None, q.msgs[qid]))
         elif msg.get("wait") == "1":
             peer = self.peer(conn)
             if len(peer.takers) + len(peer.subs) + peer.reads >= PER_CONN:

@@ -265,6 +265,20 @@ def format_done(jid, exitcode=None, sig=None, outcome=None, worker=None, reason=
     return head + b"\n"
 
 
+def format_stream(verb, name, key, at, n=None, body=None):
+    """VERB name KEY=at [n=N] [bytes=B, then the body]: what format() makes
+    of format(verb, name, **{key: at}, n=n, body=body) for the streams'
+    hot messages (MSG, and the OK to a PUB or PUT).  verb and key are
+    bytes; name is a stream name (str), which the name grammar leaves
+    nothing to escape."""
+    head = b"%s %s %s=%d" % (verb, name.encode("ascii"), key, at)
+    if n is not None:
+        head += b" n=%d" % n
+    if body is None:
+        return head + b"\n"
+    return head + b" bytes=%d\n" % len(body) + body
+
+
 def error(code, text, **kv):
     """An ERR line: a stable code and a human sentence (one line)."""
     text = " ".join(str(text).split())[:1024] or "error"
@@ -333,15 +347,16 @@ def parse_header(line):
 
 # -- the hot headers, parsed without the general path ---------------------------
 #
-# Nearly every header crossing the hub is a RUN, DONE, OUT, ACK or IN of
-# plain tokens: printable ASCII with no %-escape, single spaces.  parse_plain
+# Nearly every header crossing the hub is a RUN, DONE, OUT, ACK or IN (or
+# a stream's PUB, PUT, GOT or MSG) of plain tokens: printable ASCII with no %-escape, single spaces.  parse_plain
 # returns what parse_header would for those, and None for anything else,
 # which then goes to parse_header: that parser alone accepts or rejects, so
 # the fast path cannot take what the grammar refuses (tests/test_wire_fast.py
 # holds the two together on random and mutated headers).
 
 _PLAIN = _SAFE_BYTES + b" ="            # bytes a plain header is made of
-_HOT = frozenset(("RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY", "PING", "PONG"))
+_HOT = frozenset(("RUN", "DONE", "OUT", "ACK", "IN", "KILL", "READY", "PING", "PONG",
+                  "PUB", "PUT", "GOT", "MSG"))
 _KEYS = frozenset(("bytes", "exit", "sig", "outcome", "fd", "n", "eof", "argv", "stdin",
                    "timeout", "worker", "reason"))     # known good: no _KEY.match
 
