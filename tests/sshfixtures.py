@@ -9,7 +9,10 @@ import socket
 import subprocess
 import time
 
-import pytest
+try:
+    import pytest
+except ImportError:         # bench/bench_ssh.py starts an Sshd without pytest
+    pytest = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -86,8 +89,7 @@ class Sshd:
             self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
+def _sshd(tmp_path_factory):
     if not os.path.exists("/usr/sbin/sshd"):
         subprocess.run([os.path.join(HERE, "install-peers"), "openssh-server:/usr/sbin/sshd"],
                        timeout=600)
@@ -105,3 +107,7 @@ def sshd(tmp_path_factory):
         yield s
     finally:
         s.stop()
+
+
+if pytest is not None:
+    sshd = pytest.fixture(scope="module", name="sshd")(_sshd)
