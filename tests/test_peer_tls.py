@@ -78,7 +78,7 @@ def test_a_middle_hub_connects_up_with_tls(tmp_path, pki):
                     "--upstream-tls-key", pki("client.key"))
         b.start_worker(slots=2, name="b1")
         ws = a.wait_for(lambda ws: [w["slots"] for w in ws] == [2])
-        assert ws[0]["how"] == "in", ws
+        assert ws[0]["how"] == "upstream", ws
         r = a.run("gridmap", "--hub", a.addr, "-k", "echo", input=b"x\ny\nz\n",
                   env=a.client_env)
         assert (r.stdout, r.returncode) == (b"x\ny\nz\n", 0), r.stderr

@@ -77,6 +77,32 @@ def test_require_passes_only_tags_every_worker_below_has(shared):
     assert (ok.stdout, ok.returncode) == (b"x\n", 0), ok.stderr
 
 
+def test_ctl_workers_shows_each_side_of_a_tier(shared):
+    """Above, the middle hub is a worker that came "upstream" (its HELLO
+    says hub=1); below, it counts the hub above as one client."""
+    a, b = shared
+    ws = a.ctl("workers")
+    assert [(w["how"], w["slots"]) for w in ws] == [("upstream", 3)], ws
+    assert sorted((w["name"], w["how"]) for w in b.ctl("workers")) == \
+        [("b1", "in"), ("b2", "in")]
+    assert b.ctl("status")["clients"] == 2     # the hub above, and this ctl
+    shown = a.run("gridd", "ctl", "--hub", a.addr, "workers").stdout.decode()
+    assert shown.splitlines()[1].split()[5] == "upstream", shown
+
+
+def test_only_a_worker_says_hub_1_in_its_hello(shared):
+    from hubfixtures import raw
+    from gridtools.proto import wire
+    a, _ = shared
+    for role, value in (("client", "1"), ("worker", "2"), ("worker", "\u00b9")):
+        s, f, _ = raw(a.addr)
+        s.sendall(wire.hello(role, wire.new_nonce(), hub=value))
+        got = f.readline()
+        assert got.startswith(b"ERR 64 field=hub got="), (role, value, got)
+        assert f.readline() == b""              # and closed
+        s.close()
+
+
 def test_the_offer_follows_the_workers_below(tmp_path):
     a, b = tiers(str(tmp_path))
     try:
@@ -299,6 +325,34 @@ def test_the_middle_hub_drained_offers_nothing_and_its_running_jobs_finish(tmp_p
         assert (out, p.returncode) == (b"done 1\n", 0), err
         assert b.hub.wait(30) == 0
         a.wait_for(lambda ws: ws == [])
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_client_that_reads_nothing_above_has_its_jobs_cancelled_below(tmp_path):
+    """The stall timeout of the hub the client is connected to ends its
+    jobs, and the cancel passes down to the worker below the middle hub."""
+    import socket
+    from hubfixtures import raw_client
+    from gridtools.proto import wire
+    a = Grid(os.path.join(tmp_path, "a"))
+    b = Grid(os.path.join(tmp_path, "b"))
+    try:
+        for g in (a, b):
+            os.makedirs(g.tmp)
+        a.start_hub("--stall-timeout", "2")
+        b.start_hub("--upstream", a.addr)
+        b.start_worker(slots=1, name="below")
+        wait_offer(a, 1, {})
+        s, _ = raw_client(a.addr)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(wire.format("RUN", "1", body=b"yes"))     # endless output, never read
+        b.wait_for(lambda ws: [w["running"] for w in ws] == [1])
+        assert wait_until(lambda: "read nothing for" in open(a.hub.logpath).read(),
+                          timeout=60), open(a.hub.logpath).read()
+        b.wait_for(lambda ws: [w["running"] for w in ws] == [0], timeout=30)
+        s.close()
     finally:
         b.close()
         a.close()

@@ -21,7 +21,7 @@ class Conn:
     __slots__ = ("sock", "fd", "peer", "role", "name", "reader", "out", "nonce", "closing",
                  "last_rx", "sent", "reading", "writing", "paused", "holds", "blocked",
                  "blocked_by", "low", "feeders", "tls", "tls_hs", "tls_hs_started",
-                 "hs_timer", "slots", "session")
+                 "hs_timer", "slots", "session", "hub_below")
 
     def __init__(self, sock, peer, tls=False):
         self.sock = sock
@@ -49,6 +49,7 @@ class Conn:
         self.hs_timer = None        # closes it if no HELLO comes in time
         self.slots = None
         self.session = None
+        self.hub_below = False      # a worker that is a hub (its HELLO said hub=1)
 
     def recv(self, rbuf, rmv):
         """What the peer has sent, or None for nothing yet; empty at its end.

@@ -363,9 +363,12 @@ class Hub:
         return conn
 
     def direction(self, conn):
-        """How a connection came: "in" (it connected), or the service's word."""
+        """How a connection came: "in" (it connected), "upstream" (a hub
+        below that connected: gridd hub --upstream), or the service's word."""
         d = self.dialled.get(conn)
-        return "in" if d is None else d[1]
+        if d is None:
+            return "upstream" if conn.hub_below else "in"
+        return d[1]
 
     def no_hello(self, conn):
         self.send(conn, wire.error(wire.E_PROTOCOL, "no HELLO in time"))
@@ -686,11 +689,16 @@ class Hub:
             return
         try:
             role, nonce = wire.check_hello(msg, roles=("client", "worker"))
+            below = msg.get("hub")          # a hub below (upstream.py) says hub=1
+            if below is not None and (below != "1" or role != "worker"):
+                raise wire.WireError("HELLO: hub= must be 1, from a worker", wire.E_USAGE,
+                                     field="hub", got=below)
         except wire.WireError as e:
             self.send(conn, e.reply())
             self.flush(conn)
             self.close(conn)
             return
+        conn.hub_below = below is not None
         key = self.opts.client_key if role == "client" else self.opts.worker_key
         if key is not None and not wire.check_mac(key, role, conn.nonce, nonce, msg.get("mac")):
             log(f"{conn.peer}: authentication as {role} failed")

@@ -6,7 +6,8 @@ the sum of its own workers' slots and the tags all of them share; READY is
 sent again whenever that offer changes (a worker joined, left or is
 draining; none left offers slots=0).
 
-Above, the connection is a worker's; here it is the role "upstream", a
+Above, the connection is a worker's (its HELLO says hub=1, so `gridd ctl
+workers` there shows it came "upstream"); here it is the role "upstream", a
 session as a client's is (sessions.Session with relay set): the hub
 above's RUN, IN and KILL are the sessions service's (its jobs queue and
 run on our workers like a client's session jobs, and OUT, ACK and DONE go
@@ -131,7 +132,7 @@ class Upstream:
         try:
             if self.check is None:
                 line, self.check = wire.connect_as(msg, "worker", self.key, peer_roles=("hub",),
-                                                   hint="--upstream-key, or GRID_KEY")
+                                                   hint="--upstream-key, or GRID_KEY", hub="1")
                 self.server.send(conn, line)
                 return
             self.check(msg)
