@@ -180,3 +180,102 @@ def test_an_escaping_path_is_refused_in_one_line(sshd, tmp_path, opt):
     assert r.returncode == 1        # that job failed, unrun; the next one ran
     assert b"leaves the workdir" in r.stderr and r.stderr.count(b"\n") == 1, r.stderr
     assert not (tmp_path.parent / "escape").exists()
+
+
+# -- a worker told hostile things: gridd worker --stdio, spoken to as a hub ------
+
+class StdioWorker:
+    """A real gridd worker on pipes; this test is its hub."""
+
+    def __init__(self, cwd):
+        self.proc = subprocess.Popen([*tool("gridd"), "worker", "--stdio", "--slots", "4",
+                                      "--name", "w"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=cwd, env=clean_env())
+        self.reader = wire.Reader()
+        hello = self.next()
+        assert hello.verb == "HELLO"
+        self.send(wire.hello("hub", wire.new_nonce()))
+        assert self.next().verb == "WELCOME" and self.next().verb == "READY"
+
+    def send(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def next(self):
+        while True:
+            msg = self.reader.next()
+            if msg is not None:
+                return msg
+            data = os.read(self.proc.stdout.fileno(), 65536)
+            assert data, "the worker went away"
+            self.reader.feed(data)
+
+    def until_done(self, wid):
+        """Every message up to job wid's DONE, which must come once."""
+        got = []
+        while True:
+            msg = self.next()
+            got.append(msg)
+            if msg.verb == "DONE" and msg.args[0] == wid:
+                return got
+
+    def close(self):
+        self.proc.stdin.close()
+        assert self.proc.wait(30) == 0
+
+
+def staged_run(wid, cmd):
+    return wire.format("RUN", wid, stage=1, body=cmd.encode())
+
+
+def test_a_worker_refuses_hostile_staging_and_ends_each_job_once(tmp_path):
+    w = StdioWorker(tmp_path)
+    try:
+        # A path with "..", sent straight to the worker: ERR naming the
+        # field, the job ends unrun (exit 1) and nothing is written.
+        w.send(staged_run("1", "touch ran1"))
+        w.send(wire.format("STAGE", "1", files=1))
+        w.send(wire.format("FILE", "1", path="../evil", end=1, body=b"x"))
+        got = w.until_done("1")
+        assert [m.verb for m in got].count("DONE") == 1
+        assert any(m.verb == "ERR" and m.get("field") == "path" for m in got)
+        assert got[-1].get("exit") == "1" and not (tmp_path / "ran1").exists()
+        assert not (tmp_path.parent / "evil").exists()
+        # A workdir that leaves, pieces out of order, a FILE before STAGE.
+        for wid, msgs in (("2", [wire.format("STAGE", "2", wd="a/../..", files=0)]),
+                          ("3", [wire.format("STAGE", "3", files=1),
+                                 wire.format("FILE", "3", path="f", off=5, body=b"x")]),
+                          ("4", [wire.format("FILE", "4", path="f", end=1, body=b"x"),
+                                 wire.format("STAGE", "4", files=0)])):
+            w.send(staged_run(wid, f"touch ran{wid}"))
+            for m in msgs:
+                w.send(m)
+            got = w.until_done(wid)
+            assert any(m.verb == "ERR" for m in got), got
+            assert got[-1].get("exit") == "1" and not (tmp_path / f"ran{wid}").exists()
+        late = w.next()         # job 4's STAGE came after it ended: no such job now
+        assert (late.verb, late.get("job"), late.args[0]) == ("ERR", "4", "65")
+        # A basefile nobody offered, and one whose bytes do not match.
+        w.send(wire.format("BASE", path="b", sha256="0" * 64, size=1, off=0, end=1,
+                           body=b"x"))
+        assert w.next().verb == "ERR"
+        w.send(wire.format("BASE", path="b", sha256="0" * 64, size=1))
+        want = w.next()
+        assert (want.verb, want.get("path")) == ("WANT", "b")
+        w.send(wire.format("BASE", path="b", sha256="0" * 64, size=1, off=0, end=1,
+                           body=b"x"))
+        err = w.next()
+        assert err.verb == "ERR" and "SHA-256" in err.args[1]
+        assert not (tmp_path / "b").exists()
+        # And a good job after all that: files in, returned, cleaned up.
+        w.send(staged_run("5", "sh -c 'tr a-z A-Z < in/x > out'"))
+        w.send(wire.format("STAGE", "5", wd="wd", cleanup=1, files=1, body=b"out"))
+        w.send(wire.format("FILE", "5", path="in/x", mode="600", end=1, body=b"abc\n"))
+        got = w.until_done("5")
+        files = [m for m in got if m.verb == "FILE"]
+        assert [(m.get("path"), m.body) for m in files] == [("out", b"ABC\n")]
+        assert got[-1].get("exit") == "0"
+        assert os.listdir(tmp_path / "wd") == []
+    finally:
+        w.close()

@@ -345,6 +345,28 @@ def test_done_for_a_unicode_job_id(hub):
     assert_unharmed(hub)
 
 
+def test_files_for_jobs_that_take_none_and_basefiles_over_the_limit(hub):
+    """gridmap -S's staging verbs from a client: a FILE or STAGE for a job
+    not run with stage=1, a path with "..", a basefile past the hub's
+    limit or out of order: each an ERR naming the field, nothing relayed."""
+    c = client(hub)
+    c.send(wire.format("RUN", "1", body=b"sleep 5"))
+    c.send(wire.format("FILE", "1", path="f", end=1, body=b"x"))
+    assert "stage=1" in expect_err(c).args[1]
+    c.send(wire.format("STAGE", "1", wd="a/../../b", files=0))
+    expect_err(c, "path")
+    c.send(wire.format("BASE", path="b", sha256="0" * 64, size=wire.MAX_BASE_BYTES + 1,
+                       off=0, body=b"x"))
+    expect_err(c)
+    c.send(wire.format("BASE", path="b", sha256="0" * 64, size=3, off=2, body=b"x"))
+    expect_err(c, "off")
+    c.send(wire.format("BASE", path="b", sha256="0" * 64, size=3, off=0, end=1, body=b"x"))
+    expect_err(c, "size")
+    c.send(wire.format("KILL", "1", sig=9))
+    c.close()
+    assert_unharmed(hub)
+
+
 def test_out_for_no_job_with_a_unicode_fd(hub):
     p = worker(hub, "fake-out")
     p.send(b"OUT 1 fd=%C2%B2 bytes=1\nx")
@@ -422,6 +444,8 @@ DID = st.one_of(st.integers(0, 40).map(str), st.just("{hid}"))
 SECS = st.sampled_from(["0.5", "1", "30", "2.25"])
 NAME = st.sampled_from(["fuzz", "f.1", "a-b"])
 TOPIC = st.sampled_from(["t", "q.1"])
+PATH = st.sampled_from(["f", "d/f", "/tmp/gridtest-fuzz"])
+PIECE = {"mode": st.just("644"), "off": st.sampled_from(["0", "3"]), "end": st.just("1")}
 
 
 def template(verb, args=(), kv=None, optional=None, body=None):
@@ -474,6 +498,15 @@ CLIENT_VERBS = {
     "PONG": template("PONG"),
     "QUIT": template("QUIT"),
     "ERR": template("ERR"),
+    "STAGE": template("STAGE", [CID], optional={"wd": PATH, "cleanup": st.just("1"),
+                                                "wdrm": st.just("1"),
+                                                "files": st.sampled_from(["0", "1"])},
+                      body=st.sampled_from([b"", b"out", b"a\0b/c"])),
+    "FILE": template("FILE", [CID], {"path": PATH}, optional=PIECE,
+                     body=st.binary(max_size=64)),
+    "BASE": template("BASE", kv={"path": PATH, "sha256": st.just("0" * 64),
+                                 "size": st.sampled_from(["0", "3"])},
+                     optional=PIECE, body=st.sampled_from([b"", b"abc"])),
 }
 WID = st.sampled_from(["1", "{hid}"])
 WORKER_VERBS = {
@@ -485,6 +518,9 @@ WORKER_VERBS = {
         "exit": st.integers(0, 255).map(str), "sig": st.integers(1, 64).map(str),
         "outcome": st.sampled_from(["ok", "failed", "signal", "timeout", "cancelled", "lost"])}),
     "ACK": template("ACK", [WID], {"n": st.integers(0, 1 << 20).map(str)}),
+    "FILE": template("FILE", [WID], {"path": PATH}, optional=PIECE,
+                     body=st.binary(max_size=64)),
+    "WANT": template("WANT", kv={"path": PATH, "sha256": st.just("0" * 64)}),
     "PING": template("PING"),
     "PONG": template("PONG"),
     "QUIT": template("QUIT"),
