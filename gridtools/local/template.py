@@ -222,16 +222,17 @@ class Template:
 
     def shell(self, args, seq, slot):
         """The command as a shell line, inputs quoted for where they stand."""
+        quote = _quote
         if self.tmpfile:
-            args = [TMP]
+            args, quote = [TMP], _quote_tmp
         if self.perl:
             self._evaluate(args, seq, slot)
         out = []
         for sep, word in zip(self.seps, self.words):
             if self.context and _multi(word):
-                text = " ".join(_shell_word(word, [a], seq, slot, self) for a in args)
+                text = " ".join(_shell_word(word, [a], seq, slot, self, quote) for a in args)
             else:
-                text = _shell_word(word, args, seq, slot, self)
+                text = _shell_word(word, args, seq, slot, self, quote)
             if text:
                 out.append(sep if out else "")
                 out.append(text)
@@ -400,7 +401,13 @@ def _quote(value, quote):
     return re.sub(r'([\\"$`])', r"\\\1", value)
 
 
-def _shell_word(word, args, seq, slot, ctx=None):
+def _quote_tmp(value, quote):
+    """--cat, --fifo: the input is the temporary file's name, a variable
+    the shell expands where it stands."""
+    return TMP_REF[quote] if value == TMP else _quote(value, quote)
+
+
+def _shell_word(word, args, seq, slot, ctx=None, quote=_quote):
     text = []
     for piece in word:
         if isinstance(piece, str):
@@ -408,7 +415,7 @@ def _shell_word(word, args, seq, slot, ctx=None):
         else:
             vals = _values(piece, args, seq, slot, ctx)
             if piece[0] == "arg":
-                vals = [TMP_REF[piece[3]] if v == TMP else _quote(v, piece[3]) for v in vals]
+                vals = [quote(v, piece[3]) for v in vals]
             elif piece[0] == "perl":
                 vals = [v if uq else _quote(v, piece[3]) for v, uq in vals]
             text.append(" ".join(vals))
