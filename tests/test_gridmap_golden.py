@@ -243,6 +243,38 @@ CASES = [
      ['-k', 'echo', '[{}]'],
      b'\n',
      b'[]\n', 0),
+    # Renamed strings, --skip-first-line and --cat (more in
+    # test_gridmap_replace.py and test_gridmap_pipe_gnu.py).
+    ('er_bnr_dnr',
+     ['-k', '--er', 'E', '--bnr', 'B', '--dnr', 'D', 'echo', 'E', 'B', 'D', '{.}', ':::', 'a/b.c', 'x'],
+     b'',
+     b'a/b b.c a {.}
+x x . {.}
+', 0),
+    ('I_braces_positional',
+     ['-k', '-I', '{x}', 'echo', '{x}', '{2x}', '{}', ':::', 'a', 'b', ':::', 'c'],
+     b'',
+     b'a c c {}
+b c c {}
+', 0),
+    ('skip_first_line_exit',
+     ['-k', '--skip-first-line', 'exit'],
+     b'9
+0
+2
+3
+',
+     b'', 2),
+    ('cat_exit',
+     ['-k', '-N1', '--cat', 'read x < {}; echo $x; exit $x'],
+     b'0
+4
+0
+',
+     b'0
+4
+0
+', 1),
 ]
 
 
