@@ -248,33 +248,19 @@ CASES = [
     ('er_bnr_dnr',
      ['-k', '--er', 'E', '--bnr', 'B', '--dnr', 'D', 'echo', 'E', 'B', 'D', '{.}', ':::', 'a/b.c', 'x'],
      b'',
-     b'a/b b.c a {.}
-x x . {.}
-', 0),
+     b'a/b b.c a {.}\nx x . {.}\n', 0),
     ('I_braces_positional',
      ['-k', '-I', '{x}', 'echo', '{x}', '{2x}', '{}', ':::', 'a', 'b', ':::', 'c'],
      b'',
-     b'a c c {}
-b c c {}
-', 0),
+     b'a c c {}\nb c c {}\n', 0),
     ('skip_first_line_exit',
      ['-k', '--skip-first-line', 'exit'],
-     b'9
-0
-2
-3
-',
+     b'9\n0\n2\n3\n',
      b'', 2),
     ('cat_exit',
      ['-k', '-N1', '--cat', 'read x < {}; echo $x; exit $x'],
-     b'0
-4
-0
-',
-     b'0
-4
-0
-', 1),
+     b'0\n4\n0\n',
+     b'0\n4\n0\n', 1),
 ]
 
 
