@@ -7,10 +7,12 @@ Files named ../NAME are written beside the directory the case runs in.
 """
 
 import os
+import shutil
 
 import pytest
 
 from conftest import run_gridmap, run_parallel
+from hubfixtures import grid  # noqa: F401  (the fixture)
 
 FILES = {"fasta": b">a\n1\n22\n>b\n333\n>c\n4\n>d\n55555\n", "hdr": b"h\n1\n2\n"}
 
@@ -113,3 +115,16 @@ def test_cat_fifo_through_a_shell_with_quotes(work):
 def test_refused_mixes(work, args, message):
     p = run_gridmap(args, input=b"a\n", cwd=work)
     assert p.returncode == 64 and message in p.stderr, p.stderr
+
+
+def test_cat_fifo_and_perl_through_a_hub(grid):  # noqa: F811
+    # The wrapper runs on the worker, which makes its own temporary file;
+    # Perl values are computed where the template is expanded, in gridmap.
+    grid.start_hub()
+    grid.start_worker(slots=2)
+    for opt in ("--cat", "--fifo"):
+        p = grid.run("gridmap", "-k", "-N2", opt, "wc -l < {}", input=b"a\nb\nc\n")
+        assert (p.stdout, p.returncode) == (b"2\n1\n", 0), (opt, p.stderr)
+    if shutil.which("perl"):
+        p = grid.run("gridmap", "-k", "echo", "{= $_ = uc =}", ":::", "a", "b c")
+        assert (p.stdout, p.returncode) == (b"A\nB C\n", 0), p.stderr
