@@ -34,6 +34,7 @@ CASES = [
     ('skip_args', ['-k', '--skip-first-line', 'echo', ':::', 'x', 'y', ':::', '1', '2'], b'', b'y 1\ny 2\n', 0),
     ('skip_first_source_only', ['-k', '--skip-first-line', 'echo', ':::', 'a', 'b', '::::', '-'], b'1\n2\n', b'b 1\nb 2\n', 0),
     ('skip_file', ['-k', '--skip-first-line', 'echo', '::::', '../hdr', ':::', 'a'], b'', b'1 a\n2 a\n', 0),
+    ('skip_null', ['-0', '-k', '--skip-first-line', 'echo', '[{}]'], b'a\x00b\x00c\n', b'[b]\n[c\n]\n', 0),
     ('skip_pipe', ['-k', '--skip-first-line', '--pipe', '-N1', 'cat'], b'h\n1\n2\n', b'1\n2\n', 0),
     ('skip_header', ['-k', '--skip-first-line', '--header', ':', 'echo', '{b}', '{a}'], b'junk\na\tb\n1\t2\n', b'2 1\n', 0),
 ]

@@ -633,7 +633,7 @@ def read_sources(opts):
         # As GNU parallel: the first line of the first source, before --header.
         kind, value, linked = out[0]
         if kind == "fd":
-            read_item(value, b"\n")
+            read_item(value, opts.delim)   # a line, or an item with -0 or -d
         else:
             out[0] = (kind, value[1:], linked)
     opts.headers = {}
