@@ -7,15 +7,13 @@ worker key is in no process's argv and in no job script."""
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
+import slurmcluster
 from hubfixtures import clean_env, grid, tool, wait_until  # noqa: F401 (grid: a fixture)
 from gridtools.hub import slurm
 
@@ -97,129 +95,14 @@ def skip(reason):
     pytest.skip(reason)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = []
-        self.env = dict(clean_env(), SLURM_CONF=os.path.join(tmp, "slurm.conf"))
-
-    def start(self, argv, name, user=None):
-        log = open(os.path.join(self.tmp, f"{name}.log"), "wb")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             env=self.env, start_new_session=True)
-        log.close()
-        p.logpath = os.path.join(self.tmp, f"{name}.log")
-        p.name = name
-        self.procs.append(p)
-        return p
-
-    def run(self, *argv, check=True):
-        r = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
-        if check:
-            assert r.returncode == 0, (argv, r.stderr)
-        return r
-
-    def tasks(self, name):
-        out = self.run("squeue", "-h", "-r", f"--name={name}", "-o", "%i %T").stdout
-        return slurm.parse_squeue(out)
-
-    def logs(self):
-        return "\n".join(f"--- {os.path.basename(p.logpath)}\n" + open(p.logpath).read()[-2000:]
-                         for p in self.procs)
-
-    def stop(self):
-        """Cancel every job first (the cluster is ours alone): a worker left
-        in a task would outlive slurmd."""
-        if any(p.poll() is None for p in self.procs) and "slurmctld" in [p.name for p in self.procs]:
-            self.run("scancel", "--me", check=False)
-            wait_until(lambda: not self.run("squeue", "-h", check=False).stdout.strip(),
-                       timeout=15, step=0.3)
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in reversed(self.procs):
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-
-
 @pytest.fixture
 def cluster():
-    """One node, this host, two CPUs; everything under a private directory
-    (munged's socket too), ports picked free."""
-    if os.getuid() != 0:
-        skip("a Slurm cluster needs root to start (slurmd runs jobs as their users)")
-    for prog, package in (("/usr/sbin/munged", "munge"), ("/usr/sbin/slurmctld", "slurm-wlm"),
-                          ("/usr/sbin/slurmd", "slurm-wlm"), ("sbatch", "slurm-client")):
-        if shutil.which(prog) is None:
-            skip(f"{prog} is not installed (Debian package {package}; make test-deps)")
-    if not os.path.exists("/etc/munge/munge.key"):
-        skip("/etc/munge/munge.key is missing (the munge package makes it)")
-    host = socket.gethostname().split(".")[0]
-    tmp = tempfile.mkdtemp(prefix="gridslurm-")     # munged (user munge) must reach it
-    os.chmod(tmp, 0o755)
-    c = Cluster(tmp)
+    """A one-node cluster (slurmcluster.py), or a skip that says why not."""
     try:
-        munge = os.path.join(tmp, "munge")
-        os.mkdir(munge)
-        shutil.chown(munge, "munge", "munge")
-        sock = os.path.join(munge, "munge.socket")
-        c.start(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "-F",
-                 f"--socket={sock}", f"--pid-file={munge}/munged.pid",
-                 f"--seed-file={munge}/munged.seed", f"--log-file={munge}/munged.log"],
-                "munged")
-        if not wait_until(lambda: os.path.exists(sock), timeout=10):
-            skip(f"munged did not start: {c.logs()}")
-        for d in ("state", "spool"):
-            os.mkdir(os.path.join(tmp, d))
-        with open(c.env["SLURM_CONF"], "w") as f:
-            f.write(f"""ClusterName=gridtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={free_port()}
-SlurmdPort={free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket={sock}
-CredType=cred/munge
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=none
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-JobCompType=jobcomp/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-ReturnToService=2
-StateSaveLocation={tmp}/state
-SlurmdSpoolDir={tmp}/spool
-SlurmctldPidFile={tmp}/slurmctld.pid
-SlurmdPidFile={tmp}/slurmd.pid
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
-PartitionName=p Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-""")
-        conf = c.env["SLURM_CONF"]
-        c.start(["/usr/sbin/slurmctld", "-D", "-i", "-f", conf], "slurmctld")
-        c.start(["/usr/sbin/slurmd", "-D", "-f", conf], "slurmd")
-
-        def idle():
-            r = c.run("sinfo", "-h", "-o", "%t", check=False)
-            return r.returncode == 0 and r.stdout.strip() == "idle"
-        if not wait_until(idle, timeout=30, step=0.2):
-            skip(f"Slurm did not come up here: {c.logs()}")
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        with slurmcluster.started() as c:
+            yield c
+    except slurmcluster.Unavailable as e:
+        skip(str(e))
 
 
 def argv_of_all():
