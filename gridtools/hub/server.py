@@ -32,8 +32,9 @@ said HELLO closes), and reaches the server only through this interface:
     event(kind, **fields)      a line on the events topic (streams); job.* events
                                only while events_on, which streams keeps true
                                while someone follows that topic
-    adopt(sock, peer, service, how, data)  serve a connection the service made
-                               (peers: it dialled or started a worker); the
+    adopt(sock, peer, service, how, data, tls)  serve a connection the service
+                               made (peers: it dialled or started a worker;
+                               tls: its client handshake is to be run); the
                                peer's messages go to service.greet(conn, msg)
                                until the service calls joined(conn, role)
 
