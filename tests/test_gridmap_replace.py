@@ -1,6 +1,6 @@
 """gridmap's replacement strings against GNU parallel: the renamed strings
 (-I, --er, --bnr, --dnr, --bner, --seqreplace, --slotreplace), Perl
-expressions {= =} and {=N =}, and --rpl.
+expressions {= =} and {=N =}, --rpl and --parens.
 
 Each case was recorded twice with GNU parallel 20221122 (the same both
 times); when `parallel` is on PATH the cases are also compared live.  The
@@ -39,13 +39,17 @@ CASES = [
     ('rpl_two_groups', ['-k', '--rpl', '{/(\\w+)/(\\w*)} s/$$1/$$2/g;', 'echo', '{/a/b}', '{/o/}', ':::', 'banana', 'foo'], b'', b'bbnbnb banana\nfoo f\n', 0),
     ('rpl_override', ['-k', '--rpl', '{} s/^/>/', 'echo', '{}', ':::', 'a', 'b'], b'', b'>a\n>b\n', 0),
     ('rpl_dry_run', ['-k', '--dry-run', '--rpl', '{u} $_=uc', 'echo', '{u}', ':::', 'a b', 'c'], b'', b"echo 'A B'\necho C\n", 0),
+    ('parens_commas', ['--parens', ',,,,', 'echo', 'foo', 'is', ',,s/I/O/g,,', ':::', 'FII'], b'', b'foo is FOO\n', 0),
+    ('parens_brackets_positional', ['--parens', '[[]]', 'echo', '[[1 s/a/b/]]', '{= x =}', ':::', 'ab', ':::', 'cd'], b'', b'bb {= x =}\n', 0),
+    ('parens_angles', ['--parens', '<<>>', '-k', 'echo', '<<$_++>>', ':::', '1', '2'], b'', b'2\n3\n', 0),
+    ('tag_dot_I', ['-k', '-I', '.x.', 'echo', '.x.', '{}', ':::', 'a'], b'', b'a {}\n', 0),
 ]
 
 needs_perl = pytest.mark.skipif(shutil.which("perl") is None, reason="perl is not installed")
 
 
 def _marks(case):
-    perl = any("{=" in a or a == "--rpl" for a in case[1])
+    perl = any("{=" in a or a in ("--rpl", "--parens") for a in case[1])
     return [needs_perl] if perl else []
 
 
@@ -140,3 +144,8 @@ def test_no_perl_needed_without_expressions(tmp_path):
 def test_empty_renamed_string_is_refused():
     p = run_gridmap(["--er", "", "echo", ":::", "a"])
     assert p.returncode == 64 and b"{.} cannot be empty" in p.stderr
+
+
+def test_empty_parens_is_refused():
+    p = run_gridmap(["--parens", "", "echo", ":::", "a"])
+    assert p.returncode == 64 and b"--parens" in p.stderr

@@ -75,12 +75,33 @@ def test_pieces_and_modes_are_checked():
 @pytest.mark.parametrize("args, words", [
     (["--hub", "127.0.0.1:1", "--tf", "{}"], b"--transferfile works with -S only"),
     (["--hub", "127.0.0.1:1", "--return", "x"], b"--return works with -S only"),
-    (["--wd", "/tmp"], b"--workdir on a local run"),
 ])
 def test_what_is_not_built_is_refused_with_64(args, words):
     r = gridmap(*args, "echo", input=b"x\n")
     assert r.returncode == errors.USAGE, r.stderr
     assert words in r.stderr and r.stderr.count(b"\n") <= 3
+
+
+def test_workdir_on_a_local_run_as_gnu_parallel(tmp_path):
+    """GNU parallel honours --workdir locally: made, entered; ... is each
+    job's own under the home directory, removed when the job ends."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(HOME=str(home))
+    r = subprocess.run([*tool("gridmap"), "-k", "--wd", "w/{}", ": {}; pwd; echo hi > f"],
+                       input=b"a\nb\n", capture_output=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split() == [str(tmp_path / "w" / "a"), str(tmp_path / "w" / "b")]
+    assert (tmp_path / "w" / "b" / "f").read_text() == "hi\n"
+    r = subprocess.run([*tool("gridmap"), "-k", "--wd", "...", "pwd; touch x; echo {}"],
+                       input=b"a\nb\n", capture_output=True, env=env, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode().split()
+    assert out[1::2] == ["a", "b"] and len(set(out[0::2])) == 2
+    assert all(d.startswith(str(home / ".gridtools" / "tmp") + "/") for d in out[0::2])
+    assert os.listdir(home / ".gridtools" / "tmp") == []
 
 
 def test_a_local_run_ignores_them_as_gnu_parallel_does(tmp_path):

@@ -150,6 +150,9 @@ def build_parser():
     a("--rpl", metavar="'TAG PERL'", action="append", default=[],
       help="TAG stands for the value of the Perl expression PERL (as {= PERL =}; "
            "needs perl)")
+    a("--parens", metavar="STR", default="{==}",
+      help="the first half of STR opens a Perl expression, the rest ends it "
+           "(default {==})")
     a("--cat", action="store_true",
       help="--pipe: put each block in a temporary file, {} its name (implies --pipe)")
     a("--fifo", action="store_true",
@@ -412,7 +415,7 @@ def _check_replace_pipe(opts):
         if not new and old != "{}":         # -I '' is judged below
             raise errors.UsageError(f"the replacement string for {old} cannot be empty")
     try:
-        opts.tags_rpl = template.Tags(opts.plus, renames, opts.rpl)
+        opts.tags_rpl = template.Tags(opts.plus, renames, opts.rpl, opts.parens)
     except ValueError as e:
         raise errors.UsageError(str(e))
 
@@ -946,7 +949,7 @@ def _main(argv):
             # One perl for the run, only when a Perl expression is there.
             from gridtools.local import perl
             tmpl.evaluator = perl.Coprocess(
-                tmpl.perl, "{= =}" if "{=" in tmpl.text else "--rpl")
+                tmpl.perl, "{= =}" if opts.tags_rpl.left in tmpl.text else "--rpl")
             import atexit
             atexit.register(tmpl.evaluator.close)
     source = make_source(opts, slots, sources, tmpl)

@@ -119,11 +119,21 @@ class LocalExecutor:
         self.capacity = capacity
         self.loop = loop
         self.pool = pool
+        # --workdir: enter(job) -> the directory it runs in, leave(job)
+        # once it ended (transfer.LocalWorkdir); None: ours.
+        self.workdir = None
 
     def start(self, job):
         fed = job.block is not None or self.pool.opts.round_robin
         argv = job.argv or self.pool.opts.shell.argv(job.command)
-        child = runner.spawn(argv, stdin=runner.PIPE if fed else None)
+        wd = self.workdir
+        try:
+            child = runner.spawn(argv, stdin=runner.PIPE if fed else None,
+                                 cwd=wd.enter(job) if wd is not None else None)
+        except OSError:
+            if wd is not None:
+                wd.leave(job)
+            raise
         pool = self.pool
 
         def output(fd_no, data):
@@ -136,6 +146,8 @@ class LocalExecutor:
 
         def done(code, sig):
             job.handle = None
+            if wd is not None:
+                wd.leave(job)
             pool.job_done(job, code, sig)
 
         relay = job.handle = Relay(self.loop, child, output, done, taken)

@@ -106,7 +106,15 @@ class Tags:
     matches the Perl code reads as $$1, $$2 ...
     """
 
-    def __init__(self, plus=False, renames=(), rpl=()):
+    def __init__(self, plus=False, renames=(), rpl=(), parens="{==}"):
+        # --parens: its first half opens a Perl expression, the rest ends it.
+        n = len(parens) // 2
+        if not n:
+            raise ValueError(f"--parens: need two strings, as {{==}}, got {parens!r}")
+        self.left = parens[:n]
+        self.perl_rx = PERL if parens == "{==}" else re.compile(
+            "%s((?:(?!%s|%s).)*?)%s" % (re.escape(parens[:n]), re.escape(parens[:n]),
+                                      re.escape(parens[n:]), re.escape(parens[n:])), re.S)
         table = dict(BUILTIN)
         if plus:
             table = {**PLUS, **table}
@@ -117,6 +125,7 @@ class Tags:
             tag, _, code = _split_rpl(text)
             table[tag] = ("perl", code)
         self.matchers = []
+        self.first = {self.left[0], "{"}       # where a token may start
         for tag in sorted((t for t in table if table[t] is not None), key=len, reverse=True):
             kind, value = table[tag]
             prefix, group, postfix = _TAG_PARTS.fullmatch(tag).groups()
@@ -128,14 +137,15 @@ class Tags:
             except re.error as e:
                 raise ValueError(f"replacement string {tag!r}: {e}") from None
             self.matchers.append((rx, pos, kind, value))
-        self.first = {m[0].pattern[:1] for m in self.matchers}
+            # A tag that starts with its (regex) may start anywhere.
+            self.first.add(prefix[0] if prefix else None)
 
     def match(self, text, i, exprs):
         """The token at text[i:] as (kind, position, modifier, end), or None.
         A Perl expression's code is added to exprs; its modifier is its
         index there."""
-        if text.startswith("{=", i):
-            m = PERL.match(text, i)
+        if text.startswith(self.left, i):
+            m = self.perl_rx.match(text, i)
             if m:
                 p = _POSITION.match(m.group(1))
                 position = int(p.group(1)) if p.group(1) and int(p.group(1)) else None
@@ -324,7 +334,7 @@ def _parse(text, tags, exprs):
 
     while i < n:
         ch = text[i]
-        m = tags.match(text, i, exprs) if ch in first or ch == "{" else None
+        m = tags.match(text, i, exprs) if ch in first or None in first else None
         if m:
             flush_lit()
             word.append((m[0], m[1], m[2], quote))

@@ -8,6 +8,7 @@ FILES); the worker's half is worker/files.py.
 
 import hashlib
 import os
+import shutil
 import socket
 
 from gridtools.local import template
@@ -33,7 +34,8 @@ def add_options(p):
     a("--basefile", "--bf", metavar="FILE", action="append", default=[],
       help="-S: send FILE to each host once, before its first job (repeatable)")
     a("--workdir", "--wd", metavar="DIR",
-      help="-S: run the jobs in DIR on the hosts (. this directory, ... one of each job's own)")
+      help="run the jobs in DIR, on the hosts with -S (. this directory, ... one of each "
+           "job's own)")
 
 
 def given(opts):
@@ -227,16 +229,45 @@ class Returns:
 def plan_for(opts, env, remote, hub):
     """The Plan for this run, or None.  With -S (remote) the options take
     effect; on the local pool GNU parallel ignores all but --workdir, and
-    so does gridmap, which refuses --workdir there (not built); with --hub
-    they are refused: a hub's workers are not sent files yet."""
+    so does gridmap (see LocalWorkdir); with --hub they are refused: a
+    hub's workers are not sent files yet."""
     names = given(opts)
     if not names:
         return None
     if hub:
         raise errors.UsageError(f"{names[0]} works with -S only, not with --hub")
-    if not remote:
-        if opts.workdir is not None:
-            raise errors.UsageError("--workdir on a local run is not supported: give -S HOST, "
-                                    "or cd first")
-        return None
-    return Plan(opts, env)
+    return Plan(opts, env) if remote else None
+
+
+class LocalWorkdir:
+    """--workdir on the local pool, as GNU parallel does it: each job runs
+    in the directory (a template; made when missing); "." and "..." are
+    under the home directory, "..." one of each job's own, removed with
+    what is in it when the job ends."""
+
+    def __init__(self, text, env):
+        self.text = text
+        self.home = env.get("HOME") or os.path.expanduser("~")
+        self.host = socket.gethostname().split(".")[0] or "localhost"
+
+    def where(self, job):
+        if self.text == UNIQUE:
+            return os.path.join(self.home, TMP, f"{self.host}-{os.getpid()}-{job.seq}")
+        if self.text == ".":
+            return None             # this directory, wherever home is
+        return template.expand_plain(self.text, job.args, job.seq, job.slot)
+
+    def enter(self, job):
+        d = self.where(job)
+        if d is not None:
+            os.makedirs(d, exist_ok=True)
+        return d
+
+    def leave(self, job):
+        if self.text == UNIQUE:
+            shutil.rmtree(self.where(job), ignore_errors=True)
+
+
+def local_workdir(opts, env):
+    """A LocalWorkdir for --workdir on the local pool, or None."""
+    return LocalWorkdir(opts.workdir, env) if opts.workdir is not None else None

@@ -167,14 +167,26 @@ def environment():
     return _env
 
 
-def spawn(argv, stdin=None, stdout=PIPE, stderr=PIPE, env=None):
+def spawn(argv, stdin=None, stdout=PIPE, stderr=PIPE, env=None, cwd=None):
     """Start argv in a new process group and return its Child.
 
     stdin: None for /dev/null, PIPE for a pipe we write, or an fd to inherit.
     stdout/stderr: PIPE for a pipe we read, or an fd to inherit.
+    cwd: the directory it starts in (None: ours).
     An argv that cannot be executed is retried as a /bin/sh command line so
     the shell reports the failure the way users know (status 127 or 126).
     """
+    if cwd is not None:
+        # posix_spawn has no working directory (no POSIX_SPAWN_CHDIR before
+        # Python 3.13), and the pool and the worker are one thread each:
+        # move there for the spawn, and back.
+        back = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.chdir(cwd)
+            return spawn(argv, stdin, stdout, stderr, env)
+        finally:
+            os.fchdir(back)
+            os.close(back)
     try:
         return _spawn(argv, stdin, stdout, stderr, env)
     except OSError as e:

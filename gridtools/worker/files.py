@@ -17,20 +17,6 @@ def where(wd, path):
     return path if wd is None or os.path.isabs(path) else os.path.join(wd, path)
 
 
-def spawn_in(wd, start):
-    """start() with the current directory at wd: posix_spawn has no cwd, and
-    the worker is one thread, so it moves there and back around the spawn."""
-    if wd is None:
-        return start()
-    back = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.chdir(wd)
-        return start()
-    finally:
-        os.fchdir(back)
-        os.close(back)
-
-
 def remove(wd, paths):
     """--cleanup: each file, then its directories below the workdir (or,
     for an absolute path, its parents) that are empty now, as GNU parallel

@@ -210,8 +210,7 @@ class Worker:
         wid = job.wid
         wd = job.stage.wd if job.stage is not None else None
         try:
-            child = files.spawn_in(wd, lambda: runner.spawn(
-                argv, stdin=runner.PIPE if fed else None))
+            child = runner.spawn(argv, stdin=runner.PIPE if fed else None, cwd=wd)
             self.lifeline.started(child)
         except OSError as e:
             self.jobs.pop(wid, None)
