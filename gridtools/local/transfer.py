@@ -116,16 +116,25 @@ class Plan:
         for text in self.returns:
             local, remote = split_dot(expand(text))
             returns[_checked(remote, "--return")] = local
+        if len(returns) > wire.MAX_FILES or len(self.transfers) > wire.MAX_FILES:
+            raise errors.DataError(f"a job sends and asks back at most {wire.MAX_FILES} files")
         pieces = []
+        total = 0
         for text in self.transfers:
             local, remote = split_dot(expand(text))
             remote = _checked(remote, "--transferfile")
             try:
                 f = open(local, "rb")
+                total += os.fstat(f.fileno()).st_size
             except OSError as e:
                 warn(f"--transferfile {local}: {e.strerror}")
                 continue
             pieces.append((f, remote))
+            if total > wire.MAX_JOB_BYTES:
+                for f, _ in pieces:
+                    f.close()
+                raise errors.DataError(f"--transferfile: more than {wire.MAX_JOB_BYTES} bytes "
+                                       f"for job {job.seq}")
         cid = str(job.seq)
         msgs = [wire.format("STAGE", cid, wd=wd, wdrm=rm or None,
                             cleanup=self.cleanup or None, files=len(pieces),
