@@ -18,21 +18,21 @@ def where(wd, path):
 
 
 def remove(wd, paths):
-    """--cleanup: each file, then its directories below the workdir (or,
-    for an absolute path, its parents) that are empty now, as GNU parallel
-    removes them."""
+    """--cleanup: each file, then every directory on its way that is empty
+    now, the workdir and its parents included, as GNU parallel removes them
+    (rmdir of each, deepest first; one not empty stays)."""
     for path in paths:
+        full = where(wd, path)
         try:
-            os.unlink(where(wd, path))
+            os.unlink(full)
         except OSError:
             pass
-        parts = path.split("/")[:-1]
+        parts = full.split("/")[:-1]
         while parts and parts != [""]:
-            d = "/".join(parts)
             try:
-                os.rmdir(where(wd, d) if d else "/")
+                os.rmdir("/".join(parts))
             except OSError:
-                break
+                pass
             parts.pop()
 
 
