@@ -255,9 +255,12 @@ def worker_handlers():
 
 
 def _verb_constant(node):
-    if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-            and _VERB.match(node.value):
-        return node.value
+    """The verb a constant names: "MSG", or b"MSG" (wire.format_stream)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+        value = node.value.decode("ascii", "replace") if isinstance(node.value, bytes) \
+            else node.value
+        if _VERB.match(value):
+            return value
     return None
 
 
@@ -297,7 +300,8 @@ def wire_aliases(tree):
 
 def sent_verbs(tree):
     """Verbs a module writes: format("VERB", ...), request("VERB"),
-    format_line("VERB"), proto.wire's hello(), connect_as() and error(),
+    format_line("VERB"), format_stream(b"VERB", ...), proto.wire's
+    hello(), connect_as() and error(),
     and bytes that start a message (b"BYE\\n")."""
     found = set()
     wire_names = wire_aliases(tree)
@@ -305,7 +309,7 @@ def sent_verbs(tree):
         if isinstance(node, ast.Call) and node.args:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if name in ("format", "format_line", "request"):
+            if name in ("format", "format_line", "format_stream", "request"):
                 verb = _verb_constant(node.args[0])
                 if verb:
                     found.add(verb)
