@@ -57,6 +57,10 @@ class Boundary:
                 return -1
         return pos
 
+    def slack(self):
+        """Bytes needed past a block's end to judge a cut there."""
+        return len(self.sep) - len(self.recend)
+
     def cut(self, buf, size, records=None, eof=False):
         """Where the next block ends in buf, or -1 when more data is needed.
 
@@ -67,8 +71,7 @@ class Boundary:
             return -1
         if records is not None:
             pos = self.nth(buf, records)
-        elif len(buf) > size and (
-                eof or len(buf) >= size + len(self.sep) - len(self.recend)):
+        elif len(buf) > size and (eof or len(buf) >= size + self.slack()):
             # Only with enough to judge a boundary at size itself, which
             # needs the record start after it: cutting sooner would make
             # blocks from a pipe smaller than the same blocks from a file.
@@ -83,14 +86,13 @@ class Boundary:
             return len(buf) if eof else -1
         return pos
 
-
     def find(self, buf):
         """The first cut position in buf, or -1 (--pipepart)."""
         i = buf.find(self.sep)
         return i + len(self.recend) if i >= 0 else -1
 
 
-class RegexBoundary:
+class RegexBoundary(Boundary):
     """--regexp: --recend and --recstart are regular expressions (Python's
     re, multi-line: ^ and $ match at every line); a record boundary is where
     a match of recend is followed by a match of recstart.  Matches reach at
@@ -132,33 +134,11 @@ class RegexBoundary:
             return pos
         return -1
 
-    def nth(self, buf, n, start=0):
-        pos = start
-        for _ in range(n):
-            pos = self.first_after(buf, pos)
-            if pos < 0:
-                return -1
-        return pos
-
     def find(self, buf):
         return self.first_after(buf, 0)
 
-    def cut(self, buf, size, records=None, eof=False):
-        if not buf:
-            return -1
-        if records is not None:
-            pos = self.nth(buf, records)
-        elif len(buf) > size and (eof or len(buf) >= size + self.SLACK):
-            pos = self.last_before(buf, size)
-            if pos < 0:
-                pos = self.first_after(buf, size)
-        elif eof:
-            pos = len(buf)
-        else:
-            return -1
-        if pos < 0:
-            return len(buf) if eof else -1
-        return pos
+    def slack(self):
+        return self.SLACK
 
 
 def plan_ranges(pread, start, end, size, boundary, window=1 << 16):
