@@ -26,7 +26,7 @@ import string
 import sys
 
 import benchlib
-from benchlib import REPO, fmt_num, fmt_ratio, median, ratio, table, verdict
+from benchlib import REPO, Case, fmt_num, fmt_ratio, measure, median, ratio, table, verdict
 
 GRIDMAP = "bin/gridmap"          # commands run with the repository as cwd;
                                  # --gridmap CMD measures another build
@@ -38,47 +38,6 @@ JOBS_TARGET_XARGS = 1.1          # gridmap per-job time <= 1.1x xargs -P2
 JOBS_TARGET_PARALLEL = 5.0       # GNU parallel per-job time >= 5x gridmap
 PIPE_TARGET_PARALLEL = 3.0       # gridmap --pipe GB/s >= 3x parallel --pipe
 PIPE_TARGET_CEILING = 0.5        # gridmap --pipe GB/s >= 0.5x wc -l
-
-
-class Case:
-    """One command under test: its label, shell command line and timings."""
-
-    def __init__(self, label, cmd, check=None, timeout=None):
-        self.label = label
-        self.cmd = cmd
-        self.check = check        # check(stdout bytes) -> error text or None
-        self.timeout = timeout
-        self.times = []
-        self.error = None
-
-    def median(self):
-        return median(self.times) if self.times and not self.error else None
-
-
-def measure(cases, runs):
-    """Run every case `runs` times, taking turns; a failing case drops out."""
-    for n in range(1, runs + 1):
-        for c in cases:
-            if c.error:
-                continue
-            try:
-                secs, out = benchlib.run_timed(c.cmd, cwd=REPO,
-                                               timeout=c.timeout)
-            except benchlib.CommandFailed as e:
-                c.error = f"FAILED: {e}"
-            except OSError as e:
-                c.error = f"FAILED: {c.cmd}: {e}"
-            else:
-                problem = c.check(out) if c.check else None
-                if problem:
-                    c.error = f"MISMATCH: {problem}"
-                else:
-                    c.times.append(secs)
-                    print(f"  run {n}/{runs}  {secs:8.3f} s  {c.label}",
-                          flush=True)
-            if c.error:
-                print(f"  run {n}/{runs}  *** {c.label}: {c.error}",
-                      flush=True)
 
 
 def report_errors(cases):

@@ -29,7 +29,7 @@ import sys
 import tempfile
 
 import benchlib
-from benchlib import REPO, fmt_num, fmt_ratio, median, ratio, table, verdict
+from benchlib import REPO, Case, fmt_num, fmt_ratio, measure, ratio, table, verdict
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from sshfixtures import Sshd  # noqa: E402
@@ -40,38 +40,6 @@ BOOT_TARGET = 1.2           # gridmap's bootstrap <= 1.2x ssh host python3 -c pa
 JOBS_TARGET = 100.0         # gridmap -S jobs/s >= 100x parallel -S
 JOBS_TARGET_CM = 50.0       # ... and >= 50x parallel -S with a ControlMaster
 TRANSFER_TARGET = 10.0      # --transferfile jobs/s >= 10x parallel's (rsync per job)
-
-
-class Case:
-    def __init__(self, label, cmd, check=None):
-        self.label = label
-        self.cmd = cmd
-        self.check = check
-        self.times = []
-        self.error = None
-
-    def median(self):
-        return median(self.times) if self.times and not self.error else None
-
-
-def measure(cases, runs):
-    for n in range(1, runs + 1):
-        for c in cases:
-            if c.error:
-                continue
-            try:
-                secs, out = benchlib.run_timed(c.cmd, cwd=REPO, timeout=1800)
-            except (benchlib.CommandFailed, OSError) as e:
-                c.error = f"FAILED: {e}"
-                print(f"  run {n}/{runs}  *** {c.label}: {c.error}", flush=True)
-                continue
-            problem = c.check(out) if c.check else None
-            if problem:
-                c.error = f"MISMATCH: {problem}"
-                print(f"  run {n}/{runs}  *** {c.label}: {c.error}", flush=True)
-                continue
-            c.times.append(secs)
-            print(f"  run {n}/{runs}  {secs:8.3f} s  {c.label}", flush=True)
 
 
 def lines_check(want):

@@ -22,6 +22,8 @@ The API, all of it:
     first_line(cmd) -> str       first line a version command prints, or ""
     python_version() -> str      "Python 3.11.7 (/usr/bin/python3)"
     run_main(main)               sys.exit(main()); `| head` exits 141 quietly
+    Case(label, cmd, check=None, timeout=1800)   a command under test and its times
+    measure(cases, runs)         run every case runs times, taking turns
     REPO, BIN, OUT               repository root, its bin/, bench/out/ (gitignored)
     CommandFailed                exception with .cmd, .returncode, .stderr
 """
@@ -259,3 +261,43 @@ def run_main(main):
 
 def python_version():
     return f"Python {sys.version.split()[0]} ({sys.executable})"
+
+
+class Case:
+    """One command under test: its label, shell command line and timings."""
+
+    def __init__(self, label, cmd, check=None, timeout=1800):
+        self.label = label
+        self.cmd = cmd
+        self.check = check        # check(stdout bytes) -> error text or None
+        self.timeout = timeout
+        self.times = []
+        self.error = None
+
+    def median(self):
+        return median(self.times) if self.times and not self.error else None
+
+
+def measure(cases, runs):
+    """Run every case `runs` times, taking turns, from the repository root;
+    a case that fails, or whose output its check refuses, drops out with
+    its error (FAILED or MISMATCH) printed."""
+    for n in range(1, runs + 1):
+        for c in cases:
+            if c.error:
+                continue
+            try:
+                secs, out = run_timed(c.cmd, cwd=REPO, timeout=c.timeout)
+            except CommandFailed as e:
+                c.error = f"FAILED: {e}"
+            except OSError as e:
+                c.error = f"FAILED: {c.cmd}: {e}"
+            else:
+                problem = c.check(out) if c.check else None
+                if problem:
+                    c.error = f"MISMATCH: {problem}"
+                else:
+                    c.times.append(secs)
+                    print(f"  run {n}/{runs}  {secs:8.3f} s  {c.label}", flush=True)
+            if c.error:
+                print(f"  run {n}/{runs}  *** {c.label}: {c.error}", flush=True)
