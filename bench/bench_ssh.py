@@ -15,7 +15,8 @@ issue 11:
              job) and vs a shell loop of rsync + ssh per file; target >= 10x
              parallel's.
 
-Sizes: N=500, M=200, 3 runs; --quick: N=40, M=20, 1 run (a smoke test).
+Sizes: N=500, M=200, 3 runs (--runs N); --quick: N=40, M=20, 1 run (a smoke
+test).  With 500 jobs, parallel -S alone takes about two minutes a run.
 GNU parallel, rsync and sshd are installed with apt-get when missing, or
 their rows are skipped with a reason.  Exits 0 whatever the ratios; 1 if a
 command failed or its output was wrong.
@@ -59,8 +60,10 @@ def rows_per_job(cases, n):
 
 
 def main():
-    opts = benchlib.parser(__doc__.split("\n")[0]).parse_args()
-    runs = 1 if opts.quick else 3
+    p = benchlib.parser(__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=None, help="runs of each command (default 3)")
+    opts = p.parse_args()
+    runs = opts.runs or (1 if opts.quick else 3)
     njobs = 40 if opts.quick else 500
     nfiles = 20 if opts.quick else 200
     print(benchlib.python_version())
