@@ -146,10 +146,7 @@ def test_files_in_tmpdir_and_stderr_kept(tmp_path):
     assert pathlib.Path(name).read_bytes() == b"a1\n"
 
 
-def test_results_refuses_csv_and_json():
-    for name in ("x.csv", "x.tsv", "x.json"):
-        p = run_gridmap(["--results", name, "echo", ":::", "a"])
-        assert p.returncode == 64 and name.encode() in p.stderr
+# --results x.csv, x.tsv, x.json: tests/test_gridmap_results.py.
 
 
 # --resume and friends: a first run writes the joblog, a second resumes

@@ -24,7 +24,8 @@ replacement strings: {} {.} {/} {//} {/.} {#} {%} {N} {-N} {N.} {N/} {N//} {N/.}
 exit status: 0 all jobs succeeded; 1-100 that many jobs failed; 101 more than
 100 failed; with --halt, see gridmap(1); 64 usage; 65 a command line longer
 than -s; 66 an input file is missing; 69 the hub is unreachable; 70 internal error;
-73 the joblog cannot be created; 74 I/O error; 76 the hub broke the protocol;
+73 the joblog or a results file cannot be created; 74 I/O error; 75 --st -N ran
+out; 76 the hub broke the protocol;
 77 the hub refused the key; 129/130/131/143 stopped by SIGHUP/SIGINT/SIGQUIT/
 SIGTERM; 141 the reader of stdout went away.  See gridmap(1).
 """
@@ -39,7 +40,7 @@ def build_parser():
                     "job's output as a group.")
     common.add_version(p)
     a = p.add_argument
-    a("-j", "--jobs", "-P", "--max-procs", metavar="N", default="100%",
+    a("-j", "--jobs", "-P", "--max-procs", metavar="N",
       help="jobs at once: N, N%% of the cores, +N or -N cores (default 100%%)")
     a("-k", "--keep-order", action="store_true", help="print output in input order")
     a("--line-buffer", "--lb", "--linebuffer", action="store_true",
@@ -164,6 +165,30 @@ def build_parser():
     a("-u", "--ungroup", action="store_true",
       help="print output as it arrives, even half lines")
     a("--bar", action="store_true", help="show progress on stderr when it is a terminal")
+    a("--progress", action="store_true",
+      help="show GNU parallel's progress report on stderr (even if not a terminal)")
+    a("--eta", action="store_true",
+      help="as --progress, with the time left (all input is read first)")
+    a("--csv", action="store_true",
+      help="read each input as a CSV record (separator: --colsep, default ,)")
+    a("--memfree", metavar="SIZE",
+      help="start no job while less memory than SIZE is available; under half "
+           "of it, kill the youngest job")
+    a("--load", metavar="MAX",
+      help="start no job while MAX processes (N, N%%, +N, -N as -j) run or wait for a disk")
+    a("--semaphore", action="store_true",
+      help="run COMMAND when a slot of the semaphore is free (-j slots, default "
+           "1), in the background unless --fg; no inputs (as GNU sem)")
+    a("--id", "--semaphorename", "--semaphore-name", dest="sem_id", metavar="NAME",
+      help="the semaphore's name (default: the terminal's); implies --semaphore")
+    a("--fg", action="store_true", help="--semaphore: run COMMAND and wait for it")
+    a("--bg", action="store_true", help="--semaphore: run COMMAND in the background "
+                                        "(the default)")
+    a("--wait", action="store_true",
+      help="--semaphore: wait until no command holds a slot of the semaphore")
+    a("--semaphoretimeout", "--semaphore-timeout", "--st", metavar="SECS",
+      help="--semaphore: after SECS waiting run anyway; -SECS: give up (exit 75); "
+           "implies --semaphore")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--hub", metavar="HUB",
                        help="run the jobs on a hub's workers (default $GRID_HUB; "
@@ -267,10 +292,11 @@ def _check_gnu(opts):
     if opts.results is not None:
         if not opts.results:
             raise errors.UsageError("--results: need a name")
-        if opts.results.endswith((".csv", ".tsv", ".json")):
-            raise errors.UsageError(
-                f"--results: CSV, TSV and JSON result files are not supported: "
-                f"{opts.results!r} (use --json)")
+        from gridtools.local import results
+        if results.kind(opts.results) and (opts.files or opts.json):
+            raise errors.UsageError(f"--results {opts.results} does not go with "
+                                    f"--files or --json")
+    _check_mine(opts)
     if (opts.resume or opts.resume_failed or opts.retry_failed) and \
             (not opts.joblog or opts.joblog == "-"):
         name = "--resume" if opts.resume else "--resume-failed" if opts.resume_failed \
@@ -280,6 +306,41 @@ def _check_gnu(opts):
     for name in opts.env:
         if not name or "=" in name:
             raise errors.UsageError(f"--env: not a variable name: {name!r}")
+
+
+def _check_mine(opts):
+    """--csv, --eta/--progress, --memfree, --load and --semaphore."""
+    opts.csv_sep = None
+    if opts.csv:
+        sep = inputs.parse_delimiter(opts.colsep) if opts.colsep is not None else b","
+        if not sep or opts.pipe:
+            raise errors.UsageError("--csv: need a --colsep, and no --pipe")
+        opts.csv_sep = os.fsdecode(sep)
+    if opts.eta:
+        opts.progress = True
+    opts.memfree_bytes = None
+    if opts.memfree is not None:
+        from gridtools.local import gate
+        opts.memfree_bytes = gate.parse_memfree(opts.memfree)
+    if opts.load is not None:
+        from gridtools.local import gate
+        gate.parse_load(opts.load, 1)
+    if opts.sem_id is not None or opts.semaphoretimeout is not None:
+        opts.semaphore = True
+    if (opts.fg or opts.bg or opts.wait) and not opts.semaphore:
+        raise errors.UsageError("--fg, --bg and --wait go with --semaphore")
+    if opts.semaphore:
+        if opts.sources or opts.arg_file or opts.pipe:
+            raise errors.UsageError("--semaphore takes no inputs (:::, ::::, -a, --pipe)")
+        if not opts.command and not opts.wait:
+            raise errors.UsageError("--semaphore needs a command (or --wait)")
+        if opts.fg and opts.bg:
+            raise errors.UsageError("--fg and --bg: choose one")
+        from gridtools.local import semaphore
+        opts.sem_timeout = 0.0 if opts.semaphoretimeout is None else \
+            semaphore.parse_timeout(opts.semaphoretimeout)
+        if opts.sem_id is not None:
+            semaphore.check_name(opts.sem_id)
 
 
 def parse_termseq(text):
@@ -307,6 +368,8 @@ def _check(opts):
     """Judge the option values argparse cannot, before any work starts, and
     keep what they parse to: halt_rule, tags, block_size, boundary, delim,
     per_job."""
+    opts.jobs_given = opts.jobs is not None       # --semaphore's default is 1
+    opts.jobs = "100%" if opts.jobs is None else opts.jobs
     parse_jobs(opts.jobs)        # parsed again once a hub's slots are known
     _check_gnu(opts)
     if opts.pipe and not opts.command:
@@ -650,8 +713,12 @@ def read_sources(opts):
                 out[i] = (kind, value, linked)
             if first is not None:
                 first = first[:-1] if first.endswith("\r") else first
-                names.extend(_perl_split(opts.colsep if opts.colsep is not None
-                                         else "\t", first))
+                if opts.csv_sep is not None:
+                    from gridtools.local import csvin
+                    names.extend(csvin.parse(first, opts.csv_sep))
+                else:
+                    names.extend(_perl_split(opts.colsep if opts.colsep is not None
+                                             else "\t", first))
         opts.headers = dict(enumerate(names, 1))
     if opts.header is not None:
         # As GNU parallel does, the names of the files (-a, ::::) name
@@ -723,11 +790,20 @@ def make_source(opts, slots, sources, tmpl=None):
     colsep = opts.colsep if opts.colsep is not None else (
         "\t" if opts.header is not None else None)
     to_record = inputs.make_record(trim, colsep)
+    if opts.csv_sep is not None:
+        # --csv: the columns are CSV fields (trimmed only with a --colsep
+        # given or --trim, as GNU parallel does).
+        from gridtools.local import csvin
+        to_record = csvin.make_record(opts.csv_sep, trim)
 
     def item_filter():
         # One per input source: -E ends each source on its own.
-        return inputs.make_filter(opts.eof_str, opts.max_lines is not None,
-                                  opts.no_run_if_empty)
+        f = inputs.make_filter(opts.eof_str, opts.max_lines is not None,
+                               opts.no_run_if_empty)
+        if opts.csv_sep is not None:
+            from gridtools.local import csvin
+            f = csvin.Joiner(os.fsdecode(delim), f)
+        return f
 
     if sources[0][0] == "fd":
         feed = jobs.StreamFeed(sources[0][1], delim, to_record, item_filter())
@@ -894,9 +970,17 @@ def _read_lines(path):
 
 def _main(argv):
     opts = parse_options(sys.argv[1:] if argv is None else argv)
+    if opts.semaphore:
+        return run_semaphore(opts, os.environ)
     slots = parse_jobs(opts.jobs)
     budget = fd_budget()
     if slots > budget:
+        if slots != 1 << 20:        # -j 0 asks for as many as can run
+            # GNU parallel's warning, which scripts look for.
+            sys.stderr.write(
+                f"gridmap: warning: Only enough file handles to run {budget} jobs in "
+                f"parallel.\ngridmap: warning: Try increasing 'ulimit -n' "
+                f"(try: ulimit -n `ulimit -Hn`)\n")
         slots = budget
     executor = None
     remote = ssh_executor(opts, os.environ)
@@ -955,7 +1039,7 @@ def _main(argv):
     source = make_source(opts, slots, sources, tmpl)
     if done_seqs:
         source = jobs.SkipSource(source, done_seqs)
-    if (opts.halt_rule.percent or tmpl is not None and tmpl.needs_total) \
+    if (opts.halt_rule.percent or tmpl is not None and tmpl.needs_total or opts.eta) \
             and not opts.round_robin:
         # Both count all the jobs: the input is read ahead.
         source = jobs.ListSource(source)
@@ -975,6 +1059,7 @@ def _main(argv):
                          env_prefix=env_prefix(opts.env, os.environ)
                          if hub or executor is not None else None,
                          termseq=opts.termseq_list)
+    popts.progress, popts.gate = watchers(opts, source, slots, hub or executor is not None)
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
@@ -995,8 +1080,12 @@ def _main(argv):
                                    errors.CANTCREAT)
     results = None
     if opts.results is not None or opts.files:
-        results = output.Results(opts.results, opts.headers, opts.files,
-                                 opts.tmpdir or os.environ.get("TMPDIR") or "/tmp")
+        from gridtools.local import results as tables
+        if tables.kind(opts.results):
+            results = tables.Table(opts.results, opts.headers)
+        else:
+            results = output.Results(opts.results, opts.headers, opts.files,
+                                     opts.tmpdir or os.environ.get("TMPDIR") or "/tmp")
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
                        show_command=opts.show_command, tmpdir=opts.tmpdir,
                        joblog_header=not (log_append and joblog.tell()),
@@ -1010,6 +1099,33 @@ def _main(argv):
     finally:
         if joblog is not None and joblog is not sys.stdout:
             joblog.close()
+
+
+def watchers(opts, source, slots, remote):
+    """--progress/--eta and --memfree/--load: (progress.Report or None,
+    gate.Gate or None), both None when not asked for."""
+    report = gate = None
+    if opts.progress:
+        from gridtools.local import progress
+        report = progress.Report("grid" if remote else "local", eta=opts.eta)
+        report.total = getattr(source, "total", 0)
+        report.head = progress.header(report.label, os.cpu_count() or 1, slots)
+    if opts.memfree_bytes is not None or opts.load is not None:
+        from gridtools.local import gate as gates
+        load = gates.parse_load(opts.load, os.cpu_count() or 1) \
+            if opts.load is not None else None
+        gate = gates.Gate(opts.memfree_bytes, load)
+    return report, gate
+
+
+def run_semaphore(opts, env):
+    """gridmap --semaphore: GNU parallel's sem."""
+    from gridtools.local import semaphore
+    slots = parse_jobs(opts.jobs) if opts.jobs_given else 1
+    return semaphore.run(" ".join(opts.command), opts.sem_id or semaphore.default_name(),
+                         slots, env, fg=opts.fg, wait=opts.wait, timeout=opts.sem_timeout,
+                         warn=lambda text: sys.stderr.write(f"gridmap: warning: {text}\n"),
+                         shell=localexec.Shell(env))
 
 
 def main(argv=None):

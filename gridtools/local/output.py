@@ -11,6 +11,7 @@ import os
 import struct
 import sys
 
+from gridtools.local.results import exit_value
 from gridtools.local.writer import Writer
 from gridtools.proto import errors
 
@@ -54,11 +55,8 @@ class Result:
 
 def joblog_line(r):
     """One line in GNU parallel's joblog format."""
-    # A job killed by a signal has Exitval 0 and the signal, as in GNU
-    # parallel; -1 only when there was no exit at all (lost, never run).
-    exitval = r.exitcode if r.exitcode is not None else 0 if r.signal else -1
     return (f"{r.seq}\t{r.host}\t{r.start:.3f}\t{r.runtime:10.3f}\t{r.sent}\t"
-            f"{len(r.stdout)}\t{exitval}\t{r.signal or 0}\t"
+            f"{len(r.stdout)}\t{exit_value(r)}\t{r.signal or 0}\t"
             f"{r.command.replace(chr(10), ' ')}\n")
 
 
@@ -258,9 +256,10 @@ class Results:
         self.tmpdir = tmpdir
         self.templated = name is not None and template.TOKEN.search(name) is not None
 
-    def save(self, r):
+    def save(self, r, out_writer=None):
         """Write r's output; return (the name to print or None, the stderr
-        still to print or None)."""
+        still to print or None).  (out_writer: for results.Table, which
+        may write on stdout.)"""
         if self.name is None:
             import tempfile
             fd, path = tempfile.mkstemp(prefix="par", suffix=".par", dir=self.tmpdir)
@@ -488,7 +487,7 @@ class Sink:
             close(r.stdout)
             close(r.stderr)
         elif self.results is not None:
-            name, stderr = self.results.save(r)
+            name, stderr = self.results.save(r, self.out) or (None, None)
             if name is not None:
                 self.out.write(r.tag + os.fsencode(name) + b"\n")
             if stderr is not None:
@@ -513,6 +512,8 @@ class Sink:
         if self.spill is not None:
             self.spill.close()
             self.spill = None
+        if hasattr(self.results, "close"):
+            self.results.close()        # --results FILE.csv
         if self.joblog is not None and not self.log_to_out:
             self.joblog.flush()
 

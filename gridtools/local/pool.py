@@ -118,6 +118,8 @@ class Options:
         self.env_prefix = env_prefix    # --env through a hub: [env, K=V...]
         # How a job is ended: (signal, seconds to wait before the next).
         self.termseq = termseq or [(signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 0.0)]
+        self.progress = None            # --progress/--eta: a progress.Report
+        self.gate = None                # --memfree/--load: a gate.Gate
 
 
 def prepare(job, opts):
@@ -178,6 +180,9 @@ class Pool:
         self.started = 0
         self.next_start = 0.0      # --delay: no job starts before this time
         self.bar = Progress() if opts.bar and sys.stderr.isatty() else None
+        self.report = opts.progress     # --progress: GNU parallel's report
+        self.gate = opts.gate           # --memfree, --load
+        self.tick_timer = None          # ... their one-second timer
         self.rr_jobs = []          # --round-robin: the long-running jobs
         self.rr_next = 0           # ... and which one to feed next
         self.rr_headed = set()     # ... and those given the --header
@@ -194,6 +199,8 @@ class Pool:
             pass                    # not the main thread: no signals to catch
         try:
             self.sink.attach(self.loop, self._poke)
+            if self.report:
+                self.sink.write(2, self.report.head.encode())
             if self.opts.round_robin:
                 self._start_round_robin()
             self._poke()
@@ -207,6 +214,8 @@ class Pool:
         finally:
             if self.bar:
                 self.bar.clear()
+            if self.report:
+                self._show(b"\n")
             self.executor.close()
             self.sink.close(drop=self.dropped)
             self.loop.close()
@@ -243,6 +252,31 @@ class Pool:
         self._watch_input()
         if self.bar:
             self.bar.show(self.done, self.started, self.exhausted)
+        if self.report or self.gate:
+            self._show()
+            if self.tick_timer is None and (self.running or self.gate):
+                self.tick_timer = self.loop.call_later(1.0, self._tick)
+
+    def _show(self, end=b""):
+        if self.report:
+            line = self.report.line(len(self.running), self.done, self.started)
+            self.sink.write(2, b"\r" + line.encode() + end)
+
+    def _tick(self):
+        """Once a second while jobs run, with --progress, --memfree or
+        --load: the report redrawn, and under half of --memfree the
+        youngest job killed (it fails this try; --retries may run it
+        again), as GNU parallel does."""
+        self.tick_timer = None
+        gate = self.gate
+        if gate is not None and self.running and gate.starving(self.loop.time()):
+            young = [j for j in self.running.values() if not j.kill_step]
+            if young:
+                job = max(young, key=lambda j: j.seq)
+                self._say(f"warning: job {job.seq} killed: {gate.free >> 20} MiB "
+                          f"available, under half of --memfree: {job.command}")
+                self._terminate(job)
+        self._poke()
 
     def _fill(self):
         if self.opts.round_robin:
@@ -257,6 +291,8 @@ class Pool:
                 if self.delay_timer is None:
                     self.delay_timer = self.loop.call_at(self.next_start, self._delayed)
                 return
+            if self.gate is not None and not self.gate.open(self.loop.time()):
+                return                  # _tick looks again
             if self.retry:
                 job, _ = self.retry.pop(0)
             elif self.exhausted:
@@ -269,6 +305,8 @@ class Pool:
                     self.exhausted = True
                     return
             self._start(job)
+            if self.gate is not None:
+                self.gate.started_one()
             if self.opts.delay:
                 self.next_start = self.loop.time() + self.opts.delay
 
