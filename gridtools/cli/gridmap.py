@@ -105,11 +105,11 @@ def build_parser():
       help="try a failing job up to N times in all (0 or 1: once)")
     a("--timeout", metavar="SECS", type=float,
       help="kill a job's process group after SECS seconds")
-    a("--halt", metavar="WHEN,KIND=N",
+    a("--halt", "--halt-on-error", metavar="WHEN,KIND=N",
       help="stop early: now|soon,fail=N|success=N|done=N, or P%% of all jobs")
-    a("--joblog", metavar="FILE", help="log each finished job to FILE (- is stdout)")
+    a("--joblog", "--jl", metavar="FILE", help="log each finished job to FILE (- is stdout)")
     a("--json", action="store_true", help="print one JSON record per job instead of its output")
-    a("--pipe", action="store_true", help="split stdin into blocks, one per job's stdin")
+    a("--pipe", "--spreadstdin", action="store_true", help="split stdin into blocks, one per job's stdin")
     a("--block", "--block-size", metavar="SIZE",
       help="--pipe block size (default 1M); --pipepart: -N is N blocks per slot")
     a("--recend", metavar="STR", help="--pipe record end (default \\n)")
