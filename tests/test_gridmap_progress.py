@@ -197,3 +197,25 @@ def test_too_few_file_handles_warns_as_gnu_parallel():
     p = subprocess.run([GRIDMAP, "-j0", "echo", ":::", "a"], capture_output=True,
                        preexec_fn=_fd_limit(60), timeout=60)
     assert (p.returncode, p.stdout, p.stderr) == (0, b"a\n", b"")
+
+
+NUL_WARNINGS = [b"A NUL character in the input was replaced with \\0.",
+                b"NUL cannot be passed through in the argument list.",
+                b"Did you mean to use the --null option?"]
+
+
+@pytest.mark.parametrize("args,stdin,expected", [
+    (["-k", "-j1", "echo"], b"a\0b\nc\0\nd\n", b"a\\0b\nc\\0\nd\n"),
+    (["-k", "--tag", "echo", "{}", "x"], b"a\0b\n", b"a\\0b\ta\\0b x\n"),
+])
+def test_nul_in_input_becomes_backslash_zero_as_gnu_parallel(tmp_path, args, stdin, expected):
+    """Recorded from GNU parallel 20221122 (twice); its three warnings for
+    each input holding a NUL."""
+    p = run_gridmap(args, input=stdin, cwd=tmp_path)
+    assert (p.stdout, p.returncode) == (expected, 0)
+    warned = b"".join(b"gridmap: warning: " + w + b"\n" for w in NUL_WARNINGS)
+    assert p.stderr == warned * stdin.count(b"\0")
+    theirs = run_parallel(args, input=stdin, env={"SHELL": "/bin/sh"}, cwd=tmp_path)
+    assert (theirs.stdout, theirs.returncode) == (expected, 0)
+    assert [line[19:] for line in theirs.stderr.splitlines()
+            if line.startswith(b"parallel: Warning: ")] == NUL_WARNINGS * stdin.count(b"\0")

@@ -38,6 +38,9 @@ from gridtools.run import runner
 from gridtools.local.jobs import WAIT
 from gridtools.local.executor import LocalExecutor, Shell
 KILL_GRACE = 2.0       # seconds between SIGTERM and SIGKILL
+NUL_WARNING = ("A NUL character in the input was replaced with \\0.",     # GNU's words
+               "NUL cannot be passed through in the argument list.",
+               "Did you mean to use the --null option?")
 # Signals that stop the run: every job's process group is killed first (the
 # jobs have groups of their own, so the terminal's signal never reaches them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -340,10 +343,15 @@ class Pool:
         if job.tries == 1:
             self.started += 1
         try:
-            self.executor.start(job)
+            try:
+                self.executor.start(job)
+            except ValueError:
+                if not self._replace_nul(job):
+                    raise
+                self.executor.start(job)
         except (OSError, ValueError) as e:
-            # ValueError: an input holding a NUL byte (read without -0)
-            # cannot be an argument.  Only this job fails; the run goes on.
+            # ValueError: an argument the system cannot take.  Only this
+            # job fails; the run goes on.
             why = e.strerror if isinstance(e, OSError) else f"{e} in an argument"
             self.job_output(job, 2, f"gridmap: cannot run {job.command!r}: {why}\n".encode(
                 "utf-8", "surrogateescape"))
@@ -351,6 +359,19 @@ class Pool:
             return
         if self.opts.timeout:
             job.timer = self.loop.call_later(self.opts.timeout, self._expired, job)
+
+    def _replace_nul(self, job):
+        """An input holding a NUL byte (read without -0) cannot be an
+        argument: as GNU parallel does, it becomes \\0, with GNU's
+        warnings for each such job.  Only after a start failed: no cost to
+        the others."""
+        if not any("\0" in a for a in job.args):
+            return False
+        for line in NUL_WARNING:
+            self._say("warning: " + line)
+        job.args = [a.replace("\0", "\\0") for a in job.args]
+        prepare(job, self.opts)
+        return True
 
     def _watch_input(self):
         fd = self.source.fd if not self.exhausted else None
