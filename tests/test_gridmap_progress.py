@@ -219,3 +219,16 @@ def test_nul_in_input_becomes_backslash_zero_as_gnu_parallel(tmp_path, args, std
     assert (theirs.stdout, theirs.returncode) == (expected, 0)
     assert [line[19:] for line in theirs.stderr.splitlines()
             if line.startswith(b"parallel: Warning: ")] == NUL_WARNINGS * stdin.count(b"\0")
+
+
+def test_filter_hosts_leaves_out_a_host_that_cannot_be_reached(tmp_path):
+    """--filter-hosts: a login whose ssh fails (a stand-in for an
+    unreachable host) is left out, the jobs run on the one that starts
+    (a stand-in ssh that runs the worker here); as without the option."""
+    here = "sh -c 'exec sh -c \"$1\"'"
+    dead = "sh -c 'echo \"ssh: connect to host $0: Connection refused\" >&2; exit 255'"
+    for extra in ([], ["--filter-hosts"]):
+        p = run_gridmap([*extra, "--ssh", dead, "-S", f"deadhost,1/{here} herehost", "-k",
+                         "echo", ":::", "a", "b"], cwd=tmp_path)
+        assert (p.stdout, p.returncode) == (b"a\nb\n", 0), p.stderr
+        assert b"gridmap: ssh deadhost: ssh to deadhost failed" in p.stderr

@@ -189,6 +189,8 @@ def build_parser():
     a("--semaphoretimeout", "--semaphore-timeout", "--st", metavar="SECS",
       help="--semaphore: after SECS waiting run anyway; -SECS: give up (exit 75); "
            "implies --semaphore")
+    a("--filter-hosts", action="store_true",
+      help="-S: leave out the hosts that cannot be reached (always so)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--hub", metavar="HUB",
                        help="run the jobs on a hub's workers (default $GRID_HUB; "
