@@ -1097,6 +1097,8 @@ def _main(argv):
                       executor=executor)
         if executor is not None:
             executor.attach(p)
+        else:
+            p.executor.workdir = transfer.local_workdir(opts, os.environ)
         return p.run()
     finally:
         if joblog is not None and joblog is not sys.stdout:
