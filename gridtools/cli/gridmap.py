@@ -63,7 +63,8 @@ def build_parser():
       help="keep output that does not fit in memory in DIR (default $TMPDIR)")
     a("--shuf", action="store_true",
       help="run the inputs in a random order (all input is read first)")
-    a("--will-cite", action="store_true", help=__import__("argparse").SUPPRESS)
+    a("--will-cite", action="store_true",
+      help="accepted and ignored (gridmap prints no citation notice)")
     a("-t", "--verbose", action="store_true",
       help="print each command on stderr as it starts")
     a("-v", dest="show_command", action="store_true",
