@@ -166,7 +166,8 @@ class Pool:
         self.opts = opts
         self.loop = loop or Loop()
         self.executor = executor or LocalExecutor(opts.slots, self.loop, self)
-        self.free = list(range(1, self.executor.capacity + 1))
+        self.capacity = self.executor.capacity     # set_slots changes it
+        self.free = list(range(1, self.capacity + 1))
         self.running = {}          # seq -> job
         self.retry = []            # (job, status of its last try) waiting for another
         self.stepping = False      # a _step is queued on the loop
@@ -239,6 +240,22 @@ class Pool:
         if not self.stepping:
             self.stepping = True
             self.loop.call_soon(self._step)
+
+    def set_slots(self, n):
+        """Jobs at once from now on (gridmap -S --sshloginfile: hosts came
+        or went).  More start at once; fewer as running jobs end: none is
+        stopped, and a slot past n is not given again."""
+        n = max(1, n)
+        old, self.capacity = self.capacity, n
+        if n > old:
+            busy = {job.slot for job in self.running.values()}
+            for s in range(old + 1, n + 1):
+                if s not in busy:
+                    heapq.heappush(self.free, s)
+        else:
+            self.free = [s for s in self.free if s <= n]
+            heapq.heapify(self.free)
+        self._poke()
 
     def _step(self):
         self.stepping = False
@@ -481,7 +498,8 @@ class Pool:
     def job_done(self, job, exitcode, sig, outcome=None):
         runtime = self.loop.time() - job.t0
         self.running.pop(job.seq, None)
-        heapq.heappush(self.free, job.slot)
+        if job.slot <= self.capacity:       # else set_slots took it away
+            heapq.heappush(self.free, job.slot)
         self._poke()
         if job.timer is not None:
             job.timer.cancel()
