@@ -177,6 +177,9 @@ def build_parser():
            "of it, kill the youngest job")
     a("--load", metavar="MAX",
       help="start no job while MAX processes (N, N%%, +N, -N as -j) run or wait for a disk")
+    a("--limit", metavar="CMD",
+      help="before a job starts, run CMD: exit 0 start it, 1 start none, 2 also kill "
+           "the youngest job; or 'mem SIZE', 'load N', 'io N'")
     a("--semaphore", action="store_true",
       help="run COMMAND when a slot of the semaphore is free (-j slots, default "
            "1), in the background unless --fg; no inputs (as GNU sem)")
@@ -1073,6 +1076,11 @@ def _main(argv):
         raise errors.GridError(f"--tmpdir: cannot write in {opts.tmpdir}", errors.CANTCREAT)
     joblog = None
     if opts.joblog == "-":
+    if opts.limit is not None:
+        from gridtools.local import limit
+        popts.limit = limit.parse(opts.limit)
+        if opts.round_robin:
+            raise errors.UsageError("--limit: not with --round-robin")
         joblog = sys.stdout
     elif opts.joblog:
         try:

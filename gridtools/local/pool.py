@@ -123,6 +123,7 @@ class Options:
         self.termseq = termseq or [(signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 0.0)]
         self.progress = None            # --progress/--eta: a progress.Report
         self.gate = None                # --memfree/--load: a gate.Gate
+        self.limit = None               # --limit: limit.parse's (kind, value)
 
 
 def prepare(job, opts):
@@ -187,6 +188,13 @@ class Pool:
         self.report = opts.progress     # --progress: GNU parallel's report
         self.gate = opts.gate           # --memfree, --load
         self.tick_timer = None          # ... their one-second timer
+        self.limit = None               # --limit: a limit.Limit
+        if opts.limit is not None:
+            from gridtools.local import limit
+            kind, value = opts.limit
+            self.limit = limit.Limit(kind, value, self.loop, wanted=self._limit_wanted,
+                                     verdict=self._limit_verdict,
+                                     argv=opts.shell.argv(value) if kind == "command" else None)
         self.rr_jobs = []          # --round-robin: the long-running jobs
         self.rr_next = 0           # ... and which one to feed next
         self.rr_headed = set()     # ... and those given the --header
@@ -220,6 +228,8 @@ class Pool:
                 self.bar.clear()
             if self.report:
                 self._show(b"\n")
+            if self.limit is not None:
+                self.limit.close()
             self.executor.close()
             self.sink.close(drop=self.dropped)
             self.loop.close()
@@ -290,12 +300,28 @@ class Pool:
         self.tick_timer = None
         gate = self.gate
         if gate is not None and self.running and gate.starving(self.loop.time()):
-            young = [j for j in self.running.values() if not j.kill_step]
-            if young:
-                job = max(young, key=lambda j: j.seq)
-                self._say(f"warning: job {job.seq} killed: {gate.free >> 20} MiB "
-                          f"available, under half of --memfree: {job.command}")
-                self._terminate(job)
+            self._kill_youngest(f"{gate.free >> 20} MiB available, under half of --memfree")
+        self._poke()
+
+    def _kill_youngest(self, why):
+        """--memfree, --limit: the youngest job not already being ended is
+        (its termination sequence), with a warning."""
+        young = [j for j in self.running.values() if not j.kill_step]
+        if young:
+            job = max(young, key=lambda j: j.seq)
+            self._say(f"warning: job {job.seq} killed: {why}: {job.command}")
+            self._terminate(job)
+
+    def _limit_wanted(self):
+        """--limit: whether its command is worth asking again."""
+        return bool(self.running) or bool(self.free) and not self.halting \
+            and not self.stop_signal and (bool(self.retry) or not self.exhausted)
+
+    def _limit_verdict(self, code):
+        """--limit answered: 2 kills the youngest job, as in GNU parallel;
+        0 may start one (the pool looks again)."""
+        if code == 2 and self.running:
+            self._kill_youngest("--limit is way over (2)")
         self._poke()
 
     def _fill(self):
@@ -313,6 +339,9 @@ class Pool:
                 return
             if self.gate is not None and not self.gate.open(self.loop.time()):
                 return                  # _tick looks again
+            if self.limit is not None and (self.retry or not self.exhausted) \
+                    and not self.limit.take():
+                return                  # its answer pokes us
             if self.retry:
                 job, _ = self.retry.pop(0)
             elif self.exhausted:
