@@ -140,7 +140,8 @@ class Target:
         self.check = None           # checks the worker's WELCOME
         self.up_since = None
         self.drained = False
-        self.removed = False        # gone from --peer-file: not reached again
+        self.removed = None         # gone from this file (--peer-file, gridmap's
+                                    # --sshloginfile): not reached again
         self.status = None
         self.failed_starts = 0      # in a row, the worker never up
         self.gone = False           # given up (spec.tries)
@@ -203,10 +204,19 @@ class Peers:
                         f"{'s' * (len(self.from_file) != 1)}, {len(added)} added, "
                         f"{len(gone)} removed")
 
-    def remove(self, t):
-        """A peer gone from the file: a worker up is drained (BYE once its
-        jobs are done), any other attempt ends; it is not reached again."""
-        t.removed = True
+    def add(self, spec):
+        """A target more, reached now (gridmap -S: a host added to its
+        --sshloginfile during the run)."""
+        t = Target(spec)
+        self.targets.append(t)
+        self.reach(t)
+        return t
+
+    def remove(self, t, source=None):
+        """A peer gone from the file (source; by default --peer-file): a
+        worker up is drained (BYE once its jobs are done), any other
+        attempt ends; it is not reached again."""
+        t.removed = source or self.peer_file
         self.targets.remove(t)
         conn = t.conn
         if conn is not None and conn in self.server.sessions.workers:
@@ -215,13 +225,16 @@ class Peers:
         if t.timer is not None:
             t.timer.cancel()
             t.timer = None
+        if t.proc is not None:
+            t.stage = "failed"          # stopped: its exit status says no more
+            bootstrap.stop(t.proc)
         if conn is not None:
             self.server.close(conn)     # mid-handshake: closed() ends it
         elif t.sock is not None:
             self._unwatch(t)
             t.sock.close()
             t.sock = None
-        self.server.log(f"{t.label}: removed from {self.peer_file}")
+        self.server.log(f"{t.label}: removed from {t.removed}")
 
     def opened(self, conn):
         pass
@@ -528,7 +541,7 @@ class Peers:
         if t.proc is not None:
             if t.status is None:
                 return              # on_exit comes
-            if t.stage != "failed":
+            if t.stage != "failed" and not (t.removed and t.status == 0):
                 code, why = bootstrap.explain(t.status, "worker" if t.stage == "up" else t.stage,
                                               t.spec.where)
                 if t.stage != "up" and t.last_err and t.status != 0:
@@ -546,7 +559,8 @@ class Peers:
             t.timer = None
         if t.removed:
             if t.stage == "up":
-                self.server.log(f"{t.label}: removed from {self.peer_file}; not dialled again")
+                again = "started" if t.spec.kind == "ssh" else "dialled"
+                self.server.log(f"{t.label}: removed from {t.removed}; not {again} again")
             return
         if t.drained:
             t.drained = False
