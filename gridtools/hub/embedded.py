@@ -16,9 +16,17 @@ for the run: its jobs go to the other hosts.  One whose worker was up and
 went away is started again as the hub's --ssh workers are; its running
 jobs end as lost (tried again elsewhere with --retries).  With no host
 left the run ends with UnavailableError (exit 69).
+
+With --sshloginfile (follow) the files are looked at again when a job
+ends, at most once every RELOOK seconds (a stat() each, nothing more
+when none changed), as GNU parallel does: a login added is a new target
+of the peers service, and joins the run once its worker is up; a login
+removed takes no new job, its running jobs end, then its channel is
+closed.  The pool's slots follow the workers' (Pool.set_slots).
 """
 
 import math
+import os
 import shlex
 import socket
 import sys
@@ -35,8 +43,13 @@ NAME = "gridmap -S"         # how the hub is named in messages
 # ":" beside remote hosts: a worker here, started as ssh would start it
 # (the remote command through sh -c), with this very python.
 HERE_SSH = "sh -c 'exec sh -c \"$1\"'"
-QUIET = (": starting a worker", " joined from ")     # the hub's lines a run does not show
+SLF = "--sshloginfile"      # where a removed host was removed from, as the hub says it
+# The hub's lines a run does not show (a host removed from --sshloginfile
+# is drained, leaves with no job running, and is not started again).
+QUIET = (": starting a worker", " joined from ", ": draining", " left (0 jobs running)",
+         f"removed from {SLF}")
 STOP_WAIT = 2.0             # seconds for each ssh to end once told, at the end of a run
+RELOOK = 1.0                # seconds: --sshloginfile is looked at no more often
 
 
 class EmbeddedExecutor(hubclient.HubExecutor):
@@ -50,6 +63,7 @@ class EmbeddedExecutor(hubclient.HubExecutor):
         self.logins = {}                # worker name on the wire -> sshlogin
         self.plan = None                # transfer.Plan: files that travel with jobs
         self.returns = None
+        self.relist = None              # follow(): the sshloginfiles read again
 
     def carry(self, plan):
         """Jobs take files with them (--transferfile, --return, --basefile,
@@ -59,8 +73,22 @@ class EmbeddedExecutor(hubclient.HubExecutor):
         self.returns = transfer.Returns()
         self.handlers["FILE"] = self._on_file
 
+    def follow(self, logins, paths, stamp, relist, ssh):
+        """--sshloginfile: logins are the run's (in the order of the hub's
+        targets), paths the files, stamp their stamps() when read;
+        relist() reads every login again as [(Login, slots)] (GridError
+        when it cannot), ssh is --ssh's command."""
+        self.hosts = {}                 # Login -> its targets
+        for login, t in zip(logins, self.hub.peers.targets):
+            self.hosts.setdefault(login, []).append(t)
+        self.paths, self.stamp, self.relist, self.ssh = paths, stamp, relist, ssh
+        self.relook_at = self.loop.time() + RELOOK
+
     def attach(self, pool):
         super().attach(pool)
+        if self.relist is not None:
+            self.hub.sessions.watchers.append(
+                lambda: self.pool.set_slots(self.hub.sessions.total_slots()))
         if self.plan is not None:
             for data in self.plan.base_messages():     # before any job
                 self.chan.send(data)
@@ -97,12 +125,41 @@ class EmbeddedExecutor(hubclient.HubExecutor):
             self.returns.piece(cid, msg)
 
     def _on_done(self, msg):
+        if self.relist is not None and self.loop.time() >= self.relook_at:
+            self.relook_at = self.loop.time() + RELOOK
+            self._relook()
         name = msg.get("worker")
         if name is not None:
             msg.kv["worker"] = self._login(name)
         if self.returns is not None:
             self.returns.done(msg.arg(0))
         super()._on_done(msg)
+
+    def _relook(self):
+        """A job ended and a second has passed: if an sshloginfile
+        changed, hosts added join the run and hosts removed leave it."""
+        stamp = stamps(self.paths)
+        if stamp == self.stamp:
+            return
+        self.stamp = stamp
+        try:
+            wanted = {}
+            for login, n in self.relist():
+                wanted.setdefault(login, n)
+            if not wanted:
+                raise errors.UsageError("no sshlogin given")
+            if self.plan is not None and any(x.host == sshlogin.LOCAL for x in wanted):
+                raise errors.UsageError("the sshlogin ':' with files that travel")
+            added = [login for login in wanted if login not in self.hosts]
+            new = specs(added, self.ssh, [wanted[login] for login in added])
+        except errors.GridError as e:
+            self.pool.warn(f"{SLF}: {e}: the hosts stay as they were")
+            return
+        for login in [login for login in self.hosts if login not in wanted]:
+            for t in self.hosts.pop(login):
+                self.hub.peers.remove(t, SLF)
+        for login, spec in zip(added, new):
+            self.hosts[login] = [self.hub.peers.add(spec)]
 
     def _login(self, name):
         if name not in self.logins:
@@ -117,6 +174,20 @@ class EmbeddedExecutor(hubclient.HubExecutor):
             super().close()
         finally:
             stop(self.hub)
+
+
+def stamps(paths):
+    """What says a file changed: (mtime, size, inode) of each, None when
+    it cannot be stat'ed."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return out
 
 
 def specs(logins, ssh, slots):
