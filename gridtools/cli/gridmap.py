@@ -1066,6 +1066,11 @@ def _main(argv):
                          if hub or executor is not None else None,
                          termseq=opts.termseq_list)
     popts.progress, popts.gate = watchers(opts, source, slots, hub or executor is not None)
+    if opts.limit is not None:
+        from gridtools.local import limit
+        popts.limit = limit.parse(opts.limit)
+        if opts.round_robin:
+            raise errors.UsageError("--limit: not with --round-robin")
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
@@ -1076,11 +1081,6 @@ def _main(argv):
         raise errors.GridError(f"--tmpdir: cannot write in {opts.tmpdir}", errors.CANTCREAT)
     joblog = None
     if opts.joblog == "-":
-    if opts.limit is not None:
-        from gridtools.local import limit
-        popts.limit = limit.parse(opts.limit)
-        if opts.round_robin:
-            raise errors.UsageError("--limit: not with --round-robin")
         joblog = sys.stdout
     elif opts.joblog:
         try:
