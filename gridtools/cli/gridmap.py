@@ -945,6 +945,11 @@ def ssh_executor(opts, env):
         return None
     if opts.hub is not None or opts.local:
         raise errors.UsageError("-S/--sshloginfile do not go with --hub or --local")
+    paths = [sshlogin.file_path(name, env) for name in opts.sshloginfile]
+    stamp = None
+    if paths:
+        from gridtools.hub import embedded
+        stamp = embedded.stamps(paths)      # before reading: a change meanwhile is seen
     logins = sshlogin.gather(opts.sshlogin, opts.sshloginfile, env, _read_lines)
     if not logins:
         raise errors.UsageError("-S/--sshloginfile: no sshlogin given")
@@ -963,6 +968,11 @@ def ssh_executor(opts, env):
                               lambda text: sys.stderr.write(f"gridmap: {text}\n"))
     if plan is not None:
         executor.carry(plan)
+    if paths:
+        def relist():
+            found = sshlogin.gather(opts.sshlogin, opts.sshloginfile, env, _read_lines)
+            return [(x, sshlogin.slots(x, opts.jobs, parse_jobs)) for x in found]
+        executor.follow(logins, paths, stamp, relist, ssh)
     return executor.capacity, executor
 
 
