@@ -61,6 +61,13 @@ def build_parser():
       help="start jobs at least SECS seconds apart")
     a("--tmpdir", metavar="DIR",
       help="keep output that does not fit in memory in DIR (default $TMPDIR)")
+    a("--compress", action="store_true",
+      help="compress the output kept in --tmpdir (with the first of pzstd, lbzip2, "
+           "... gzip, xz on PATH, as GNU parallel)")
+    a("--compress-program", metavar="PRG",
+      help="compress it with PRG (implies --compress)")
+    a("--decompress-program", metavar="PRG",
+      help="decompress it with PRG (default: PRG -dc; implies --compress)")
     a("--shuf", action="store_true",
       help="run the inputs in a random order (all input is read first)")
     a("--will-cite", action="store_true",
@@ -1081,6 +1088,10 @@ def _main(argv):
         popts.limit = limit.parse(opts.limit)
         if opts.round_robin:
             raise errors.UsageError("--limit: not with --round-robin")
+    if opts.compress or opts.compress_program or opts.decompress_program:
+        from gridtools.local import compress
+        popts.compress = compress.choose(opts.compress_program, opts.decompress_program)
+        popts.compress.tmpdir = opts.tmpdir
     if opts.show_limits:
         show_limits(opts)
     if opts.dry_run:
@@ -1110,7 +1121,7 @@ def _main(argv):
     sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
                        show_command=opts.show_command, tmpdir=opts.tmpdir,
                        joblog_header=not (log_append and joblog.tell()),
-                       results=results, skip=done_seqs)
+                       results=results, skip=done_seqs, packer=popts.compress)
     try:
         p = pool.Pool(source, sink, popts, loop=getattr(executor, "loop", None),
                       executor=executor)

@@ -118,16 +118,18 @@ def tag_lines(prefix, data):
 class Capture:
     """One stream of a running job's output: in memory up to LIMIT bytes,
     then in an unlinked temporary file, so a job that prints gigabytes costs
-    disk, not memory."""
+    disk, not memory.  With --compress (packer), the file is written
+    through the compressor and read back through the decompressor."""
 
     LIMIT = 1 << 20
-    __slots__ = ("parts", "size", "file", "tmpdir")
+    __slots__ = ("parts", "size", "file", "tmpdir", "packer")
 
-    def __init__(self, tmpdir=None):
+    def __init__(self, tmpdir=None, packer=None):
         self.parts = []
         self.size = 0
         self.file = None
         self.tmpdir = tmpdir        # --tmpdir; None: $TMPDIR or /tmp
+        self.packer = packer        # --compress: a compress.Packer
 
     def append(self, data):
         self.size += len(data)
@@ -136,8 +138,11 @@ class Capture:
             return
         self.parts.append(data)
         if self.size > self.LIMIT:
-            import tempfile
-            self.file = tempfile.TemporaryFile(prefix="gridmap-out-", dir=self.tmpdir)
+            if self.packer is not None:
+                self.file = self.packer.open()
+            else:
+                import tempfile
+                self.file = tempfile.TemporaryFile(prefix="gridmap-out-", dir=self.tmpdir)
             self.file.writelines(self.parts)
             self.parts = []
 
@@ -147,6 +152,9 @@ class Capture:
     def chunks(self, size=1 << 20):
         if self.file is None:
             yield from self.parts
+            return
+        if self.packer is not None:
+            yield from self.file.chunks(size)
             return
         self.file.flush()
         self.file.seek(0)
@@ -192,6 +200,11 @@ class SpillSlice:
                 return
             pos += len(chunk)
             yield chunk
+
+
+def _packed(data):
+    """--compress: whether data is an output compressed in its file."""
+    return isinstance(data, Capture) and data.packer is not None and data.file is not None
 
 
 def chunks(data):
@@ -339,12 +352,13 @@ class Sink:
 
     def __init__(self, keep_order=False, as_json=False, joblog=None,
                  tagged=False, out_fd=1, err_fd=2, first_seq=1, show_command=False,
-                 tmpdir=None, joblog_header=True, results=None, skip=()):
+                 tmpdir=None, joblog_header=True, results=None, skip=(), packer=None):
         self.keep_order = keep_order
         self.skip = skip                    # --resume: seqs that never come
         self.results = results              # --results, --files
         self.show_command = show_command    # -v: the command before its output
         self.tmpdir = tmpdir                # --tmpdir: where -k spills
+        self.packer = packer                # --compress: a compress.Packer
         self.as_json = as_json
         self.joblog = joblog
         self.tagged = tagged
@@ -443,15 +457,21 @@ class Sink:
         offset = self.spill.seek(0, os.SEEK_END)
         self.spill_at[index] = offset
         self.spilled += 1
-        # The record: the Result's fields as JSON, then the output bytes.
+        # The record: the Result's fields as JSON, then the output bytes
+        # (--compress: an output compressed in its file is copied as it is;
+        # the JSON has its size decompressed).
+        packed = [data.file.finish() if _packed(data) else None
+                  for data in (r.stdout, r.stderr)]
         meta = json.dumps([r.seq, r.args, r.command, r.exitcode, r.signal,
                            r.outcome, r.start, r.runtime, r.tries, r.slot,
-                           r.host, r.sent, os.fsdecode(r.tag), r.width]
+                           r.host, r.sent, os.fsdecode(r.tag), r.width,
+                           len(r.stdout), len(r.stderr), [p is not None for p in packed]]
                           ).encode("utf-8", "surrogateescape")
-        self.spill.write(struct.pack("!IQQ", len(meta), len(r.stdout), len(r.stderr)))
+        self.spill.write(struct.pack("!IQQ", len(meta), *(
+            len(data) if p is None else p for data, p in zip((r.stdout, r.stderr), packed))))
         self.spill.write(meta)
-        for data in (r.stdout, r.stderr):
-            for chunk in chunks(data):
+        for data, p in zip((r.stdout, r.stderr), packed):
+            for chunk in (chunks(data) if p is None else data.file.raw()):
                 self.spill.write(chunk)
             close(data)
 
@@ -469,10 +489,12 @@ class Sink:
         nmeta, nout, nerr = struct.unpack("!IQQ", self.spill.read(20))
         meta = json.loads(self.spill.read(nmeta).decode("utf-8", "surrogateescape"))
         start = offset + 20 + nmeta
-        stdout = SpillSlice(self.spill, start, nout)
-        stderr = SpillSlice(self.spill, start + nout, nerr)
         (rseq, args, command, exitcode, sig, outcome, t0, runtime, tries,
-         slot, host, sent, tag, width) = meta
+         slot, host, sent, tag, width, sout, serr, packed) = meta
+        stdout, stderr = (self.packer.slice(self.spill, at, n, size) if p
+                          else SpillSlice(self.spill, at, n)
+                          for at, n, size, p in ((start, nout, sout, packed[0]),
+                                                 (start + nout, nerr, serr, packed[1])))
         self._emit(Result(rseq, args, command, exitcode, sig, outcome, t0,
                           runtime, stdout, stderr, tries, slot, host, sent,
                           os.fsencode(tag), width))

@@ -124,6 +124,7 @@ class Options:
         self.progress = None            # --progress/--eta: a progress.Report
         self.gate = None                # --memfree/--load: a gate.Gate
         self.limit = None               # --limit: limit.parse's (kind, value)
+        self.compress = None            # --compress: a compress.Packer
 
 
 def prepare(job, opts):
@@ -381,7 +382,8 @@ class Pool:
         job.tries += 1
         job.start = time.time()
         job.t0 = self.loop.time()
-        job.stdout, job.stderr = output.Capture(self.opts.tmpdir), output.Capture(self.opts.tmpdir)
+        job.stdout = output.Capture(self.opts.tmpdir, self.opts.compress)
+        job.stderr = output.Capture(self.opts.tmpdir, self.opts.compress)
         job.partial = [b"", b""]
         job.timed_out = False
         job.kill_step = 0
