@@ -52,13 +52,14 @@ class Spec:
     or "dialled" (where = an address), and for ssh the commands and slots."""
 
     def __init__(self, kind, where, ssh=bootstrap.SSH, python=bootstrap.PYTHON, slots=None,
-                 tries=None):
+                 tries=None, tags=None):
         self.kind = kind
         self.where = where
         self.ssh = ssh
         self.python = python
         self.slots = slots
         self.tries = tries          # failed starts in a row before giving up (None: never)
+        self.tags = tags or {}      # the ssh worker's --tag K=V (gridmap --onall pins jobs)
 
 
 def parse_ssh(text, ssh, python):
@@ -288,6 +289,7 @@ class Peers:
             self.retry(t)
             return
         argv = tuple(bootstrap.worker_argv(slots=s.slots))
+        argv += tuple(w for k, v in s.tags.items() for w in ("--tag", f"{k}={v}"))
         if argv not in self.payloads:       # the same for every start: made once
             self.payloads[argv] = bootstrap.payload(argv)
         t.out, sha = self.payloads[argv]
@@ -467,7 +469,7 @@ class Peers:
                 self.say(t, t.err_buf)
             t.err_buf = b""
             t.err_fd = None
-            if t.pidfd is None:
+            if t.pidfd is None and t.status is None:    # (on_exit reads its last words too)
                 self._poll_exit(t)
             return
         buf = t.err_buf + data
