@@ -216,6 +216,10 @@ def build_parser():
     a("--sshloginfile", "--slf", metavar="FILE", action="append", default=[],
       help="sshlogins from FILE, one a line (.. is ~/.config/gridtools/sshloginfile)")
     a("--ssh", metavar="CMD", help="-S: the ssh command (default $PARALLEL_SSH, or ssh -T ...)")
+    a("--onall", action="store_true",
+      help="-S: run every job on every host, one at a time on each; output grouped by host")
+    a("--nonall", action="store_true",
+      help="-S: run COMMAND once on every host, with no input (--onall with no arguments)")
     transfer.add_options(p)
     a("command", nargs="*", metavar="COMMAND", help=__import__("argparse").SUPPRESS)
     return p
@@ -960,8 +964,17 @@ def ssh_executor(opts, env):
     logins = sshlogin.gather(opts.sshlogin, opts.sshloginfile, env, _read_lines)
     if not logins:
         raise errors.UsageError("-S/--sshloginfile: no sshlogin given")
-    per = [sshlogin.slots(login, opts.jobs, parse_jobs) for login in logins]
-    if opts.dry_run or all(login.host == sshlogin.LOCAL for login in logins):
+    pinned = opts.onall or opts.nonall
+    if pinned and (opts.pipe or opts.round_robin):
+        raise errors.UsageError("--onall/--nonall: not with --pipe or --round-robin")
+    if pinned:
+        # GNU's: each host once, in its order; one job at a time on each.
+        from gridtools.local import onall
+        logins, paths = onall.hosts(logins), []
+        per = [1] * len(logins)
+    else:
+        per = [sshlogin.slots(login, opts.jobs, parse_jobs) for login in logins]
+    if opts.dry_run or all(login.host == sshlogin.LOCAL for login in logins) and not pinned:
         transfer.plan_for(opts, env, False, None)
         return sum(n or parse_jobs(opts.jobs) for n in per), None
     plan = transfer.plan_for(opts, env, True, None)
@@ -971,7 +984,7 @@ def ssh_executor(opts, env):
     from gridtools.hub import embedded
     from gridtools.worker import bootstrap
     ssh = opts.ssh or env.get("PARALLEL_SSH") or bootstrap.SSH
-    executor = embedded.start(embedded.specs(logins, ssh, per),
+    executor = embedded.start(embedded.specs(logins, ssh, per, pinned),
                               lambda text: sys.stderr.write(f"gridmap: {text}\n"))
     if plan is not None:
         executor.carry(plan)
@@ -980,7 +993,22 @@ def ssh_executor(opts, env):
             found = sshlogin.gather(opts.sshlogin, opts.sshloginfile, env, _read_lines)
             return [(x, sshlogin.slots(x, opts.jobs, parse_jobs)) for x in found]
         executor.follow(logins, paths, stamp, relist, ssh)
+    if pinned:
+        executor.pinned = logins
     return executor.capacity, executor
+
+
+def onall_source(opts, source, executor):
+    """--onall/--nonall: every input (--nonall: one with no arguments) on
+    every host of executor.pinned, each job pinned to its host."""
+    from gridtools.hub import server
+    from gridtools.local import onall
+    inputs = [()] if opts.nonall else [job.args for job in jobs.ListSource(source).jobs]
+    pinned = onall.Source(inputs, len(executor.pinned))
+    executor.pin(pinned.host_of, [onall.name(x) for x in executor.pinned], opts.tag)
+    # All sent at once (within the hub's bound): each host takes its own in turn.
+    executor.capacity = max(1, min(pinned.total, server.MAX_JOBS // 2))
+    return pinned
 
 
 def _read_lines(path):
@@ -1034,7 +1062,7 @@ def _main(argv):
             opts.command, opts.sources, opts.arg_file = [], [], []
             opts.retry_commands = commands
     sources = None
-    if not opts.pipe or opts.tee:
+    if (not opts.pipe or opts.tee) and not opts.nonall:
         if opts.retry_failed:
             sources = [("args", opts.retry_commands, False)]
         else:
@@ -1059,7 +1087,14 @@ def _main(argv):
                 tmpl.perl, "{= =}" if opts.tags_rpl.left in tmpl.text else "--rpl")
             import atexit
             atexit.register(tmpl.evaluator.close)
-    source = make_source(opts, slots, sources, tmpl)
+    source = make_source(opts, slots, sources, tmpl) if not opts.nonall else None
+    pinned = getattr(executor, "pinned", None)      # --onall, --nonall
+    if pinned is not None:
+        source = onall_source(opts, source, executor)
+        slots = executor.capacity
+    elif opts.nonall:
+        from gridtools.local import onall
+        source = onall.Source([()], 1)      # no -S: this host, as GNU's
     if done_seqs:
         source = jobs.SkipSource(source, done_seqs)
     if (opts.halt_rule.percent or tmpl is not None and tmpl.needs_total or opts.eta) \
@@ -1118,7 +1153,7 @@ def _main(argv):
         else:
             results = output.Results(opts.results, opts.headers, opts.files,
                                      opts.tmpdir or os.environ.get("TMPDIR") or "/tmp")
-    sink = output.Sink(keep_order=opts.keep_order, as_json=opts.json, joblog=joblog,
+    sink = output.Sink(keep_order=opts.keep_order or opts.onall or opts.nonall, as_json=opts.json, joblog=joblog,
                        show_command=opts.show_command, tmpdir=opts.tmpdir,
                        joblog_header=not (log_append and joblog.tell()),
                        results=results, skip=done_seqs, packer=popts.compress)
@@ -1129,7 +1164,13 @@ def _main(argv):
             executor.attach(p)
         else:
             p.executor.workdir = transfer.local_workdir(opts, os.environ)
-        return p.run()
+        if pinned is None:
+            return p.run()
+        from gridtools.local import onall
+        sink = onall.Sink(p.sink, source)
+        p.sink = sink
+        status = p.run()
+        return sink.status() if p.halt_status is None and p.stop_signal is None else status
     finally:
         if joblog is not None and joblog is not sys.stdout:
             joblog.close()

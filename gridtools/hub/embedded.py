@@ -35,7 +35,7 @@ from gridtools.hub import client as hubclient
 from gridtools.hub import peers, server
 from gridtools.io import net
 from gridtools.io.loop import Loop
-from gridtools.local import sshlogin
+from gridtools.local import onall, sshlogin
 from gridtools.proto import errors, wire
 from gridtools.worker import bootstrap
 
@@ -64,6 +64,7 @@ class EmbeddedExecutor(hubclient.HubExecutor):
         self.plan = None                # transfer.Plan: files that travel with jobs
         self.returns = None
         self.relist = None              # follow(): the sshloginfiles read again
+        self.host_of = None             # pin(): a job's host (its target's index) by seq
 
     def carry(self, plan):
         """Jobs take files with them (--transferfile, --return, --basefile,
@@ -84,6 +85,21 @@ class EmbeddedExecutor(hubclient.HubExecutor):
         self.paths, self.stamp, self.relist, self.ssh = paths, stamp, relist, ssh
         self.relook_at = self.loop.time() + RELOOK
 
+    def pin(self, host_of, names, tag):
+        """--onall: job seq runs on target host_of(seq) only (its worker is
+        tagged onall.PIN=index, see specs); with tag (--tag) its lines
+        are tagged with names[index], the sshlogin, as GNU parallel does."""
+        self.host_of, self.names, self.tag_hosts = host_of, names, tag
+
+    def host_gone(self, target):
+        """--onall: a host given up: its jobs sent end (KILL: cancelled),
+        those to come fail at once (start)."""
+        if self.host_of is None or self.pool is None:
+            return
+        for job in list(self.jobs.values()):
+            if self.hub.peers.targets[self.host_of(job.seq)] is target:
+                self.kill(job, 15)
+
     def attach(self, pool):
         super().attach(pool)
         if self.relist is not None:
@@ -94,6 +110,19 @@ class EmbeddedExecutor(hubclient.HubExecutor):
                 self.chan.send(data)
 
     def start(self, job):
+        if self.host_of is not None:
+            h = self.host_of(job.seq)
+            target = self.hub.peers.targets[h]
+            if self.tag_hosts:
+                job.tag = self.names[h].encode("utf-8", "surrogateescape") + b"\t"
+            if target.gone:
+                # As ssh to a host that cannot be reached: 255.
+                job.host = target.spec.where
+                self.pool.job_output(job, 2, f"gridmap: {target.label}: no worker, given up\n"
+                                     .encode("utf-8", "surrogateescape"))
+                self.pool.job_done(job, 255, None)
+                return
+            self.require = {onall.PIN: str(h)}
         if self.plan is None:
             super().start(job)
             return
@@ -190,17 +219,19 @@ def stamps(paths):
     return out
 
 
-def specs(logins, ssh, slots):
+def specs(logins, ssh, slots, pinned=False):
     """peers.Spec for each Login: ssh the default command (--ssh); slots
-    each one's slots (None: the worker counts its CPUs)."""
+    each one's slots (None: the worker counts its CPUs); pinned (--onall):
+    the i-th worker is tagged onall.PIN=i."""
     out = []
-    for login, n in zip(logins, slots):
+    for i, (login, n) in enumerate(zip(logins, slots)):
         if login.host == sshlogin.LOCAL:
             cmd, python = HERE_SSH, shlex.quote(sys.executable)
         else:
             cmd, python = login.ssh or ssh, bootstrap.PYTHON
         bootstrap.ssh_argv(login.host, cmd, python)     # a usage error now, not later
-        out.append(peers.Spec("ssh", login.host, cmd, python, n, tries=1))
+        out.append(peers.Spec("ssh", login.host, cmd, python, n, tries=1,
+                              tags={onall.PIN: str(i)} if pinned else None))
     return out
 
 
@@ -223,6 +254,8 @@ def start(specs, log):
             state["error"] = errors.UnavailableError(
                 f"-S: no host left to run jobs on (no worker could be started on {hosts})")
             loop.call_soon(_raise, state)
+        if state.get("ex") is not None:
+            state["ex"].host_gone(target)
 
     hub.peers.on_gone = gone
     ours = theirs = None
@@ -240,6 +273,7 @@ def start(specs, log):
         ex = EmbeddedExecutor(hub, conn, chan, slots)
         ex.capacity = max(1, slots)
         ex.loop = loop
+        state["ex"] = ex
         return ex
     except BaseException:
         if ours is not None:
