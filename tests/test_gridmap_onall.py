@@ -116,3 +116,14 @@ def test_an_unreachable_host_counts_as_a_failed_one(ssh):
 def test_onall_refuses_pipe():
     r = gridmap("-S", "h", "--onall", "--pipe", "wc -l", input=b"x\n")
     assert r.returncode == errors.USAGE and b"--onall/--nonall" in r.stderr, r.stderr
+
+
+def test_without_S_the_only_host_is_this_one():
+    """As GNU parallel: --onall runs each job once here, in order;
+    --nonall the command once, with no argument, reading no input."""
+    for args in (["--onall", "echo {}; sleep 0.$((3 - {}))", ":::", "1", "2", "3"],
+                 ["--nonall", 'echo "[$#]" hi']):
+        gnu = parallel(*args)
+        ours = gridmap(*args)
+        assert (ours.stdout, ours.stderr, ours.returncode) == \
+            (gnu.stdout, gnu.stderr, gnu.returncode) != (b"", b"", 0)

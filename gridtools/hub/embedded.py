@@ -23,6 +23,10 @@ when none changed), as GNU parallel does: a login added is a new target
 of the peers service, and joins the run once its worker is up; a login
 removed takes no new job, its running jobs end, then its channel is
 closed.  The pool's slots follow the workers' (Pool.set_slots).
+
+With --onall (pin) each job runs on one host only: the i-th host's worker
+is tagged onall.PIN=i and the job requires it, so the hub's scheduler
+keeps one queue per host; a host given up fails its jobs.
 """
 
 import math
