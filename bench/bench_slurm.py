@@ -89,7 +89,7 @@ def through_sbatch(cluster, jobs):
     """Seconds for sbatch --wait --array=1-jobs of one `true` task each."""
     t0 = time.perf_counter()
     cluster.run("sbatch", "--wait", "--quiet", f"--array=1-{jobs}", "--job-name=arraybench",
-                "--output=/dev/null", "--wrap", "true")
+                "--output=/dev/null", "--wrap", "true", timeout=3600)
     return time.perf_counter() - t0
 
 

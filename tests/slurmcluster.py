@@ -63,8 +63,8 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def run(self, *argv, check=True):
-        r = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
+    def run(self, *argv, check=True, timeout=60):
+        r = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError((argv, r.stderr))
         return r
