@@ -8,8 +8,7 @@ import math
 import os
 import re
 
-from gridtools.local import blocks, inputs, pool, template
-from gridtools.local import transfer
+from gridtools.local import blocks, gate, inputs, pool, template, transfer
 from gridtools.proto import errors
 from gridtools.cli import common
 
@@ -333,10 +332,8 @@ def _check_mine(opts):
         opts.progress = True
     opts.memfree_bytes = None
     if opts.memfree is not None:
-        from gridtools.local import gate
         opts.memfree_bytes = gate.parse_memfree(opts.memfree)
     if opts.load is not None:
-        from gridtools.local import gate
         gate.parse_load(opts.load, 1)
     if opts.sem_id is not None or opts.semaphoretimeout is not None:
         opts.semaphore = True
@@ -628,14 +625,7 @@ def parse_jobs(text, cores=None):
     if not m:
         raise errors.UsageError(f"-j: not a number of jobs: {text!r}")
     sign, num, pct = m.groups()
-    n = float(num)
-    if pct:
-        n = cores * n / 100
-    elif sign == "+":
-        n = cores + n
-    elif sign == "-":
-        n = cores - n
-    n = int(n)
+    n = int(gate.per_cores(sign, num, pct, cores))
     if n == 0 and not pct and not sign and float(num) == 0:
         n = 1 << 20              # -j 0: as many as the system allows
     return max(1, n)

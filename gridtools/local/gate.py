@@ -23,19 +23,25 @@ def parse_memfree(text):
         raise errors.UsageError(f"--memfree: {e}")
 
 
+def per_cores(sign, num, pct, cores):
+    """-j's and --load's forms as a number: N, N% of the cores, cores+N
+    or cores-N (sign "+" or "-", num the digits, pct "%" or "")."""
+    n = float(num)
+    if pct:
+        return cores * n / 100
+    if sign == "+":
+        return cores + n
+    if sign == "-":
+        return cores - n
+    return n
+
+
 def parse_load(text, cores):
     """--load MAX as -j reads it (N, N%, +N, -N); 0 is 0.01."""
     m = re.fullmatch(r"\s*([+-]?)([0-9]{1,9}(?:\.[0-9]{1,9})?)(%?)\s*", text)
     if not m:
         raise errors.UsageError(f"--load: not a load: {text!r} (N, N%, +N or -N)")
-    sign, num, pct = m.groups()
-    n = float(num)
-    if pct:
-        n = cores * n / 100
-    elif sign == "+":
-        n = cores + n
-    elif sign == "-":
-        n = cores - n
+    n = per_cores(*m.groups(), cores)
     return n if n > 0 else 0.01
 
 
