@@ -271,9 +271,11 @@ def test_directory_as_input_exits_66(tmp_path):
 
 def test_nul_in_an_input_becomes_backslash_zero_as_gnu_parallel_does():
     # Read without -0, an input holding NUL cannot be an argument: GNU
-    # parallel 20221122 writes it as \0 and warns; so does gridmap.
+    # parallel 20221122 writes it as \0 and warns; so does gridmap.  (With
+    # bash: dash's echo would print that \0 as a NUL.)
     for cmd in ("/bin/echo", "echo"):
-        p = run_gridmap(["-k", cmd], input=b"a\0b\nc\n\xff\0\n")
+        p = run_gridmap(["-k", cmd], input=b"a\0b\nc\n\xff\0\n",
+                        env=dict(os.environ, PARALLEL_SHELL="/bin/bash"))
         assert (p.returncode, p.stdout) == (0, b"a\\0b\nc\n\xff\\0\n")
         assert b"A NUL character in the input was replaced with \\0." in p.stderr
         assert b"Traceback" not in p.stderr
