@@ -6,13 +6,13 @@ back here.  They go over the channel that carries the jobs (gridtools(7),
 FILES); the worker's half is worker/files.py.
 """
 
-import hashlib
 import os
-import shutil
-import socket
 
 from gridtools.local import template
-from gridtools.proto import errors, wire
+from gridtools.proto import errors
+
+# hashlib, shutil, socket and proto.wire are imported where they are used:
+# every gridmap run reads these options, few send files (16 ms of start-up).
 
 OPTIONS = ("--transferfile", "--return", "--trc", "--basefile", "--workdir")
 UNIQUE = "..."                  # --workdir ...: a directory of each job's own
@@ -57,6 +57,7 @@ class Plan:
     job as the command is."""
 
     def __init__(self, opts, env, cwd=None):
+        import socket
         self.transfers = list(opts.transferfile)
         if opts.transfer or opts.trc:
             self.transfers.append("{}")
@@ -78,6 +79,8 @@ class Plan:
 
     def base_messages(self):
         """BASE pieces of every basefile, sent once before the first job."""
+        import hashlib
+        from gridtools.proto import wire
         for local, remote in self.bases:
             try:
                 with open(local, "rb") as f:
@@ -105,6 +108,7 @@ class Plan:
     def stage(self, job, warn):
         """(messages after job's RUN stage=1, {remote path: local path} of
         its returns).  A path that leaves the workdir is a DataError."""
+        from gridtools.proto import wire
         expand = lambda text: template.expand_plain(text, job.args, job.seq, job.slot)  # noqa: E731
         wd = self.workdir
         rm = False
@@ -178,6 +182,7 @@ def relative_to_home(cwd, home):
 
 
 def _checked(path, option):
+    from gridtools.proto import wire
     try:
         return wire.file_path(path, option)
     except wire.WireError as e:
@@ -197,6 +202,7 @@ class Returns:
             self.wanted[cid] = returns
 
     def piece(self, cid, msg):
+        from gridtools.proto import wire
         path, mode, off, end = wire.file_piece(msg)
         local = self.wanted.get(cid, {}).get(path)
         if local is None:
@@ -255,6 +261,7 @@ class LocalWorkdir:
     what is in it when the job ends."""
 
     def __init__(self, text, env):
+        import socket
         self.text = text
         self.home = env.get("HOME") or os.path.expanduser("~")
         self.host = socket.gethostname().split(".")[0] or "localhost"
@@ -273,6 +280,7 @@ class LocalWorkdir:
         return d
 
     def leave(self, job):
+        import shutil
         if self.text == UNIQUE:
             shutil.rmtree(self.where(job), ignore_errors=True)
 
