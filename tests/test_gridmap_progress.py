@@ -63,7 +63,11 @@ def test_report_against_parallel(tmp_path, opt):
     ours = run_gridmap(args, cwd=tmp_path)
     assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode)
     t, o = report(theirs.stderr), report(ours.stderr)
-    assert o[0] == t[0] and o[2] == t[2]
+    # GNU parallel 20221122 on a pipe writes its table from a timer; on a
+    # loaded machine all three jobs may end before it fires, and then it
+    # writes none.  gridmap always writes it (test_report_format).
+    assert o[0] == t[0] or (t[0] == "" and o[0] == HEAD), (o[0], t[0])
+    assert o[2] == t[2]
     strip = lambda line: re.sub(r"[0-9]+\.[0-9]+s", "Xs", line)
     assert strip(o[1][-1]) == strip(t[1][-1])
 
