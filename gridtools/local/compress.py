@@ -13,6 +13,7 @@ import shlex
 import shutil
 import tempfile
 
+from gridtools.local import inputs
 from gridtools.proto import errors
 from gridtools.run import runner
 
@@ -141,11 +142,7 @@ class Packed:
         """The compressed bytes as they lie in the file."""
         self.finish()
         self.file.seek(0)
-        while True:
-            chunk = self.file.read(size)
-            if not chunk:
-                return
-            yield chunk
+        yield from inputs.read_chunks(self.file.fileno(), size)
 
     def close(self):
         if self.child is not None:

@@ -11,6 +11,7 @@ import os
 import struct
 import sys
 
+from gridtools.local import inputs
 from gridtools.local.results import exit_value
 from gridtools.local.writer import Writer
 from gridtools.proto import errors
@@ -156,13 +157,8 @@ class Capture:
         if self.packer is not None:
             yield from self.file.chunks(size)
             return
-        self.file.flush()
-        self.file.seek(0)
-        while True:
-            chunk = self.file.read(size)
-            if not chunk:
-                return
-            yield chunk
+        self.file.seek(0)           # writes what the buffer holds first
+        yield from inputs.read_chunks(self.file.fileno(), size)
 
     def take(self):
         """All of it, emptied."""
