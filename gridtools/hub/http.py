@@ -242,12 +242,9 @@ class Http:
             self.drop(c)
 
     def readable(self, c):
-        try:
-            data = c.sock.recv(HEAD_MAX + 1 - len(c.head))
-        except (BlockingIOError, InterruptedError):
+        data = _recv(c.sock, HEAD_MAX + 1 - len(c.head))
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.drop(c)
             return
@@ -336,13 +333,7 @@ class Http:
         self.server.loop.add_reader(c.fd, self.guarded, self.gone, c)
 
     def gone(self, c):
-        try:
-            data = c.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        if _recv(c.sock, 4096) == b"":
             self.drop(c)
 
     def drop(self, c):
@@ -424,3 +415,14 @@ def check_address(addr, insecure, token):
         raise errors.UsageError(f"--http: refusing {addr}, not a loopback address, "
                                 f"without --http-token or --insecure")
     return addr
+
+
+def _recv(sock, n):
+    """Up to n bytes; b"" when the peer closed or the socket failed, None
+    when nothing is there yet."""
+    try:
+        return sock.recv(n)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
