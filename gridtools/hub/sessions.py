@@ -467,21 +467,28 @@ class Sessions:
         eof = msg.get("eof") == "1"
         data = msg.body or b""
         if job.worker is not None:
-            w = job.worker
-            self.server.send(w, wire.format("IN", job.hid, eof=eof, body=data))
+            self.relay(conn, job, wire.format("IN", job.hid, eof=eof, body=data), None)
+            return
+        if data:
+            self.relay(conn, job, data, job.inq)
+        job.in_eof = job.in_eof or eof
+
+    def relay(self, conn, job, data, queue):
+        """data to job's worker (pausing conn while the worker's buffer is
+        full), or, while the job has none, held in queue and counted: past
+        HELD_MAX a client is read no further until some of its jobs have a
+        worker to take it."""
+        w = job.worker
+        if w is not None:
+            self.server.send(w, data)
             if len(w.out) > HIGH:
                 self.server.pause(conn, w)
             return
-        if data:
-            session = conn.session
-            job.inq.append(data)
-            job.held += len(data)
-            session.held += len(data)
-            if session.held > HELD_MAX:
-                # Input for jobs still queued: stop reading this client
-                # until some of them have a worker to take it.
-                self.hold(conn)
-        job.in_eof = job.in_eof or eof
+        queue.append(data)
+        job.held += len(data)
+        conn.session.held += len(data)
+        if conn.session.held > HELD_MAX:
+            self.hold(conn)
 
     def hold(self, conn):
         if not conn.session.holding:
@@ -625,19 +632,8 @@ class Sessions:
         if not job.stage:
             raise wire.WireError(f"{msg.verb}: job {job.cid} was not run with stage=1",
                                  wire.E_USAGE)
-        data = wire.format(msg.verb, job.hid, body=msg.body, **msg.kv)
-        if job.worker is not None:
-            w = job.worker
-            self.server.send(w, data)
-            if len(w.out) > HIGH:
-                self.server.pause(conn, w)
-            return
-        session = conn.session
-        job.staged.append(data)
-        job.held += len(data)
-        session.held += len(data)
-        if session.held > HELD_MAX:
-            self.hold(conn)
+        self.relay(conn, job, wire.format(msg.verb, job.hid, body=msg.body, **msg.kv),
+                   job.staged)
 
     def on_base(self, conn, msg):
         """BASE path= sha256= size= [mode=] [cleanup=1] off= [end=1]: a piece
